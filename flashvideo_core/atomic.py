@@ -1,0 +1,34 @@
+"""Write files so that a failed or interrupted run leaves nothing half-written."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success rename it onto `path`.
+
+    On any exception (including KeyboardInterrupt) the temporary file is removed and `path`
+    is untouched. With overwrite=False an existing `path` raises FileExistsError before work starts.
+    The temporary name keeps the suffix of `path` so format-sniffing writers (ffmpeg) still work.
+    """
+    target = Path(path)
+    if not overwrite and target.exists():
+        raise FileExistsError(f"{target} already exists; choose another output name.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".partial{target.suffix}", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        if not overwrite and target.exists():
+            raise FileExistsError(f"{target} appeared while writing; not overwriting it.")
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

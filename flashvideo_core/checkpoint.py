@@ -1,0 +1,162 @@
+"""Safe reading of weight files in every layout users have.
+
+- `.pt`/`.pth`/`.ckpt`/`.bin`: `torch.load(weights_only=True, mmap=True)`: pickles that hold
+  anything but plain tensors and containers are refused, never executed.
+- `.safetensors`: memory-mapped.
+- folders: diffusers / transformers folders (`*.safetensors` shards, else `*.bin` shards).
+The SAT wrappers `{'module': ...}` and `{'state_dict': ...}` are unwrapped.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointError
+
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+WRAPPER_KEYS = ("module", "state_dict", "model")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file or folder into a flat {name: tensor} dict (CPU, possibly mmapped).
+
+    Raises CheckpointError naming the file for a missing, truncated, corrupt or unsafe file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"Checkpoint not found: {path}")
+    if path.is_dir():
+        return _read_folder(path)
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path} is empty (0 bytes): the download or copy did not finish.")
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path)
+    if path.suffix in PICKLE_SUFFIXES:
+        return _read_pickle(path)
+    raise CheckpointError(
+        f"{path.name}: unsupported file type {path.suffix!r}; expected .safetensors, .pt, .pth, .ckpt, .bin or a folder."
+    )
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises its own error types for bad headers
+        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {exc}") from exc
+
+
+def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata stored in a safetensors header ({} if none)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except Exception as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from exc
+
+
+def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
+    is_zip = zipfile.is_zipfile(path)
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=is_zip)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path.name} was refused: it holds Python objects other than plain tensors, and loading it "
+            f"could run code. Only weight files of tensors are accepted. ({exc})"
+        ) from exc
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+        raise CheckpointError(f"{path} could not be read (truncated or corrupt file?): {exc}") from exc
+    return _flatten(_unwrap(obj, path), path)
+
+
+def _unwrap(obj, path: Path):
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path.name} holds a {type(obj).__name__}, not a dict of weights.")
+    for key in WRAPPER_KEYS:
+        inner = obj.get(key)
+        if isinstance(inner, dict) and any(isinstance(v, torch.Tensor) for v in inner.values()):
+            return inner
+    return obj
+
+
+def _flatten(obj: dict, path: Path) -> dict[str, torch.Tensor]:
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointError(f"{path.name} holds no tensors; it is not a weight file.")
+    return tensors
+
+
+def _read_folder(folder: Path) -> dict[str, torch.Tensor]:
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        files = sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if not files:
+        raise CheckpointError(f"{folder} holds no weight files (*.safetensors or *.bin).")
+    index = _shard_index(folder)
+    if index is not None:
+        files = [folder / name for name in sorted(set(index))]
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        state.update(read_state_dict(file))
+    return state
+
+
+def _shard_index(folder: Path) -> list[str] | None:
+    for name in ("diffusion_pytorch_model.safetensors.index.json", "model.safetensors.index.json"):
+        candidate = folder / name
+        if candidate.exists():
+            return list(json.loads(candidate.read_text())["weight_map"].values())
+    return None
+
+
+def read_folder_config(folder: str | Path) -> dict | None:
+    """config.json of a diffusers/transformers folder, or None if there is none."""
+    candidate = Path(folder) / "config.json"
+    return json.loads(candidate.read_text()) if candidate.exists() else None
+
+
+SAT_PREFIX = "model.diffusion_model."
+
+MODEL_KINDS = {
+    "stage1": "FlashVideo Stage I transformer (stage1.pt)",
+    "stage2": "FlashVideo Stage II transformer (stage2.pt)",
+    "vae": "CogVideoX 3D VAE (3d-vae.pt or a diffusers vae/ folder)",
+    "t5": "T5 text encoder (text_encoder/ folder or t5xxl safetensors)",
+    "unknown": "an unrecognised model",
+}
+
+
+def detect_kind(state: dict[str, torch.Tensor]) -> str:
+    """Guess what a state dict holds: 'stage1', 'stage2', 'vae', 't5' or 'unknown'.
+
+    Works on SAT and diffusers/transformers key layouts alike.
+    """
+    keys = list(state)
+    has = lambda fragment: any(fragment in k for k in keys)  # noqa: E731
+    if has("ref_step_time_embedding") or has("time_size_embedding"):
+        return "stage2"
+    if has("query_key_value") or has("transformer_blocks.") or has("attn1.to_q"):
+        return "stage1"
+    if has("SelfAttention") or has("relative_attention_bias"):
+        return "t5"
+    if has("encoder.down") or has("decoder.up") or has("quant_conv") or has("encoder.conv_in"):
+        return "vae"
+    return "unknown"
+
+
+def require_kind(state: dict[str, torch.Tensor], expected: str, path: str | Path) -> None:
+    """Raise CheckpointError if `state` is not the `expected` kind, saying what it looks like."""
+    found = detect_kind(state)
+    if found != expected:
+        raise CheckpointError(
+            f"{Path(path).name} looks like {MODEL_KINDS[found]}, but a {MODEL_KINDS[expected]} was expected. "
+            "Check that the file is connected to the right loader."
+        )

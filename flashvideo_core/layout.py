@@ -1,0 +1,97 @@
+"""Tensor layout conversions and the shape checks every entry point shares.
+
+Layouts:
+- latent (VAE, ComfyUI LATENT): (B, C, T, h, w)
+- transformer input/output: (B, T, C, h, w)
+- pixel video (VAE input/output): (B, 3, F, H, W) in [-1, 1]
+- ComfyUI IMAGE: (F, H, W, 3) float32 in [0, 1]
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .config import LATENT_CHANNELS, PIXEL_MULTIPLE, VAE_TEMPORAL_COMPRESSION
+from .errors import FlashVideoInputError
+
+
+def latent_to_transformer(latent: torch.Tensor) -> torch.Tensor:
+    """(B, C, T, h, w) -> (B, T, C, h, w)."""
+    return latent.permute(0, 2, 1, 3, 4)
+
+
+def transformer_to_latent(hidden: torch.Tensor) -> torch.Tensor:
+    """(B, T, C, h, w) -> (B, C, T, h, w)."""
+    return hidden.permute(0, 2, 1, 3, 4)
+
+
+def image_to_video(images: torch.Tensor) -> torch.Tensor:
+    """ComfyUI IMAGE (F, H, W, 3) in [0, 1] -> video (1, 3, F, H, W) in [-1, 1], float32."""
+    check_image(images, "images")
+    return images.float().permute(3, 0, 1, 2).unsqueeze(0) * 2.0 - 1.0
+
+
+def video_to_image(video: torch.Tensor) -> torch.Tensor:
+    """Video (B, 3, F, H, W) in [-1, 1] -> ComfyUI IMAGE (B*F, H, W, 3) in [0, 1], float32."""
+    b, c, f, h, w = video.shape
+    frames = video.float().permute(0, 2, 3, 4, 1).reshape(b * f, h, w, c)
+    return ((frames + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+def latent_frames(num_frames: int) -> int:
+    """Latent frame count for a 4k+1 pixel frame count: (F - 1) / 4 + 1."""
+    return (num_frames - 1) // VAE_TEMPORAL_COMPRESSION + 1
+
+
+def pixel_frames(num_latent_frames: int) -> int:
+    """Pixel frame count decoded from T latent frames: 4 (T - 1) + 1."""
+    return VAE_TEMPORAL_COMPRESSION * (num_latent_frames - 1) + 1
+
+
+def check_num_frames(num_frames: int, name: str = "num_frames") -> None:
+    """Raise unless num_frames is a positive 4k+1 (1, 5, 9, ..., 49, ...)."""
+    if not isinstance(num_frames, int) or num_frames < 1 or (num_frames - 1) % VAE_TEMPORAL_COMPRESSION:
+        below = max(1, num_frames - (num_frames - 1) % 4) if isinstance(num_frames, int) and num_frames >= 1 else 1
+        raise FlashVideoInputError(
+            f"{name}={num_frames!r} is not a frame count of the form 4k+1 "
+            f"(valid: 1, 5, 9, ..., 49, ...; nearest below: {below}, above: {below + 4})."
+        )
+
+
+def check_pixel_size(height: int, width: int, name: str = "size") -> None:
+    """Raise unless height and width are positive multiples of 16."""
+    for label, value in (("height", height), ("width", width)):
+        if not isinstance(value, int) or value < PIXEL_MULTIPLE or value % PIXEL_MULTIPLE:
+            lower = max(PIXEL_MULTIPLE, (value // PIXEL_MULTIPLE) * PIXEL_MULTIPLE) if isinstance(value, int) else 16
+            raise FlashVideoInputError(
+                f"{name} {label}={value!r} must be a multiple of {PIXEL_MULTIPLE} and at least "
+                f"{PIXEL_MULTIPLE} (e.g. {lower} or {lower + PIXEL_MULTIPLE})."
+            )
+
+
+def check_latent(latent: torch.Tensor, name: str = "latent", channels: int = LATENT_CHANNELS) -> None:
+    """Raise unless `latent` is a (B, channels, T, h, w) tensor with even h and w."""
+    if not isinstance(latent, torch.Tensor) or latent.ndim != 5:
+        shape = tuple(latent.shape) if isinstance(latent, torch.Tensor) else type(latent).__name__
+        raise FlashVideoInputError(
+            f"{name} must be a video latent of shape (batch, {channels}, frames, height/8, width/8); got {shape}. "
+            "Image latents (4 dims) come from image models, not FlashVideo."
+        )
+    if latent.shape[1] != channels:
+        raise FlashVideoInputError(
+            f"{name} has {latent.shape[1]} channels; FlashVideo latents have {channels} "
+            "(CogVideoX VAE). This latent comes from another model family."
+        )
+    if latent.shape[3] % 2 or latent.shape[4] % 2:
+        raise FlashVideoInputError(
+            f"{name} spatial size {tuple(latent.shape[3:])} must be even (pixel size a multiple of 16)."
+        )
+
+
+def check_image(images: torch.Tensor, name: str = "images") -> None:
+    """Raise unless `images` is a ComfyUI IMAGE batch (F, H, W, 3)."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] != 3:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise FlashVideoInputError(f"{name} must be frames of shape (frames, height, width, 3); got {shape}.")
+    if images.shape[0] < 1:
+        raise FlashVideoInputError(f"{name} has no frames.")
