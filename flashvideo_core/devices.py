@@ -1,0 +1,58 @@
+"""Device and precision choices: bf16 on CUDA, fp32 on CPU; moving models between stages."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+
+
+def default_device() -> torch.device:
+    """CUDA if available, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device | str) -> torch.dtype:
+    """bf16 on CUDA (the official precision), fp32 elsewhere (bf16/fp16 are slow or lossy on CPU)."""
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def parse_dtype(name: str | torch.dtype | None, device: torch.device | str) -> torch.dtype:
+    """'auto'/None -> default_dtype(device); 'fp32'/'bf16'/'fp16' -> that dtype."""
+    if isinstance(name, torch.dtype):
+        return name
+    if name in (None, "auto"):
+        return default_dtype(device)
+    if name not in DTYPES:
+        from .errors import FlashVideoInputError
+
+        raise FlashVideoInputError(f"precision={name!r} is not one of auto, {', '.join(DTYPES)}.")
+    return DTYPES[name]
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Device of the first parameter of `model` (CPU for a model without parameters)."""
+    for param in model.parameters():
+        return param.device
+    return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def on_device(model: torch.nn.Module, device: torch.device | str, offload_to: torch.device | str | None) -> Iterator:
+    """Move `model` to `device` for the block; afterwards move it to `offload_to` (if not None).
+
+    This is how one 24 GB card runs the whole pipeline: each stage's model visits the GPU only
+    while it runs.
+    """
+    model.to(device)
+    try:
+        yield model
+    finally:
+        if offload_to is not None:
+            model.to(offload_to)
+            if torch.device(device).type == "cuda":
+                torch.cuda.empty_cache()
