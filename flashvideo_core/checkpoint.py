@@ -39,7 +39,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix in PICKLE_SUFFIXES:
         return _read_pickle(path)
     raise CheckpointError(
-        f"{path.name}: unsupported file type {path.suffix!r}; expected .safetensors, .pt, .pth, .ckpt, .bin or a folder."
+        f"{path.name}: unsupported file type {path.suffix!r}; "
+        "expected .safetensors, .pt, .pth, .ckpt, .bin or a folder."
     )
 
 

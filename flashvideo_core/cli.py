@@ -1,0 +1,230 @@
+"""Command line: `python -m flashvideo_core {generate,enhance,convert,tiny-weights,download} ...`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import config
+from .errors import CheckpointError, FlashVideoInputError
+from .progress import ProgressEvent
+
+TINY_SETTINGS = {"num_frames": 9, "height": 64, "width": 96, "stage2_height": 128, "stage2_width": 192,
+                 "stage1_steps": 8, "fps": 8}
+"""Sizes the embedded tiny default runs at unless overridden: the real sizes would take minutes on a CPU."""
+
+
+class TqdmProgress:
+    """A ProgressEvent callback that shows one tqdm bar per phase on stderr."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.bar = None
+        self.phase = None
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if event.phase != self.phase or self.bar is None or event.step < self.bar.n:
+            self.close()
+            self.phase = event.phase
+            self.bar = tqdm(total=event.total, desc=event.phase, unit="step", leave=True, file=sys.stderr)
+        self.bar.total = event.total
+        self.bar.update(event.step - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of all subcommands."""
+    parser = argparse.ArgumentParser(prog="python -m flashvideo_core", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="text -> Stage I preview mp4 and Stage II mp4")
+    gen.add_argument("prompt", help="long, detailed description (both stages were trained on long captions)")
+    gen.add_argument("-o", "--output-dir", default=".", help="folder for the mp4 files (default: current folder)")
+    gen.add_argument("--preview-only", action="store_true", help="stop after Stage I (the cheap 270p preview)")
+    _add_weight_args(gen)
+    gen.add_argument("--frames", type=int, help="frame count, 4k+1 (default 49)")
+    gen.add_argument("--height", type=int, help="Stage I height, multiple of 16 (default 256)")
+    gen.add_argument("--width", type=int, help="Stage I width, multiple of 16 (default 480)")
+    gen.add_argument("--steps", type=int, help="Stage I steps (official 51)")
+    gen.add_argument("--cfg", type=float, help="Stage I CFG scale (official 8, dynamic)")
+    gen.add_argument("--cfg-exponent", type=float, help="dynamic-CFG exponent (official 5)")
+    gen.add_argument("--stage2-height", type=int, help="Stage II height, multiple of 16 (default 1072)")
+    gen.add_argument("--stage2-width", type=int, help="Stage II width, multiple of 16 (default 1920)")
+    gen.add_argument("--noise-step", type=int, help="latent degradation step 0-999 (default 675; paper 650-750)")
+    gen.add_argument("--stage2-steps", type=int, help="Stage II Euler steps / NFE (default 4; paper 4-6)")
+    gen.add_argument("--stage2-cfg", type=float, help="Stage II CFG (default 13; paper 10-13)")
+    gen.add_argument("--shift", type=float, help="Stage II time shift (default 2.5)")
+    gen.add_argument("--stage2-prefix", action="store_true", help='prefix the Stage II prompt with "medium motion,"')
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--fps", type=float, help="output frame rate (default 8)")
+
+    enh = sub.add_parser("enhance", help="any video file -> Stage II")
+    enh.add_argument("input", help="video file to enhance")
+    enh.add_argument("-o", "--output", required=True, help="output mp4 path (not overwritten unless --force)")
+    enh.add_argument("--prompt", default="", help="description of the video (helps Stage II)")
+    target = enh.add_mutually_exclusive_group()
+    target.add_argument("--scale", type=int, choices=(2, 4), help="upscale factor")
+    target.add_argument("--size", help="named size: 720p, 1080p (default) or 2K")
+    target.add_argument("--long-edge", type=int, help="long edge length in pixels")
+    enh.add_argument("--noise-step", default="auto", help="0-999 or 'auto' (from frame count and resolution)")
+    enh.add_argument("--steps", type=int, default=config.STAGE2_STEPS)
+    enh.add_argument("--cfg", type=float, default=config.STAGE2_CFG)
+    enh.add_argument("--shift", type=float, default=config.STAGE2_SHIFT)
+    enh.add_argument("--window", type=int, default=config.DEFAULT_NUM_FRAMES, help="frames per window, 4k+1")
+    enh.add_argument("--overlap", type=int, default=8, help="frames blended between windows")
+    enh.add_argument("--color-match", action="store_true", help="match output colours to the input per window")
+    enh.add_argument("--stage2-prefix", action="store_true", help='prefix the prompt with "medium motion,"')
+    enh.add_argument("--seed", type=int, default=0)
+    enh.add_argument("--force", action="store_true", help="overwrite the output file if it exists")
+    _add_weight_args(enh)
+
+    conv = sub.add_parser("convert", help="published .pt -> .safetensors (faster, no unpickling)")
+    conv.add_argument("source", help="stage1.pt, stage2.pt or 3d-vae.pt (or a safetensors / folder)")
+    conv.add_argument("-o", "--output", help="output .safetensors (default: beside the source)")
+    conv.add_argument("--force", action="store_true", help="overwrite an existing output")
+
+    tiny = sub.add_parser("tiny-weights", help="write tiny random weights in the published layouts")
+    tiny.add_argument("output_dir")
+    tiny.add_argument("--seed", type=int, default=0)
+
+    dl = sub.add_parser("download", help="download the published weights from Hugging Face (explicit)")
+    dl.add_argument("output_dir")
+    dl.add_argument("--files", nargs="+", choices=("stage1", "stage2", "vae", "t5"), help="default: all")
+    return parser
+
+
+def _add_weight_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", help="folder with stage1.pt, stage2.pt, 3d-vae.pt, text_encoder/, tokenizer/ "
+                        "(default: the embedded tiny random weights)")
+    for name in ("stage1", "stage2", "vae", "text-encoder", "tokenizer"):
+        parser.add_argument(f"--{name}", help=f"path of the {name} weights (overrides --weights)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                        help="auto = bf16 on CUDA, fp32 on CPU")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _resolve_weights(args) -> tuple:
+    """(WeightPaths, is_tiny_default)."""
+    from dataclasses import replace
+
+    from .loaders import WeightPaths, find_weights
+    from .tiny import ensure_tiny_weights
+
+    tiny = args.weights is None and not any(
+        getattr(args, n) for n in ("stage1", "stage2", "vae", "text_encoder", "tokenizer")
+    )
+    if tiny:
+        print("No --weights given: using the embedded TINY RANDOM weights (output is noise; this checks the "
+              "pipeline). Get the real ones with `python -m flashvideo_core download DIR`.", file=sys.stderr)
+        paths = find_weights(ensure_tiny_weights())
+    else:
+        paths = find_weights(args.weights) if args.weights else WeightPaths()
+    overrides = {n: Path(getattr(args, n)) for n in ("stage1", "stage2", "vae", "text_encoder", "tokenizer")
+                 if getattr(args, n)}
+    return replace(paths, **overrides), tiny
+
+
+def _cmd_generate(args) -> int:
+    from .pipeline import GenerateSettings, generate, with_overrides
+
+    weights, tiny = _resolve_weights(args)
+    base = GenerateSettings(**TINY_SETTINGS) if tiny else GenerateSettings()
+    settings = with_overrides(
+        base, num_frames=args.frames, height=args.height, width=args.width, stage1_steps=args.steps,
+        stage1_cfg=args.cfg, cfg_exponent=args.cfg_exponent, stage2_height=args.stage2_height,
+        stage2_width=args.stage2_width, noise_step=args.noise_step, stage2_steps=args.stage2_steps,
+        stage2_cfg=args.stage2_cfg, shift=args.shift, seed=args.seed, fps=args.fps,
+        device=args.device, precision=args.precision,
+    )
+    settings = with_overrides(
+        settings, stage2_prefix=args.stage2_prefix or None, preview_only=args.preview_only or None
+    )
+    progress = TqdmProgress(enabled=not args.quiet)
+    try:
+        result = generate(args.prompt, weights, args.output_dir, settings, callback=progress)
+    finally:
+        progress.close()
+    if result.truncated_tokens:
+        print(f"note: the prompt had {result.prompt_tokens} tokens; {result.truncated_tokens} beyond "
+              f"{config.TEXT_TOKENS} were cut.", file=sys.stderr)
+    print(f"preview: {result.preview_path}")
+    if result.final_path:
+        print(f"final:   {result.final_path}")
+    return 0
+
+
+def _cmd_enhance(args) -> int:
+    from .enhance import enhance_video_file
+
+    weights, _ = _resolve_weights(args)
+    noise = args.noise_step if args.noise_step == "auto" else _int_arg(args.noise_step, "--noise-step")
+    progress = TqdmProgress(enabled=not args.quiet)
+    try:
+        out = enhance_video_file(
+            args.input, args.output, weights=weights, prompt=args.prompt, scale=args.scale, size=args.size,
+            long_edge=args.long_edge, noise_step=noise, steps=args.steps, cfg=args.cfg, shift=args.shift,
+            window=args.window, overlap=args.overlap, color_match=args.color_match,
+            stage2_prefix=args.stage2_prefix, seed=args.seed, overwrite=args.force, device=args.device,
+            precision=args.precision, callback=progress,
+        )
+    finally:
+        progress.close()
+    print(f"enhanced: {out}")
+    return 0
+
+
+def _int_arg(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise FlashVideoInputError(f"{name}={value!r} must be an integer 0-999 or 'auto'.") from None
+
+
+def _cmd_convert(args) -> int:
+    from .convert import convert_checkpoint
+
+    print(f"wrote {convert_checkpoint(args.source, args.output, overwrite=args.force)}")
+    return 0
+
+
+def _cmd_tiny(args) -> int:
+    from .tiny import write_tiny_weights
+
+    for name, path in write_tiny_weights(args.output_dir, seed=args.seed).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def _cmd_download(args) -> int:
+    from .hub import download_weights
+
+    for path in download_weights(args.output_dir, args.files, callback=TqdmProgress()):
+        print(path)
+    return 0
+
+
+COMMANDS = {"generate": _cmd_generate, "enhance": _cmd_enhance, "convert": _cmd_convert,
+            "tiny-weights": _cmd_tiny, "download": _cmd_download}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; returns the exit code (0 ok, 2 bad input or files, 130 interrupted)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (FlashVideoInputError, CheckpointError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: no partial output was kept.", file=sys.stderr)
+        return 130

@@ -1,0 +1,66 @@
+"""Convert published weight files into safetensors that load faster (no LoRA merge, no unpickling).
+
+Transformers are written with diffusers-style keys (LoRA merged), the VAE with diffusers keys.
+The header metadata records the model kind so loaders can check it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .atomic import atomic_output
+from .checkpoint import detect_kind, read_state_dict
+from .errors import CheckpointError
+
+
+def convert_checkpoint(src: str | Path, dst: str | Path | None = None, overwrite: bool = False) -> Path:
+    """Read `src` (SAT .pt, safetensors or folder), write `dst` (default: src with .safetensors).
+
+    Returns the written path. Refuses to overwrite an existing file unless overwrite=True.
+    Stage I/II -> FlashVideoTransformer state (LoRA merged); VAE -> diffusers AutoencoderKLCogVideoX state.
+    """
+    src = Path(src)
+    dst = Path(dst) if dst else src.with_suffix(".safetensors")
+    if dst.resolve() == src.resolve():
+        raise CheckpointError(f"Output {dst} would overwrite the input; choose another name.")
+    if dst.exists() and not overwrite:
+        raise CheckpointError(f"{dst} already exists; pass overwrite (--force) to replace it.")
+    state = read_state_dict(src)
+    kind = detect_kind(state)
+    metadata = {"flashvideo_kind": kind, "flashvideo_source": src.name}
+    if kind in ("stage1", "stage2"):
+        from .sat_transformer import infer_transformer_config, sat_to_diffusers
+
+        converted = sat_to_diffusers(state) if _is_sat(state) else state
+        metadata["flashvideo_transformer_config"] = json.dumps(infer_transformer_config(converted).__dict__)
+    elif kind == "vae":
+        from .vae import infer_vae_config, sat_vae_to_diffusers
+
+        converted = sat_vae_to_diffusers(state) if _is_sat_vae(state) else state
+        vae_config = infer_vae_config(converted)
+        metadata["flashvideo_vae_config"] = json.dumps(
+            {**vae_config.__dict__, "block_out_channels": list(vae_config.block_out_channels)}
+        )
+    else:
+        raise CheckpointError(f"{src.name}: cannot tell which FlashVideo model this is; nothing converted.")
+    _save(converted, dst, metadata)
+    return dst
+
+
+def _is_sat(state: dict) -> bool:
+    return any(key.startswith("model.diffusion_model.") for key in state)
+
+
+def _is_sat_vae(state: dict) -> bool:
+    return any(key.startswith(("encoder.down.", "decoder.up.")) for key in state)
+
+
+def _save(state: dict[str, torch.Tensor], dst: Path, metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    contiguous = {key: tensor.contiguous() for key, tensor in state.items()}
+    with atomic_output(dst) as tmp:
+        save_file(contiguous, str(tmp), metadata=metadata)

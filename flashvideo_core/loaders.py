@@ -1,0 +1,79 @@
+"""Find and load the four models from the files users have.
+
+A weights folder in the published layout holds:
+    stage1.pt   stage2.pt   3d-vae.pt   text_encoder/   tokenizer/
+`convert` writes `<name>.safetensors` beside a `.pt`; those are preferred when present.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointError
+
+WEIGHT_NAMES = {"stage1": "stage1", "stage2": "stage2", "vae": "3d-vae"}
+
+
+@dataclass(frozen=True)
+class WeightPaths:
+    """Where each model's weights are. None = not available (that stage cannot run)."""
+
+    stage1: Path | None = None
+    stage2: Path | None = None
+    vae: Path | None = None
+    text_encoder: Path | None = None
+    tokenizer: Path | None = None
+
+    def require(self, *names: str) -> None:
+        """Raise CheckpointError listing every named model whose path is missing."""
+        missing = [name for name in names if getattr(self, name) is None]
+        if missing:
+            raise CheckpointError(
+                f"Missing weights for: {', '.join(missing)}. Put the published files in the weights folder "
+                "(stage1.pt, stage2.pt, 3d-vae.pt, text_encoder/, tokenizer/) or pass their paths."
+            )
+
+
+def find_weights(folder: str | Path) -> WeightPaths:
+    """Look in `folder` for the published layout; converted .safetensors win over .pt."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise CheckpointError(f"Weights folder not found: {root}")
+    found: dict[str, Path | None] = {}
+    for key, stem in WEIGHT_NAMES.items():
+        candidates = [root / f"{stem}.safetensors", root / f"{stem}.pt"]
+        found[key] = next((c for c in candidates if c.exists()), None)
+    found["text_encoder"] = root / "text_encoder" if (root / "text_encoder").is_dir() else None
+    found["tokenizer"] = root / "tokenizer" if (root / "tokenizer").is_dir() else None
+    return WeightPaths(**found)
+
+
+def load_stage1(path: str | Path, device="cpu", dtype: torch.dtype = torch.float32):
+    """Stage I transformer from stage1.pt (LoRA merged), a converted .safetensors or a diffusers folder."""
+    from .sat_transformer import load_transformer
+
+    return load_transformer(path, stage=1, device=device, dtype=dtype)
+
+
+def load_stage2(path: str | Path, device="cpu", dtype: torch.dtype = torch.float32):
+    """Stage II transformer (with its two extra embeddings) from stage2.pt, .safetensors or a folder."""
+    from .sat_transformer import load_transformer
+
+    return load_transformer(path, stage=2, device=device, dtype=dtype)
+
+
+def load_vae(path: str | Path, device="cpu", dtype: torch.dtype = torch.float32):
+    """CogVideoX VAE from 3d-vae.pt, a .safetensors file or a diffusers vae/ folder."""
+    from .vae import load_vae as _load_vae
+
+    return _load_vae(path, device=device, dtype=dtype)
+
+
+def load_text_encoder(path: str | Path, tokenizer: str | Path | None = None, device="cpu", dtype=torch.float32):
+    """T5 encoder + tokenizer (text_encoder/ folder or a single t5xxl .safetensors)."""
+    from .text import load_text_encoder as _load_text_encoder
+
+    return _load_text_encoder(path, tokenizer, device=device, dtype=dtype)

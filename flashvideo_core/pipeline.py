@@ -1,0 +1,177 @@
+"""The whole text-to-video run, one model in memory at a time: T5 -> Stage I -> preview -> Stage II -> video.
+
+Used by the CLI. The ComfyUI nodes call the same stage functions one node at a time.
+"""
+
+from __future__ import annotations
+
+import gc
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+from . import config
+from .devices import default_device, parse_dtype
+from .errors import FlashVideoInputError
+from .layout import check_num_frames, check_pixel_size
+from .loaders import WeightPaths
+from .progress import ProgressCallback, report
+from .rng import cpu_generator
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    """Every knob of a text-to-video run; defaults are the official ones (SPEC.md)."""
+
+    num_frames: int = config.DEFAULT_NUM_FRAMES
+    height: int = config.STAGE1_HEIGHT
+    width: int = config.STAGE1_WIDTH
+    stage1_steps: int = config.STAGE1_STEPS
+    stage1_cfg: float = config.STAGE1_CFG
+    cfg_exponent: float = config.STAGE1_CFG_EXPONENT
+    stage2_height: int = config.STAGE2_HEIGHT
+    stage2_width: int = config.STAGE2_WIDTH
+    noise_step: int = config.DEFAULT_NOISE_STEP
+    stage2_steps: int = config.STAGE2_STEPS
+    stage2_cfg: float = config.STAGE2_CFG
+    shift: float = config.STAGE2_SHIFT
+    stage2_prefix: bool = False
+    seed: int = 0
+    fps: float = config.DEFAULT_FPS
+    preview_only: bool = False
+    device: str | None = None
+    precision: str = "auto"
+
+    def validate(self) -> None:
+        """Raise FlashVideoInputError for any invalid setting, before anything is loaded."""
+        check_num_frames(self.num_frames, "frames")
+        check_pixel_size(self.height, self.width, "Stage I size")
+        check_pixel_size(self.stage2_height, self.stage2_width, "Stage II size")
+        for name, value, low in (("stage1_steps", self.stage1_steps, 1), ("stage2_steps", self.stage2_steps, 1)):
+            if not isinstance(value, int) or value < low:
+                raise FlashVideoInputError(f"{name}={value!r} must be an integer >= {low}.")
+        if not 0 <= self.noise_step <= 999:
+            raise FlashVideoInputError(f"noise_step={self.noise_step!r} must be in 0..999 (paper: 650-750).")
+        if self.fps <= 0:
+            raise FlashVideoInputError(f"fps={self.fps!r} must be positive.")
+
+
+@dataclass
+class GenerateResult:
+    """Files written by `generate` (final is None with preview_only)."""
+
+    preview_path: Path
+    final_path: Path | None = None
+    prompt_tokens: int = 0
+    truncated_tokens: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def generate(
+    prompt: str,
+    weights: WeightPaths,
+    out_dir: str | Path,
+    settings: GenerateSettings | None = None,
+    callback: ProgressCallback | None = None,
+) -> GenerateResult:
+    """Text -> Stage I preview mp4 (and, unless preview_only, the Stage II mp4) in `out_dir`.
+
+    Models are loaded when needed and released after, so peak memory is one model plus activations.
+    Output names never overwrite existing files.
+    """
+    from .degradation import degrade_latent
+    from .handoff import resize_video
+    from .loaders import load_stage1, load_stage2, load_text_encoder, load_vae
+    from .stages import run_stage1, run_stage2
+    from .vae import decode_latents, encode_video
+
+    settings = settings or GenerateSettings()
+    settings.validate()
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise FlashVideoInputError("prompt is empty; FlashVideo needs a (preferably long, detailed) description.")
+    needed = ["text_encoder", "stage1", "vae"] + ([] if settings.preview_only else ["stage2"])
+    weights.require(*needed)
+    device = torch.device(settings.device) if settings.device else default_device()
+    dtype = parse_dtype(settings.precision, device)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = _unique_stem(out, _slug(prompt), settings.seed)
+
+    report(callback, "load", 1, 1)
+    text_encoder = load_text_encoder(weights.text_encoder, weights.tokenizer, device=device, dtype=dtype)
+    embeds = text_encoder.encode(prompt, stage2_prefix=settings.stage2_prefix)
+    del text_encoder
+    _release(device)
+
+    stage1 = load_stage1(weights.stage1, device=device, dtype=dtype)
+    latent1 = run_stage1(
+        stage1, embeds.stage1, num_frames=settings.num_frames, height=settings.height, width=settings.width,
+        steps=settings.stage1_steps, cfg=settings.stage1_cfg, cfg_exponent=settings.cfg_exponent,
+        seed=settings.seed, device=device, dtype=dtype, callback=callback,
+    )
+    del stage1
+    _release(device)
+
+    vae = load_vae(weights.vae, device=device, dtype=dtype)
+    video1 = decode_latents(vae, latent1, callback=callback)
+    preview_path = _write(out / f"{stem}_stage1.mp4", video1, settings.fps)
+    result = GenerateResult(preview_path, None, embeds.num_tokens, embeds.num_truncated)
+    if settings.preview_only:
+        return result
+
+    generator = cpu_generator(settings.seed + 1)
+    resized = resize_video(video1, settings.stage2_height, settings.stage2_width)
+    del video1
+    latent2 = encode_video(vae, resized, generator=generator, callback=callback)
+    del resized
+    degraded = degrade_latent(latent2, settings.noise_step, generator=generator)
+    vae.to("cpu")
+    _release(device)
+
+    stage2 = load_stage2(weights.stage2, device=device, dtype=dtype)
+    final_latent = run_stage2(
+        stage2, embeds.stage2, degraded, noise_step=settings.noise_step, steps=settings.stage2_steps,
+        cfg=settings.stage2_cfg, shift=settings.shift, device=device, dtype=dtype, callback=callback,
+    )
+    del stage2
+    _release(device)
+
+    vae.to(device)
+    video2 = decode_latents(vae, final_latent, callback=callback)
+    result.final_path = _write(out / f"{stem}_stage2.mp4", video2, settings.fps)
+    return result
+
+
+def with_overrides(settings: GenerateSettings, **overrides) -> GenerateSettings:
+    """Copy of `settings` with the non-None overrides applied."""
+    return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _write(path: Path, video: torch.Tensor, fps: float) -> Path:
+    from .video_io import write_video
+
+    frames = ((video[0].permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    write_video(path, iter(frames), fps=fps, overwrite=False)
+    return path
+
+
+def _slug(prompt: str, length: int = 40) -> str:
+    words = re.sub(r"[^a-zA-Z0-9]+", "_", prompt.strip().lower()).strip("_")
+    return (words[:length].rstrip("_") or "flashvideo")
+
+
+def _unique_stem(folder: Path, slug: str, seed: int) -> str:
+    base = f"{slug}_{seed}"
+    stem, counter = base, 1
+    while any(folder.glob(f"{stem}_stage*.mp4")):
+        counter += 1
+        stem = f"{base}_{counter}"
+    return stem
+
+
+def _release(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
