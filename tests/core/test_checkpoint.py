@@ -1,0 +1,77 @@
+"""Safe checkpoint reading: formats, wrappers, refusal of unsafe pickles, corrupt files, kind detection."""
+
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from flashvideo_core.checkpoint import detect_kind, read_state_dict, require_kind
+from flashvideo_core.errors import CheckpointError
+
+EXECUTED = []
+
+
+class Payload:
+    """An object whose unpickling would run code."""
+
+    def __reduce__(self):
+        return (EXECUTED.append, ("ran",))
+
+
+def test_reads_sat_module_wrapper_with_mmap(tmp_path):
+    path = tmp_path / "stage2.pt"
+    torch.save({"module": {"model.diffusion_model.time_embed.0.weight": torch.ones(2, 2)}}, path)
+    state = read_state_dict(path)
+    assert list(state) == ["model.diffusion_model.time_embed.0.weight"]
+    assert torch.equal(state["model.diffusion_model.time_embed.0.weight"], torch.ones(2, 2))
+
+
+def test_reads_state_dict_wrapper_and_safetensors(tmp_path):
+    torch.save({"state_dict": {"encoder.conv_in.weight": torch.zeros(3)}}, tmp_path / "vae.pt")
+    save_file({"a": torch.arange(4.0)}, str(tmp_path / "x.safetensors"))
+    assert "encoder.conv_in.weight" in read_state_dict(tmp_path / "vae.pt")
+    assert torch.equal(read_state_dict(tmp_path / "x.safetensors")["a"], torch.arange(4.0))
+
+
+def test_refuses_pickle_with_code_and_never_runs_it(tmp_path):
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as handle:
+        pickle.dump({"module": {"w": Payload()}}, handle)
+    torch.save({"module": {"w": Payload()}}, tmp_path / "evil_zip.pt")
+    for bad in (path, tmp_path / "evil_zip.pt"):
+        with pytest.raises(CheckpointError, match="refused|could not be read"):
+            read_state_dict(bad)
+    assert EXECUTED == []
+
+
+def test_truncated_and_empty_files_are_clear_errors(tmp_path):
+    good = tmp_path / "good.pt"
+    torch.save({"module": {"w": torch.randn(64, 64)}}, good)
+    data = good.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "cut.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        read_state_dict(tmp_path / "cut.pt")
+    with pytest.raises(CheckpointError, match="empty"):
+        read_state_dict(tmp_path / "empty.pt")
+    with pytest.raises(CheckpointError, match="safetensors"):
+        read_state_dict(tmp_path / "cut.safetensors")
+    with pytest.raises(CheckpointError, match="not found"):
+        read_state_dict(tmp_path / "missing.pt")
+
+
+def test_detect_kind_on_sat_and_diffusers_names():
+    t = torch.zeros(1)
+    assert detect_kind({"model.diffusion_model.ref_step_time_embedding.0.weight": t}) == "stage2"
+    assert detect_kind({"model.diffusion_model.transformer.layers.0.attention.query_key_value.weight": t}) == "stage1"
+    assert detect_kind({"inner.transformer_blocks.0.attn1.to_q.weight": t}) == "stage1"
+    assert detect_kind({"encoder.block.0.layer.0.SelfAttention.q.weight": t}) == "t5"
+    assert detect_kind({"encoder.conv_in.conv.weight": t}) == "vae"
+    assert detect_kind({"something": t}) == "unknown"
+
+
+def test_require_kind_names_what_the_file_looks_like():
+    with pytest.raises(CheckpointError, match="looks like CogVideoX 3D VAE.*Stage II transformer"):
+        require_kind({"encoder.conv_in.conv.weight": torch.zeros(1)}, "stage2", "3d-vae.pt")
