@@ -1,0 +1,172 @@
+"""The CogVideoX 3D VAE: building, SAT <-> diffusers key mapping, config inference, loading, saving.
+
+SAT (`3d-vae.pt`, {'state_dict': ...}) names differ from diffusers' `AutoencoderKLCogVideoX` in:
+  down.{i}.block.{j}      <-> down_blocks.{i}.resnets.{j}
+  down.{i}.downsample     <-> down_blocks.{i}.downsamplers.0
+  up.{i}.block.{j}        <-> up_blocks.{n-1-i}.resnets.{j}   (up blocks are stored in reverse order)
+  up.{i}.upsample         <-> up_blocks.{n-1-i}.upsamplers.0
+  mid.block_{1,2}         <-> mid_block.resnets.{0,1}
+  nin_shortcut            <-> conv_shortcut
+and SAT files may carry training-only `loss.*` tensors, which are dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKLCogVideoX
+
+from .atomic import atomic_output
+from .checkpoint import read_folder_config, read_safetensors_metadata, read_state_dict, require_kind
+from .config import VAEConfig
+from .errors import CheckpointError
+
+SAT_BLOCK = re.compile(r"^(encoder|decoder)\.(down|up)\.(\d+)\.(block\.(\d+)|downsample|upsample)\.(.+)$")
+SAT_MID = re.compile(r"^(encoder|decoder)\.mid\.block_([12])\.(.+)$")
+DIFFUSERS_BLOCK = re.compile(
+    r"^(encoder|decoder)\.(down|up)_blocks\.(\d+)\.(resnets\.(\d+)|downsamplers\.0|upsamplers\.0)\.(.+)$"
+)
+DIFFUSERS_MID = re.compile(r"^(encoder|decoder)\.mid_block\.resnets\.([01])\.(.+)$")
+
+
+def build_vae(config: VAEConfig, seed: int | None = None) -> AutoencoderKLCogVideoX:
+    """A randomly initialised CogVideoX VAE of this shape (deterministic for a seed), in eval mode."""
+    count = len(config.block_out_channels)
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        vae = AutoencoderKLCogVideoX(
+            down_block_types=("CogVideoXDownBlock3D",) * count,
+            up_block_types=("CogVideoXUpBlock3D",) * count,
+            block_out_channels=tuple(config.block_out_channels),
+            latent_channels=config.latent_channels,
+            layers_per_block=config.layers_per_block,
+            norm_num_groups=config.norm_num_groups,
+        )
+    return vae.eval()
+
+
+def _num_up_blocks(state: dict[str, torch.Tensor], pattern: str) -> int:
+    indices = {int(m.group(1)) for k in state if (m := re.match(pattern, k))}
+    return max(indices) + 1 if indices else 0
+
+
+def sat_vae_to_diffusers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """SAT VAE state -> diffusers AutoencoderKLCogVideoX state. Unknown layouts raise CheckpointError."""
+    count = _num_up_blocks(state, r"^decoder\.up\.(\d+)\.")
+    out = {}
+    for key, tensor in state.items():
+        if key.startswith("loss."):
+            continue
+        if match := SAT_BLOCK.match(key):
+            part, kind, index, inner, resnet, rest = match.groups()
+            index = int(index) if kind == "down" else count - 1 - int(index)
+            if inner.startswith("block"):
+                inner = f"resnets.{resnet}"
+            else:
+                inner = f"{kind}samplers.0"
+            key = f"{part}.{kind}_blocks.{index}.{inner}.{rest}"
+        elif match := SAT_MID.match(key):
+            part, number, rest = match.groups()
+            key = f"{part}.mid_block.resnets.{int(number) - 1}.{rest}"
+        out[key.replace("nin_shortcut", "conv_shortcut")] = tensor
+    return out
+
+
+def diffusers_vae_to_sat(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """diffusers AutoencoderKLCogVideoX state -> SAT layout (the inverse of sat_vae_to_diffusers)."""
+    count = _num_up_blocks(state, r"^decoder\.up_blocks\.(\d+)\.")
+    out = {}
+    for key, tensor in state.items():
+        if match := DIFFUSERS_BLOCK.match(key):
+            part, kind, index, inner, resnet, rest = match.groups()
+            index = int(index) if kind == "down" else count - 1 - int(index)
+            inner = f"block.{resnet}" if inner.startswith("resnets") else f"{kind}sample"
+            key = f"{part}.{kind}.{index}.{inner}.{rest}"
+        elif match := DIFFUSERS_MID.match(key):
+            part, number, rest = match.groups()
+            key = f"{part}.mid.block_{int(number) + 1}.{rest}"
+        out[key.replace("conv_shortcut", "nin_shortcut")] = tensor
+    return out
+
+
+def is_sat_vae(state: dict[str, torch.Tensor]) -> bool:
+    """True if the keys are in the SAT layout (encoder.down.0...)."""
+    return any(SAT_BLOCK.match(k) or SAT_MID.match(k) for k in state)
+
+
+def infer_vae_config(state: dict[str, torch.Tensor], metadata: dict | None = None) -> VAEConfig:
+    """Read the VAE shape from a diffusers-layout state dict.
+
+    GroupNorm's group count is not stored in tensors: the rule is 32 if every normalised channel
+    count divides by 32 (the real VAE), else the largest power of two <= 32 dividing all of them.
+    A config in `metadata` (written by `convert`, or a diffusers config.json) wins.
+    """
+    if metadata:
+        return VAEConfig(
+            block_out_channels=tuple(metadata["block_out_channels"]),
+            layers_per_block=int(metadata["layers_per_block"]),
+            latent_channels=int(metadata["latent_channels"]),
+            norm_num_groups=int(metadata["norm_num_groups"]),
+        )
+    try:
+        count = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("encoder.down_blocks."))
+        channels = tuple(state[f"encoder.down_blocks.{i}.resnets.0.conv2.conv.weight"].shape[0] for i in range(count))
+        layers = 1 + max(int(k.split(".")[4]) for k in state if k.startswith("encoder.down_blocks.0.resnets."))
+        latent = state["encoder.conv_out.conv.weight"].shape[0] // 2
+    except (KeyError, ValueError) as exc:
+        raise CheckpointError(f"Not a CogVideoX VAE state (missing {exc}).") from exc
+    norm_sizes = {v.shape[0] for k, v in state.items() if ("norm" in k and k.endswith("weight") and v.ndim == 1)}
+    groups = 32
+    while groups > 1 and any(size % groups for size in norm_sizes):
+        groups //= 2
+    return VAEConfig(
+        block_out_channels=channels, layers_per_block=layers, latent_channels=latent, norm_num_groups=groups
+    )
+
+
+def _config_from_files(path: Path) -> dict | None:
+    if path.is_dir():
+        folder_config = read_folder_config(path)
+        return folder_config if folder_config and "block_out_channels" in folder_config else None
+    if path.suffix == ".safetensors":
+        raw = read_safetensors_metadata(path).get("flashvideo_vae_config")
+        return json.loads(raw) if raw else None
+    return None
+
+
+def load_vae(path: str | Path, device="cpu", dtype: torch.dtype = torch.float32) -> AutoencoderKLCogVideoX:
+    """Load the VAE from `3d-vae.pt` (SAT), a `.safetensors` (either layout) or a diffusers `vae/` folder.
+
+    Strict: missing, unexpected and mis-shaped tensors are all listed in the CheckpointError.
+    """
+    path = Path(path)
+    state = read_state_dict(path)
+    require_kind(state, "vae", path)
+    if is_sat_vae(state):
+        state = sat_vae_to_diffusers(state)
+    config = infer_vae_config(state, _config_from_files(path))
+    with torch.device("meta"):
+        vae = build_vae(config)
+    expected = vae.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [k for k in set(state) & set(expected) if state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            f"{path.name} does not fit the CogVideoX VAE architecture: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}, shape mismatches {wrong[:5]}."
+        )
+    vae.load_state_dict({k: v.to(dtype) for k, v in state.items()}, assign=True)
+    return vae.to(device).eval()
+
+
+def save_sat_vae(vae: AutoencoderKLCogVideoX, path: str | Path) -> Path:
+    """Write `vae` in the published `3d-vae.pt` layout: {'state_dict': SAT state}, fp32."""
+    state = {k: v.detach().float() for k, v in vae.state_dict().items()}
+    with atomic_output(path) as tmp:
+        torch.save({"state_dict": diffusers_vae_to_sat(state)}, tmp)
+    return Path(path)
