@@ -1,0 +1,288 @@
+"""Sliced VAE decode and encode: temporal chunks (causal conv cache carried between them) and
+spatial tiles with linearly blended overlaps, written into a preallocated CPU output.
+
+Device memory is bounded by one slice (chunk x tile), not by the video. A slice covering the
+whole latent is a single decoder call, identical to unsliced decoding. GroupNorm statistics are
+per slice (as in the official chunked decode), so tiles overlap and are blended to hide seams.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .errors import FlashVideoInputError
+from .layout import check_latent, check_num_frames, check_pixel_size
+from .progress import ProgressCallback, report
+from .rng import randn
+
+SPATIAL, TEMPORAL = 8, 4
+
+
+@dataclass(frozen=True)
+class SliceSpec:
+    """How to slice, in LATENT units. None = no split along that axis.
+
+    chunk_frames: latent frames per temporal chunk (even; the first chunk takes an odd count so
+        the causal VAE sees frame 0 alone first, e.g. 13 latent frames at 2 -> [0:3], [3:5], ...).
+    tile_height, tile_width: latent pixels per spatial tile; overlap: latent pixels shared by
+        neighbouring tiles and blended linearly.
+    """
+
+    chunk_frames: int | None = 2
+    tile_height: int | None = None
+    tile_width: int | None = None
+    overlap: int = 8
+
+    def validate(self) -> None:
+        """Raise FlashVideoInputError for unusable values."""
+        if self.chunk_frames is not None and (self.chunk_frames < 2 or self.chunk_frames % 2):
+            raise FlashVideoInputError(f"chunk_frames={self.chunk_frames} must be an even number >= 2 (or None).")
+        for name in ("tile_height", "tile_width"):
+            value = getattr(self, name)
+            if value is not None and value < 4:
+                raise FlashVideoInputError(f"{name}={value} must be at least 4 latent pixels (32 px) or None.")
+        if self.overlap < 0:
+            raise FlashVideoInputError(f"overlap={self.overlap} must be >= 0.")
+
+
+UNSLICED = SliceSpec(chunk_frames=None)
+
+
+def temporal_chunks(num_frames: int, chunk: int | None) -> list[tuple[int, int]]:
+    """Latent frame ranges: an odd-sized first chunk, then even chunks of `chunk` frames."""
+    if chunk is None or num_frames <= chunk + 1:
+        return [(0, num_frames)]
+    first = 1 + (num_frames - 1) % chunk
+    if first == 1:
+        first += chunk
+    ranges = [(0, first)]
+    while ranges[-1][1] < num_frames:
+        start = ranges[-1][1]
+        ranges.append((start, min(start + chunk, num_frames)))
+    return ranges
+
+
+def tile_starts(size: int, tile: int | None, overlap: int) -> list[int]:
+    """Start offsets of tiles of `tile` covering `size` with at least `overlap` shared."""
+    if tile is None or tile >= size:
+        return [0]
+    overlap = min(overlap, tile // 2)
+    step = max(1, tile - overlap)
+    starts = list(range(0, size - tile, step)) + [size - tile]
+    return sorted(set(starts))
+
+
+def _ramp(length: int, start: int, tile: int, size: int, overlap_px: int) -> torch.Tensor:
+    """1D blend weights of a tile: linear ramps over the overlap on sides that have a neighbour."""
+    weight = torch.ones(length)
+    ramp_len = min(overlap_px, length // 2)
+    if ramp_len > 0:
+        ramp = (torch.arange(ramp_len, dtype=torch.float32) + 0.5) / ramp_len
+        if start > 0:
+            weight[:ramp_len] = ramp
+        if start + tile < size:
+            weight[-ramp_len:] = ramp.flip(0)
+    return weight
+
+
+def _tiles(height: int, width: int, spec: SliceSpec):
+    rows = tile_starts(height, spec.tile_height, spec.overlap)
+    cols = tile_starts(width, spec.tile_width, spec.overlap)
+    tile_h = height if len(rows) == 1 else spec.tile_height
+    tile_w = width if len(cols) == 1 else spec.tile_width
+    return [(y, x, tile_h, tile_w) for y in rows for x in cols]
+
+
+def _vae_device_dtype(vae) -> tuple[torch.device, torch.dtype]:
+    param = next(vae.parameters())
+    return param.device, param.dtype
+
+
+def decode_latents(
+    vae, latents: torch.Tensor, slices: SliceSpec | None = None, callback: ProgressCallback | None = None
+) -> torch.Tensor:
+    """RAW latents (B, 16, T, h, w) -> video (B, 3, 4(T-1)+1, 8h, 8w) in [-1, 1], float32 on CPU.
+
+    The causal decoder only maps an ODD latent frame count T to 4(T-1)+1 frames (an even count
+    comes back as 4T frames); an even T is padded with a copy of its last frame and the 4 extra
+    output frames are dropped (earlier frames never see later ones in a causal VAE).
+    """
+    check_latent(latents, "latents", channels=vae.config.latent_channels)
+    spec = slices or UNSLICED
+    spec.validate()
+    wanted_frames = TEMPORAL * (latents.shape[2] - 1) + 1
+    if latents.shape[2] % 2 == 0:
+        latents = torch.cat([latents, latents[:, :, -1:]], dim=2)
+    video = _decode_odd(vae, latents, spec, callback)
+    return video[:, :, :wanted_frames]
+
+
+def _decode_odd(vae, latents: torch.Tensor, spec: SliceSpec, callback: ProgressCallback | None) -> torch.Tensor:
+    device, dtype = _vae_device_dtype(vae)
+    batch, _, frames, height, width = latents.shape
+    out_frames = TEMPORAL * (frames - 1) + 1
+    out = torch.zeros(batch, 3, out_frames, SPATIAL * height, SPATIAL * width)
+    weight_sum = torch.zeros(SPATIAL * height, SPATIAL * width)
+    tiles = _tiles(height, width, spec)
+    chunks = temporal_chunks(frames, spec.chunk_frames)
+    total, done = len(tiles) * len(chunks), 0
+    for y, x, tile_h, tile_w in tiles:
+        weight = torch.outer(
+            _ramp(SPATIAL * tile_h, y, tile_h, height, SPATIAL * spec.overlap),
+            _ramp(SPATIAL * tile_w, x, tile_w, width, SPATIAL * spec.overlap),
+        )
+        cache = None
+        for start, stop in chunks:
+            z = latents[:, :, start:stop, y : y + tile_h, x : x + tile_w].to(device, dtype)
+            if vae.post_quant_conv is not None:
+                z = vae.post_quant_conv(z)
+            with torch.no_grad():
+                pixels, cache = vae.decoder(z, conv_cache=cache)
+            first = 0 if start == 0 else TEMPORAL * (start - 1) + 1
+            region = out[:, :, first : first + pixels.shape[2], SPATIAL * y : SPATIAL * (y + tile_h),
+                         SPATIAL * x : SPATIAL * (x + tile_w)]
+            region += pixels.float().cpu() * weight
+            del pixels, z
+            done += 1
+            report(callback, "decode", done, total)
+        weight_sum[SPATIAL * y : SPATIAL * (y + tile_h), SPATIAL * x : SPATIAL * (x + tile_w)] += weight
+    if len(tiles) > 1:
+        out /= weight_sum
+    return out.clamp_(-1.0, 1.0)
+
+
+def encode_video(
+    vae,
+    video: torch.Tensor,
+    generator: torch.Generator | None = None,
+    sample: bool = True,
+    slices: SliceSpec | None = None,
+    callback: ProgressCallback | None = None,
+) -> torch.Tensor:
+    """Video (B, 3, F, H, W) in [-1, 1] -> RAW latent (B, 16, (F-1)/4+1, H/8, W/8), float32 on CPU.
+
+    F must be 4k+1 and H, W multiples of 16. sample=True draws from the posterior with CPU noise
+    from `generator` (required then); sample=False returns its mean. Slices are in latent units
+    (chunk_frames latent frames = 4x pixel frames; the first chunk is 4k+1 frames, e.g. 17/16/16).
+    """
+    if video.ndim != 5 or video.shape[1] != 3:
+        raise FlashVideoInputError(f"video must be (batch, 3, frames, height, width); got {tuple(video.shape)}.")
+    check_num_frames(video.shape[2], "video frames")
+    check_pixel_size(video.shape[3], video.shape[4], "video size")
+    if sample and generator is None:
+        raise FlashVideoInputError("encode_video(sample=True) needs a generator (seeded) for reproducibility.")
+    spec = slices or UNSLICED
+    spec.validate()
+    device, dtype = _vae_device_dtype(vae)
+    batch, _, frames, height, width = video.shape
+    lat_frames, lat_h, lat_w = (frames - 1) // TEMPORAL + 1, height // SPATIAL, width // SPATIAL
+    moments = torch.zeros(batch, 2 * vae.config.latent_channels, lat_frames, lat_h, lat_w)
+    weight_sum = torch.zeros(lat_h, lat_w)
+    tiles = _tiles(lat_h, lat_w, spec)
+    chunks = temporal_chunks(lat_frames, spec.chunk_frames)
+    total, done = len(tiles) * len(chunks), 0
+    for y, x, tile_h, tile_w in tiles:
+        weight = torch.outer(
+            _ramp(tile_h, y, tile_h, lat_h, spec.overlap), _ramp(tile_w, x, tile_w, lat_w, spec.overlap)
+        )
+        cache = None
+        for start, stop in chunks:
+            first = 0 if start == 0 else TEMPORAL * (start - 1) + 1
+            last = TEMPORAL * (stop - 1) + 1
+            pixels = video[:, :, first:last, SPATIAL * y : SPATIAL * (y + tile_h), SPATIAL * x : SPATIAL * (x + tile_w)]
+            with torch.no_grad():
+                h, cache = vae.encoder(pixels.to(device, dtype), conv_cache=cache)
+                if vae.quant_conv is not None:
+                    h = vae.quant_conv(h)
+            moments[:, :, start:stop, y : y + tile_h, x : x + tile_w] += h.float().cpu() * weight
+            done += 1
+            report(callback, "encode", done, total)
+        weight_sum[y : y + tile_h, x : x + tile_w] += weight
+    if len(tiles) > 1:
+        moments /= weight_sum
+    mean, logvar = moments.chunk(2, dim=1)
+    if not sample:
+        return mean
+    std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
+    return mean + std * randn(tuple(mean.shape), generator)
+
+
+def decode_preview_frame(vae, latents: torch.Tensor, frame: int = 0, max_size: int = 512) -> torch.Tensor:
+    """One latent frame -> image (H, W, 3) in [0, 1] for progress previews (cheap).
+
+    The latent is shrunk first so the decoded image's long edge is at most about max_size.
+    """
+    z = latents[:1, :, frame : frame + 1].float()
+    long_edge = SPATIAL * max(z.shape[-2:])
+    if long_edge > max_size:
+        factor = max_size / long_edge
+        size = (max(1, round(z.shape[-2] * factor)), max(1, round(z.shape[-1] * factor)))
+        z = F.interpolate(z[:, :, 0], size=size, mode="bilinear", align_corners=False).unsqueeze(2)
+    device, dtype = _vae_device_dtype(vae)
+    with torch.no_grad():
+        pixels, _ = vae.decoder(z.to(device, dtype))
+    return ((pixels[0, :, 0].float().cpu().permute(1, 2, 0) + 1.0) / 2.0).clamp(0.0, 1.0)
+
+
+BYTES_PER_OUTPUT_VOXEL = 3 * 1024
+"""Decoder peak bytes per output pixel per frame for the real VAE (128 channels at full resolution,
+fp32, ~6 live tensors); scaled by the VAE's first block width and by dtype size."""
+MIN_TILE = 8
+
+
+def auto_slice_spec(vae, latent_shape: tuple[int, ...], free_bytes: int, budget_fraction: float = 0.5) -> SliceSpec:
+    """Pick slices for decoding a latent of `latent_shape` within budget_fraction x free_bytes.
+
+    Cost model: a chunk of c latent frames decodes (4c + 2) frames at 64 pixels per latent pixel,
+    each costing BYTES_PER_OUTPUT_VOXEL x width/128 x bytes/4. Chunks stay at the official 2 latent
+    frames; square tiles shrink until one slice fits (never below MIN_TILE).
+    """
+    _, dtype = _vae_device_dtype(vae)
+    width_scale = vae.config.block_out_channels[0] / 128
+    bytes_per_voxel = BYTES_PER_OUTPUT_VOXEL * width_scale * torch.finfo(dtype).bits / 32
+    chunk = 2
+    per_latent_pixel = (TEMPORAL * chunk + 2) * SPATIAL * SPATIAL * bytes_per_voxel
+    budget = max(1.0, free_bytes * budget_fraction)
+    height, width = latent_shape[-2], latent_shape[-1]
+    if height * width * per_latent_pixel <= budget:
+        return SliceSpec(chunk_frames=chunk)
+    side = max(MIN_TILE, int((budget / per_latent_pixel) ** 0.5))
+    return SliceSpec(
+        chunk_frames=chunk, tile_height=min(side, height), tile_width=min(side, width), overlap=max(2, side // 8)
+    )
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+def decode_latents_auto(
+    vae, latents: torch.Tensor, free_bytes: int, callback: ProgressCallback | None = None
+) -> torch.Tensor:
+    """decode_latents with slices from auto_slice_spec; on out-of-memory, halve the tiles and retry.
+
+    Raises FlashVideoInputError (with the smallest tile tried) if even MIN_TILE tiles do not fit.
+    """
+    spec = auto_slice_spec(vae, tuple(latents.shape), free_bytes)
+    height, width = latents.shape[-2:]
+    while True:
+        try:
+            return decode_latents(vae, latents, spec, callback)
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if not _is_out_of_memory(exc):
+                raise
+            tile_h, tile_w = spec.tile_height or height, spec.tile_width or width
+            if max(tile_h, tile_w) <= MIN_TILE:
+                raise FlashVideoInputError(
+                    f"VAE decode ran out of memory even with {tile_h}x{tile_w} latent tiles; free memory or "
+                    "offload other models."
+                ) from exc
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            spec = SliceSpec(
+                chunk_frames=2, tile_height=max(MIN_TILE, tile_h // 2), tile_width=max(MIN_TILE, tile_w // 2),
+                overlap=max(2, spec.overlap // 2),
+            )
