@@ -1,0 +1,65 @@
+"""End to end through the CLI on tiny weights in the published layouts: playable mp4 files, right size/frames."""
+
+import imageio_ffmpeg
+import pytest
+
+from flashvideo_core.cli import main
+
+
+def _frames_and_size(path):
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = reader.__next__()
+    count = sum(1 for _ in reader)
+    return count, tuple(meta["size"])
+
+
+def test_generate_writes_preview_and_final(tiny_weights_dir, tmp_path, capsys):
+    code = main([
+        "generate", "A small red cube rotates slowly on a wooden table, soft morning light.",
+        "--weights", str(tiny_weights_dir), "-o", str(tmp_path), "--frames", "9", "--height", "32", "--width", "48",
+        "--stage2-height", "64", "--stage2-width", "96", "--steps", "3", "--stage2-steps", "2", "--quiet",
+    ])
+    assert code == 0
+    preview = sorted(tmp_path.glob("*_stage1.mp4"))
+    final = sorted(tmp_path.glob("*_stage2.mp4"))
+    assert len(preview) == 1 and len(final) == 1
+    assert _frames_and_size(preview[0]) == (9, (48, 32))
+    assert _frames_and_size(final[0]) == (9, (96, 64))
+    assert not list(tmp_path.glob("*partial*"))
+
+
+def test_generate_preview_only_never_overwrites(tiny_weights_dir, tmp_path):
+    args = ["generate", "A lighthouse in a storm, waves crashing.", "--weights", str(tiny_weights_dir), "-o",
+            str(tmp_path), "--frames", "5", "--height", "32", "--width", "32", "--steps", "2", "--preview-only",
+            "--quiet"]
+    assert main(args) == 0
+    assert main(args) == 0
+    assert len(list(tmp_path.glob("*_stage1.mp4"))) == 2
+    assert not list(tmp_path.glob("*_stage2.mp4"))
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["--frames", "50"], "frames=50"), (["--height", "270"], "height=270"), (["--noise-step", "1000"], "noise_step")],
+)
+def test_generate_bad_input_fails_before_work(tiny_weights_dir, tmp_path, capsys, extra, message):
+    code = main(["generate", "A prompt.", "--weights", str(tiny_weights_dir), "-o", str(tmp_path), "--quiet", *extra])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_wrong_model_in_a_slot_is_named(tiny_weights, tmp_path, capsys):
+    code = main(["generate", "A prompt.", "--weights", str(tiny_weights["stage1"].parent), "--stage1",
+                 str(tiny_weights["vae"]), "-o", str(tmp_path), "--frames", "5", "--height", "32", "--width", "32",
+                 "--preview-only", "--quiet"])
+    assert code == 2
+    assert "VAE" in capsys.readouterr().err
+
+
+def test_convert_then_load_from_safetensors(tiny_weights, tmp_path, capsys):
+    out = tmp_path / "stage2.safetensors"
+    assert main(["convert", str(tiny_weights["stage2"]), "-o", str(out)]) == 0
+    assert out.exists()
+    assert main(["convert", str(tiny_weights["stage2"]), "-o", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
