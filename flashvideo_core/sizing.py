@@ -1,0 +1,165 @@
+"""Output sizes for Stage II on any video: the exact size the user asked for and the size the model works at.
+
+The user picks the target one of three ways (exactly one; default: the official 1080p):
+- `scale`: a factor on both edges (x2, x4; any factor >= 1 works);
+- `size`: a named size from the paper's Table 5 ("720p", "1080p", "2K"). It fixes the LONG edge
+  (1280 / 1920 / 2560) and keeps the input's aspect ratio, so a portrait or square clip is never stretched;
+- `long_edge`: the long edge in pixels (even), aspect kept.
+
+Derived edges are rounded to the nearest EVEN number (H.264 yuv420p needs even sizes), so the aspect
+ratio is kept to within one pixel. The model works at the next multiples of 16 (`work_height`,
+`work_width`): frames are resized to the exact size, padded by repeating their edge pixels up to the
+work size, and the padding is cropped away after decoding (`fit_frames` / `crop_to_target`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .config import PIXEL_MULTIPLE
+from .errors import FlashVideoInputError
+
+NAMED_SIZES: dict[str, tuple[int, int]] = {"720p": (720, 1280), "1080p": (1080, 1920), "2K": (1440, 2560)}
+"""Paper Table 5 sizes as (height, width) for landscape input; the long edge is what a name fixes."""
+
+DEFAULT_SIZE = "1080p"
+MAX_SCALE = 8.0
+"""Largest accepted `scale`: beyond it Stage II has too little to work from (and memory explodes)."""
+
+
+@dataclass(frozen=True)
+class TargetSize:
+    """The requested output size and the model's working size (pixels).
+
+    height, width: exact output size (even numbers).
+    work_height, work_width: multiples of 16, >= height/width; the size the VAE and transformer see.
+    """
+
+    height: int
+    width: int
+    work_height: int
+    work_width: int
+
+    @property
+    def padded(self) -> bool:
+        """True if the work size is larger than the exact size (frames get edge padding)."""
+        return (self.work_height, self.work_width) != (self.height, self.width)
+
+
+def resolve_target_size(
+    in_height: int,
+    in_width: int,
+    scale: float | None = None,
+    size: str | None = None,
+    long_edge: int | None = None,
+) -> TargetSize:
+    """Target for an input of in_height x in_width from exactly one of scale / size / long_edge.
+
+    None for all three means the official size ("1080p"). Raises FlashVideoInputError for an input
+    under 16 px, conflicting choices, an unknown size name, or a target smaller than the input.
+    """
+    for label, value in (("input height", in_height), ("input width", in_width)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < PIXEL_MULTIPLE:
+            raise FlashVideoInputError(
+                f"{label}={value!r} is too small to encode: the VAE and transformer need at least "
+                f"{PIXEL_MULTIPLE} px on each edge."
+            )
+    chosen = [f"{name}={value!r}" for name, value in (("scale", scale), ("size", size), ("long_edge", long_edge))
+              if value is not None]
+    if len(chosen) > 1:
+        raise FlashVideoInputError(
+            f"Choose one target: got {', '.join(chosen)}; give only one of scale, size (720p/1080p/2K) or long_edge."
+        )
+    if scale is not None:
+        height, width = _scaled(in_height, in_width, scale)
+    else:
+        if size is not None:
+            long = _named_long_edge(size)
+        elif long_edge is not None:
+            long = _checked_long_edge(long_edge)
+        else:
+            long = _named_long_edge(DEFAULT_SIZE)
+        height, width = _with_long_edge(in_height, in_width, long)
+    if height < in_height or width < in_width:
+        raise FlashVideoInputError(
+            f"target {height}x{width} is smaller than the input {in_height}x{in_width}; Stage II adds detail "
+            "while upscaling. Pick a larger size, a scale of 2 or 4, or downscale the video first."
+        )
+    return TargetSize(height, width, _round_up(height), _round_up(width))
+
+
+def fit_frames(video: torch.Tensor, target: TargetSize) -> torch.Tensor:
+    """Pixel video (B, 3, F, h, w) -> (B, 3, F, work_height, work_width), same value range.
+
+    Resizes to the exact (height, width) with bilinear antialiasing (the hand-off's filter; aspect is
+    the input's up to one pixel, so nothing is stretched), then pads bottom and right by repeating
+    the last row/column up to the work size.
+    """
+    b, c, f, h, w = video.shape
+    frames = video.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)  # (B*F, 3, h, w)
+    if (h, w) != (target.height, target.width):
+        frames = F.interpolate(
+            frames.float(), size=(target.height, target.width), mode="bilinear", antialias=True, align_corners=False
+        ).to(video.dtype)
+    pad_h, pad_w = target.work_height - target.height, target.work_width - target.width
+    if pad_h or pad_w:
+        frames = F.pad(frames, (0, pad_w, 0, pad_h), mode="replicate")
+    return frames.reshape(b, f, c, target.work_height, target.work_width).permute(0, 2, 1, 3, 4)
+
+
+def crop_to_target(video: torch.Tensor, target: TargetSize) -> torch.Tensor:
+    """Pixel video (B, 3, F, work_height, work_width) -> (B, 3, F, height, width): drops the padding."""
+    if video.shape[-2:] != (target.work_height, target.work_width):
+        raise FlashVideoInputError(
+            f"video of size {tuple(video.shape[-2:])} does not match the work size "
+            f"{target.work_height}x{target.work_width} of this target."
+        )
+    return video[..., : target.height, : target.width]
+
+
+def image_frame_bytes(height: int, width: int) -> int:
+    """Bytes one frame costs as a ComfyUI IMAGE (float32, 3 channels): 1080x1920 -> 24,883,200 (~25 MB)."""
+    return height * width * 3 * 4
+
+
+def _scaled(in_height: int, in_width: int, scale) -> tuple[int, int]:
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 1.0 <= scale <= MAX_SCALE:
+        raise FlashVideoInputError(f"scale={scale!r} must be a number from 1 to {MAX_SCALE:g} (usually 2 or 4).")
+    return _round_even(in_height * scale), _round_even(in_width * scale)
+
+
+def _named_long_edge(size) -> int:
+    names = {name.lower(): name for name in NAMED_SIZES}
+    key = names.get(str(size).strip().lower())
+    if key is None:
+        raise FlashVideoInputError(f"size={size!r} is not a named size; use one of {', '.join(NAMED_SIZES)}.")
+    return max(NAMED_SIZES[key])
+
+
+def _checked_long_edge(long_edge) -> int:
+    if isinstance(long_edge, bool) or not isinstance(long_edge, int) or long_edge < PIXEL_MULTIPLE:
+        raise FlashVideoInputError(f"long_edge={long_edge!r} must be an integer of at least {PIXEL_MULTIPLE} px.")
+    if long_edge % 2:
+        raise FlashVideoInputError(
+            f"long_edge={long_edge} must be even (H.264 video needs even sizes); "
+            f"use {long_edge - 1} or {long_edge + 1}."
+        )
+    return long_edge
+
+
+def _with_long_edge(in_height: int, in_width: int, long: int) -> tuple[int, int]:
+    if in_height >= in_width:
+        return long, _round_even(in_width * long / in_height)
+    return _round_even(in_height * long / in_width), long
+
+
+def _round_even(value: float) -> int:
+    return max(2, 2 * int(math.floor(value / 2 + 0.5)))
+
+
+def _round_up(value: int) -> int:
+    return -(-value // PIXEL_MULTIPLE) * PIXEL_MULTIPLE

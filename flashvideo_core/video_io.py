@@ -1,0 +1,325 @@
+"""Read and write video files with the ffmpeg binary of imageio-ffmpeg (no other video dependency).
+
+Reading (`probe_video`, `iter_frames`) streams frames as uint8 RGB (H, W, 3) whatever the source
+stores: an alpha channel is dropped (colours kept as stored, not composited), grayscale is expanded
+to three equal channels, 10/12/16-bit samples are reduced to 8 bits; each case is logged once.
+Still images (PNG, JPEG, ...) read as one-frame videos. Rotation metadata (phone clips) is applied
+by ffmpeg, so sizes are the displayed ones.
+
+Writing (`write_video`) streams frames into H.264 (libx264, yuv420p, CRF 17) through
+`atomic.atomic_output`: a failure or interruption leaves no file. yuv420p needs even sizes; an odd
+size is written as yuv444p instead (exact size kept, but some players, browsers among them, cannot
+play 4:4:4). The audio stream of `audio_from` is copied unchanged when the container accepts it;
+otherwise (e.g. PCM into .mp4) it is re-encoded as AAC 192k (use .mov or .mkv to keep PCM as is).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_output
+from .errors import FlashVideoInputError
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_CONTAINERS = {".mp4", ".m4v", ".mov", ".mkv"}
+"""Output file types write_video accepts (all hold H.264)."""
+
+_MP4_AUDIO = {"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"}
+_COPYABLE_AUDIO = {".mp4": _MP4_AUDIO, ".m4v": _MP4_AUDIO, ".mov": _MP4_AUDIO | {"pcm_*"}, ".mkv": {"*"}}
+_NTSC_BASES = (24, 30, 48, 60, 120, 240)
+DEFAULT_CRF = 17
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video file holds (sizes as displayed, after rotation).
+
+    fps: frames per second (NTSC rates as exact fractions, e.g. 30000/1001); num_frames: exact count
+    (decoded); duration: seconds (0.0 if unknown); pix_fmt: ffmpeg's source pixel format;
+    notes: conversions iter_frames applies (alpha dropped, gray expanded, bit depth reduced).
+    """
+
+    path: Path
+    width: int
+    height: int
+    fps: Fraction
+    num_frames: int
+    duration: float
+    has_audio: bool
+    audio_codec: str | None
+    pix_fmt: str
+    has_alpha: bool
+    is_gray: bool
+    bit_depth: int
+    notes: tuple[str, ...] = field(default=())
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """VideoInfo of `path`; decodes the video once to count frames exactly.
+
+    Raises FlashVideoInputError naming the file if it is missing, unreadable, has no video stream
+    or has zero frames.
+    """
+    src = Path(path)
+    if not src.is_file():
+        raise FlashVideoInputError(f"video file not found: {src}")
+    meta = _read_meta(src)
+    try:
+        import imageio_ffmpeg
+
+        num_frames, seconds = imageio_ffmpeg.count_frames_and_secs(str(src))
+    except Exception as exc:
+        raise FlashVideoInputError(f"could not decode {src}: {_last_line(exc)}") from None
+    if not num_frames:
+        raise FlashVideoInputError(f"{src} has no video frames (zero-frame file).")
+    pix_fmt = meta.get("pix_fmt", "").split("(")[0].strip()
+    has_alpha, is_gray, bit_depth = _has_alpha(pix_fmt), _is_gray(pix_fmt), _bit_depth(pix_fmt)
+    fps = _exact_fps(meta.get("fps") or 0.0)
+    notes = []
+    if not fps:
+        fps = Fraction(num_frames, 1) / Fraction(seconds).limit_denominator(1000) if seconds else Fraction(8)
+        notes.append(f"frame rate not stored; using {float(fps):g} fps")
+    if has_alpha:
+        notes.append(f"alpha channel dropped ({pix_fmt}; colours kept as stored, not composited)")
+    if is_gray:
+        notes.append(f"grayscale frames ({pix_fmt}) expanded to RGB")
+    if bit_depth > 8:
+        notes.append(f"{bit_depth}-bit frames ({pix_fmt}) reduced to 8-bit")
+    width, height = meta["size"]
+    return VideoInfo(
+        path=src, width=width, height=height, fps=fps, num_frames=num_frames,
+        duration=float(meta.get("duration") or seconds or 0.0), has_audio="audio_codec" in meta,
+        audio_codec=meta.get("audio_codec"), pix_fmt=pix_fmt, has_alpha=has_alpha, is_gray=is_gray,
+        bit_depth=bit_depth, notes=tuple(notes),
+    )
+
+
+def iter_frames(path: str | os.PathLike, info: VideoInfo | None = None) -> Iterator[np.ndarray]:
+    """Stream the frames of `path` as uint8 RGB arrays (H, W, 3), in order, one in memory at a time.
+
+    `info` (from probe_video) saves a second probe; its notes are logged once. Raises
+    FlashVideoInputError naming the file if it cannot be read.
+    """
+    import imageio_ffmpeg
+
+    info = info or probe_video(path)
+    for note in info.notes:
+        logger.warning("%s: %s", info.path, note)
+    reader = imageio_ffmpeg.read_frames(str(info.path), pix_fmt="rgb24")
+    try:
+        meta = next(reader)
+        width, height = meta["size"]
+        for raw in reader:
+            yield np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3).copy()
+    except (OSError, RuntimeError) as exc:
+        raise FlashVideoInputError(f"could not read frames of {info.path}: {_last_line(exc)}") from None
+    finally:
+        reader.close()
+
+
+def to_rgb_uint8(frame) -> np.ndarray:
+    """One frame from anywhere -> uint8 RGB (H, W, 3).
+
+    Accepts (H, W), (H, W, 1) gray (expanded), (H, W, 3) RGB, (H, W, 4) RGBA (alpha dropped);
+    uint8, uint16 (/257) or float in [0, 1]. Anything else raises FlashVideoInputError.
+    """
+    array = np.asarray(frame)
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise FlashVideoInputError(f"a frame must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got {array.shape}.")
+    array = array[:, :, :3] if array.shape[2] == 4 else array
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
+    if array.dtype == np.uint16:
+        return ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.floating):
+        return (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    raise FlashVideoInputError(f"frame dtype {array.dtype} is not supported (use uint8, uint16 or float 0-1).")
+
+
+def write_video(
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray],
+    fps: float | Fraction,
+    audio_from: str | os.PathLike | None = None,
+    overwrite: bool = True,
+    crf: int = DEFAULT_CRF,
+) -> Path:
+    """Stream `frames` (each uint8 (H, W, 3); see to_rgb_uint8 for other kinds) into an H.264 file at `fps`.
+
+    audio_from: a media file whose first audio stream is muxed in (nothing if it has none).
+    The file appears only when complete (atomic); with overwrite=False an existing `path` raises
+    FileExistsError first. Returns `path`. Raises FlashVideoInputError for bad arguments or no frames,
+    OSError if ffmpeg fails.
+    """
+    import imageio_ffmpeg
+
+    target = check_output_path(path, overwrite)
+    rate = _exact_fps(fps)
+    if not rate or rate <= 0:
+        raise FlashVideoInputError(f"fps={fps!r} must be a positive number.")
+    if not 0 <= crf <= 51:
+        raise FlashVideoInputError(f"crf={crf!r} must be 0-51 (lower is better quality; default {DEFAULT_CRF}).")
+    audio_args: list[str] = []
+    if audio_from is not None:
+        audio_args = _audio_args(Path(audio_from), target.suffix.lower())
+    iterator = iter(frames)
+    first = next(iterator, None)
+    if first is None:
+        raise FlashVideoInputError(f"no frames to write to {target}.")
+    first = to_rgb_uint8(first)
+    height, width = first.shape[:2]
+    pix_fmt = "yuv420p"
+    if height % 2 or width % 2:
+        pix_fmt = "yuv444p"
+        logger.warning("%s: odd size %dx%d written as yuv444p (some players need even sizes).", target, height, width)
+    with atomic_output(target, overwrite=overwrite) as tmp:
+        cmd = [
+            imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+            "-s", f"{width}x{height}", "-r", str(rate), "-i", "-", *audio_args[:2],
+            "-map", "0:v:0", *audio_args[2:], "-c:v", "libx264", "-pix_fmt", pix_fmt, "-crf", str(crf),
+            "-movflags", "+faststart", str(tmp),
+        ]
+        _run_writer(cmd, first, iterator, (height, width), target)
+        _chmod_default(tmp)
+    return target
+
+
+def check_output_path(path: str | os.PathLike, overwrite: bool = True) -> Path:
+    """`path` as a Path if write_video can write it; else FlashVideoInputError / FileExistsError.
+
+    Call it before expensive work so a bad output name fails at once.
+    """
+    target = Path(path)
+    if target.suffix.lower() not in OUTPUT_CONTAINERS:
+        raise FlashVideoInputError(
+            f"output {target} must end in one of {', '.join(sorted(OUTPUT_CONTAINERS))} (H.264 video)."
+        )
+    if target.is_dir():
+        raise FlashVideoInputError(f"output {target} is a folder; give a file name such as {target / 'out.mp4'}.")
+    if not overwrite and target.exists():
+        raise FileExistsError(f"{target} already exists; choose another output name (or allow overwriting).")
+    return target
+
+
+def _run_writer(cmd: list[str], first: np.ndarray, rest: Iterator, size: tuple[int, int], target: Path) -> None:
+    """Feed frames to ffmpeg's stdin; kill it on any error (the caller's atomic_output then cleans up)."""
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            count = 0
+            frame = first
+            while frame is not None:
+                if frame.shape[:2] != size:
+                    raise FlashVideoInputError(
+                        f"frame {count} is {frame.shape[0]}x{frame.shape[1]}; frames of {target} must all be "
+                        f"{size[0]}x{size[1]}."
+                    )
+                process.stdin.write(frame.tobytes())
+                count += 1
+                nxt = next(rest, None)
+                frame = None if nxt is None else to_rgb_uint8(nxt)
+            process.stdin.close()
+            code = process.wait()
+        except BrokenPipeError:
+            code = process.wait() or -1
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        if code != 0:
+            log.seek(0)
+            message = log.read().decode(errors="replace").strip().splitlines()
+            raise OSError(f"ffmpeg failed writing {target} (exit {code}): {' | '.join(message[-3:])}")
+
+
+def _chmod_default(path: Path) -> None:
+    """Give the file the permissions a plainly created file gets (the temporary file is private, 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def _audio_args(source: Path, suffix: str) -> list[str]:
+    """[-i source, -map ..., -c:a ...] for the first audio stream of `source`, or [] without audio."""
+    meta = _read_meta(source)
+    codec = meta.get("audio_codec")
+    if codec is None:
+        return []
+    allowed = _COPYABLE_AUDIO[suffix]
+    copy = "*" in allowed or codec in allowed or ("pcm_*" in allowed and codec.startswith("pcm_"))
+    if not copy:
+        logger.warning("%s: audio codec %s cannot go into %s unchanged; re-encoding it as AAC.", source, codec, suffix)
+    return ["-i", str(source), "-map", "1:a:0", *(["-c:a", "copy"] if copy else ["-c:a", "aac", "-b:a", "192k"])]
+
+
+def _read_meta(src: Path) -> dict:
+    """imageio-ffmpeg's header dict of `src` (size, fps, pix_fmt, audio_codec, duration), codec names cleaned."""
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(src), pix_fmt="rgb24")
+    try:
+        meta = next(reader)
+        for key in ("codec", "audio_codec"):
+            if key in meta:
+                meta[key] = meta[key].rstrip(",")
+        return meta
+    except Exception as exc:
+        if "does not contain any stream" in str(exc):
+            raise FlashVideoInputError(f"{src} has no video stream (an audio-only file?).") from None
+        raise FlashVideoInputError(f"could not read {src} as a video or image: {_last_line(exc)}") from None
+    finally:
+        reader.close()
+
+
+def _exact_fps(fps) -> Fraction:
+    """fps as a Fraction; values within 0.01 of an NTSC rate (e.g. 29.97) become n*1000/1001 exactly."""
+    if isinstance(fps, Fraction):
+        return fps
+    try:
+        value = float(fps)
+    except (TypeError, ValueError):
+        raise FlashVideoInputError(f"fps={fps!r} must be a number.") from None
+    for base in _NTSC_BASES:
+        if abs(value - base * 1000 / 1001) < 0.01:
+            return Fraction(base * 1000, 1001)
+    return Fraction(value).limit_denominator(1001)
+
+
+def _has_alpha(pix_fmt: str) -> bool:
+    return pix_fmt.startswith(("yuva", "gbrap", "ya")) or any(
+        key in pix_fmt for key in ("rgba", "bgra", "argb", "abgr")
+    )
+
+
+def _is_gray(pix_fmt: str) -> bool:
+    return pix_fmt.startswith(("gray", "ya", "monob", "monow"))
+
+
+def _bit_depth(pix_fmt: str) -> int:
+    """Bits per sample of an ffmpeg pixel format name (8 unless the name says more)."""
+    for pattern, bits in ((r"(rgb|bgr)24", 8), (r"(rgb|bgr)48", 16), (r"(rgba|bgra)64", 16), (r"^ya16", 16)):
+        if re.search(pattern, pix_fmt):
+            return bits
+    match = re.search(r"(\d+)(le|be)?$", pix_fmt)
+    depth = int(match.group(1)) if match else 8
+    return depth if 8 < depth <= 32 else 8
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__

@@ -1,0 +1,144 @@
+"""Video files in and out: exact frame counts, fps and audio pass-through, odd sizes, bad files, atomic writes."""
+
+from __future__ import annotations
+
+import subprocess
+from fractions import Fraction
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+
+from flashvideo_core.errors import FlashVideoInputError
+from flashvideo_core.video_io import iter_frames, probe_video, to_rgb_uint8, write_video
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", *args], check=True)
+
+
+def _clip(path, size="48x32", rate="8", seconds="1", audio_codec: str | None = "aac"):
+    """A test-pattern clip (and a sine tone unless audio_codec is None)."""
+    args = ["-f", "lavfi", "-i", f"testsrc=size={size}:rate={rate}"]
+    if audio_codec:
+        args += ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-c:a", audio_codec]
+    _ffmpeg(*args, "-t", seconds, "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path))
+    return path
+
+
+def _image(path, pix_fmt):
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=48x32", "-frames:v", "1", "-pix_fmt", pix_fmt, str(path))
+    return path
+
+
+def _frames(count, height=32, width=48):
+    for i in range(count):
+        frame = np.zeros((height, width, 3), np.uint8)
+        frame[..., 0] = (i * 40) % 256
+        frame[: height // 2, :, 1] = 200
+        yield frame
+
+
+def test_probe_and_iter_give_the_exact_frame_count_and_ntsc_rate(tmp_path):
+    src = _clip(tmp_path / "in.mp4", rate="30000/1001", seconds="0.5")
+    info = probe_video(src)
+    frames = list(iter_frames(src, info))
+    assert info.fps == Fraction(30000, 1001)
+    assert (info.width, info.height, info.has_audio, info.audio_codec) == (48, 32, True, "aac")
+    assert len(frames) == info.num_frames == 15
+    assert all(f.shape == (32, 48, 3) and f.dtype == np.uint8 for f in frames)
+
+
+def test_fps_and_audio_survive_a_file_round_trip(tmp_path):
+    src = _clip(tmp_path / "in.mp4", rate="12.5", seconds="1")
+    out = write_video(tmp_path / "out.mp4", iter_frames(src), fps=probe_video(src).fps, audio_from=src)
+    a, b = probe_video(src), probe_video(out)
+    assert (b.num_frames, b.fps, b.width, b.height) == (a.num_frames, Fraction(25, 2), 48, 32)
+    assert b.has_audio and b.audio_codec == "aac"
+
+
+def test_pcm_audio_is_copied_into_mkv_and_reencoded_for_mp4(tmp_path):
+    src = _clip(tmp_path / "in.mov", audio_codec="pcm_s16le", seconds="0.5")
+    mkv = write_video(tmp_path / "out.mkv", iter_frames(src), 8, audio_from=src)
+    mp4 = write_video(tmp_path / "out.mp4", iter_frames(src), 8, audio_from=src)
+    assert probe_video(mkv).audio_codec == "pcm_s16le"
+    assert probe_video(mp4).audio_codec == "aac"
+
+
+def test_audio_from_a_silent_file_writes_video_only(tmp_path):
+    src = _clip(tmp_path / "in.mp4", audio_codec=None, seconds="0.5")
+    assert not probe_video(write_video(tmp_path / "out.mp4", iter_frames(src), 8, audio_from=src)).has_audio
+
+
+def test_odd_sizes_are_written_at_their_exact_size(tmp_path):
+    out = write_video(tmp_path / "odd.mp4", _frames(5, 33, 47), fps=8)
+    info = probe_video(out)
+    assert (info.height, info.width, info.num_frames) == (33, 47, 5)
+
+
+def test_written_frames_come_back_close_to_the_originals(tmp_path):
+    frames = list(_frames(9))
+    back = list(iter_frames(write_video(tmp_path / "v.mp4", iter(frames), fps=8, crf=0)))
+    assert len(back) == 9
+    assert max(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(frames, back, strict=True)) < 3
+
+
+@pytest.mark.parametrize(
+    ("pix_fmt", "note"), [("rgba", "alpha channel dropped"), ("gray16be", "16-bit"), ("gray", "grayscale")]
+)
+def test_alpha_gray_and_16_bit_images_read_as_rgb_with_a_note(tmp_path, pix_fmt, note):
+    info = probe_video(_image(tmp_path / f"{pix_fmt}.png", pix_fmt))
+    (frame,) = list(iter_frames(info.path, info))
+    assert frame.shape == (32, 48, 3) and frame.dtype == np.uint8 and info.num_frames == 1
+    assert any(note in n for n in info.notes)
+    if "gray" in pix_fmt:
+        assert np.array_equal(frame[..., 0], frame[..., 1]) and np.array_equal(frame[..., 1], frame[..., 2])
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "garbage", "audio_only"])
+def test_unreadable_files_raise_an_error_naming_the_file(tmp_path, kind):
+    path = tmp_path / ("clip.m4a" if kind == "audio_only" else "clip.mp4")
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "garbage":
+        path.write_bytes(b"not a video at all")
+    elif kind == "audio_only":
+        _ffmpeg("-f", "lavfi", "-i", "sine", "-t", "0.2", str(path))
+    with pytest.raises(FlashVideoInputError, match="clip"):
+        probe_video(path)
+
+
+def test_a_failure_while_writing_leaves_no_file(tmp_path):
+    def failing():
+        yield from _frames(3)
+        raise RuntimeError("model crashed")
+
+    with pytest.raises(RuntimeError, match="model crashed"):
+        write_video(tmp_path / "out.mp4", failing(), fps=8)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_refuses_to_overwrite_and_bad_arguments(tmp_path):
+    existing = tmp_path / "keep.mp4"
+    existing.write_bytes(b"precious")
+    with pytest.raises(FileExistsError):
+        write_video(existing, _frames(2), fps=8, overwrite=False)
+    assert existing.read_bytes() == b"precious"
+    with pytest.raises(FlashVideoInputError, match="no frames"):
+        write_video(tmp_path / "none.mp4", iter([]), fps=8)
+    with pytest.raises(FlashVideoInputError, match="must end in"):
+        write_video(tmp_path / "x.gif", _frames(2), fps=8)
+    with pytest.raises(FlashVideoInputError, match="fps"):
+        write_video(tmp_path / "x.mp4", _frames(2), fps=0)
+
+
+def test_to_rgb_uint8_handles_gray_alpha_16_bit_and_float():
+    gray = np.full((4, 5), 7, np.uint8)
+    assert to_rgb_uint8(gray).shape == (4, 5, 3) and to_rgb_uint8(gray)[0, 0].tolist() == [7, 7, 7]
+    rgba = np.zeros((4, 5, 4), np.uint8)
+    rgba[..., 3] = 255
+    assert to_rgb_uint8(rgba).shape == (4, 5, 3) and to_rgb_uint8(rgba).max() == 0
+    assert to_rgb_uint8(np.full((2, 2, 3), 65535, np.uint16)).max() == 255
+    assert to_rgb_uint8(np.full((2, 2, 3), 0.5, np.float32))[0, 0, 0] == 128
+    with pytest.raises(FlashVideoInputError):
+        to_rgb_uint8(np.zeros((2, 2, 2), np.uint8))
