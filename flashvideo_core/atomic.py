@@ -28,7 +28,15 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = True) -> Iterator[P
         yield tmp
         if not overwrite and target.exists():
             raise FileExistsError(f"{target} appeared while writing; not overwriting it.")
+        _chmod_default(tmp)
         os.replace(tmp, target)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _chmod_default(path: Path) -> None:
+    """Give the file the permissions a plainly created file gets (mkstemp makes it private, 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)

@@ -195,7 +195,6 @@ def write_video(
             "-movflags", "+faststart", str(tmp),
         ]
         _run_writer(cmd, first, iterator, (height, width), target)
-        _chmod_default(tmp)
     return target
 
 
@@ -245,13 +244,6 @@ def _run_writer(cmd: list[str], first: np.ndarray, rest: Iterator, size: tuple[i
             log.seek(0)
             message = log.read().decode(errors="replace").strip().splitlines()
             raise OSError(f"ffmpeg failed writing {target} (exit {code}): {' | '.join(message[-3:])}")
-
-
-def _chmod_default(path: Path) -> None:
-    """Give the file the permissions a plainly created file gets (the temporary file is private, 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 def _audio_args(source: Path, suffix: str) -> list[str]:

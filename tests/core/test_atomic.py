@@ -32,3 +32,14 @@ def test_no_overwrite_refuses_before_work(tmp_path):
         with atomic_output(target, overwrite=False):
             raise AssertionError("must not start")
     assert target.read_bytes() == b"mine"
+
+
+def test_finished_file_gets_ordinary_permissions(tmp_path):
+    import os
+
+    target = tmp_path / "out.bin"
+    with atomic_output(target) as tmp:
+        tmp.write_bytes(b"x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
