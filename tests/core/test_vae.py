@@ -1,0 +1,171 @@
+"""The CogVideoX VAE: published-layout loading, and sliced decode/encode that matches and hides seams."""
+
+import pytest
+import torch
+
+from flashvideo_core import config
+from flashvideo_core.errors import CheckpointError, FlashVideoInputError
+from flashvideo_core.handoff import resize_video, stage1_to_stage2
+from flashvideo_core.rng import cpu_generator
+from flashvideo_core.vae import (
+    SliceSpec,
+    auto_slice_spec,
+    build_vae,
+    decode_latents,
+    decode_latents_auto,
+    decode_preview_frame,
+    diffusers_vae_to_sat,
+    encode_video,
+    infer_vae_config,
+    load_vae,
+    sat_vae_to_diffusers,
+    save_sat_vae,
+    temporal_chunks,
+)
+
+
+@pytest.fixture(scope="module")
+def vae():
+    return build_vae(config.TINY_VAE, seed=0)
+
+
+def _latent(frames=3, height=8, width=12, seed=0):
+    return torch.randn(1, 16, frames, height, width, generator=torch.Generator().manual_seed(seed))
+
+
+def test_sat_layout_round_trip_and_loading(vae, tmp_path):
+    sat = diffusers_vae_to_sat(vae.state_dict())
+    assert any(k.startswith("decoder.up.3.block.0.") for k in sat) and "encoder.mid.block_1.norm1.weight" in sat
+    assert set(sat_vae_to_diffusers(sat)) == set(vae.state_dict())
+    path = save_sat_vae(vae, tmp_path / "3d-vae.pt")
+    assert list(torch.load(path, weights_only=True)) == ["state_dict"]
+    loaded = load_vae(path)
+    z = _latent()
+    assert torch.equal(decode_latents(loaded, z), decode_latents(vae, z))
+    assert infer_vae_config(vae.state_dict()) == config.TINY_VAE
+
+
+def test_diffusers_folder_loads(vae, tmp_path):
+    vae.save_pretrained(tmp_path / "vae")
+    loaded = load_vae(tmp_path / "vae")
+    z = _latent()
+    assert torch.equal(decode_latents(loaded, z), decode_latents(vae, z))
+
+
+def test_wrong_model_and_corrupt_file(vae, tmp_path):
+    stage1_key = "model.diffusion_model.transformer.layers.0.attention.query_key_value.weight"
+    torch.save({"module": {stage1_key: torch.zeros(2, 2)}}, tmp_path / "s.pt")
+    with pytest.raises(CheckpointError, match="looks like FlashVideo Stage I"):
+        load_vae(tmp_path / "s.pt")
+    path = save_sat_vae(vae, tmp_path / "3d-vae.pt")
+    data = path.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 3])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        load_vae(tmp_path / "cut.pt")
+
+
+def test_one_slice_covering_everything_is_identical_to_unsliced(vae):
+    z = _latent(frames=3)
+    with torch.no_grad():
+        reference, _ = vae.decoder(z)
+    whole = SliceSpec(chunk_frames=4, tile_height=8, tile_width=12, overlap=4)
+    assert torch.equal(decode_latents(vae, z, whole), reference.clamp(-1, 1))
+    assert torch.equal(decode_latents(vae, z), reference.clamp(-1, 1))
+
+
+@pytest.mark.parametrize("frames", [1, 2, 3, 4, 5])
+def test_decoded_frame_count_is_4t_minus_3(vae, frames):
+    for spec in (None, SliceSpec(chunk_frames=2)):
+        assert decode_latents(vae, _latent(frames=frames, height=4, width=4), spec).shape[2] == 4 * (frames - 1) + 1
+
+
+def test_official_chunking_of_13_latent_frames():
+    assert temporal_chunks(13, 2) == [(0, 3), (3, 5), (5, 7), (7, 9), (9, 11), (11, 13)]
+
+
+def _max_steps(video, axis):
+    return video.diff(dim=axis).abs().amax(dim=tuple(d for d in range(video.ndim) if d != axis))
+
+
+def test_tiles_and_chunks_leave_no_seam_on_smooth_input(vae):
+    # A smooth gradient video, encoded then decoded: seams would show as steps at tile/chunk edges.
+    frames, height, width = 9, 96, 128
+    t = torch.linspace(-0.5, 0.5, frames)[:, None, None]
+    y = torch.linspace(-0.6, 0.6, height)[None, :, None]
+    x = torch.linspace(-0.7, 0.7, width)[None, None, :]
+    video = torch.stack([x + 0 * y + 0 * t, y + 0 * x + 0 * t, 0.3 * t + 0 * x + 0 * y]).unsqueeze(0)
+    latent = encode_video(vae, video, sample=False)
+    spec = SliceSpec(chunk_frames=2, tile_height=6, tile_width=8, overlap=4)
+    sliced = decode_latents(vae, latent, spec)
+    unsliced = decode_latents(vae, latent)
+    # columns: the tile boundaries (latent x = 8, 12 -> pixels 64, 96) vs the largest step elsewhere in unsliced
+    col_steps = _max_steps(sliced, 4)
+    reference = _max_steps(unsliced, 4).max()
+    assert col_steps.max() <= reference * 1.05 + 1e-3
+    row_steps = _max_steps(sliced, 3)
+    assert row_steps.max() <= _max_steps(unsliced, 3).max() * 1.05 + 1e-3
+    frame_steps = _max_steps(sliced, 2)
+    assert frame_steps.max() <= _max_steps(unsliced, 2).max() * 1.05 + 1e-3
+
+
+def test_encode_validates_and_samples_reproducibly(vae):
+    video = torch.rand(1, 3, 9, 32, 48) * 2 - 1
+    a = encode_video(vae, video, cpu_generator(1))
+    assert a.shape == (1, 16, 3, 4, 6)
+    assert torch.equal(a, encode_video(vae, video, cpu_generator(1)))
+    assert not torch.equal(a, encode_video(vae, video, sample=False))
+    with pytest.raises(FlashVideoInputError, match="4k\\+1"):
+        encode_video(vae, torch.zeros(1, 3, 8, 32, 48), sample=False)
+    with pytest.raises(FlashVideoInputError, match="multiple of 16"):
+        encode_video(vae, torch.zeros(1, 3, 9, 40, 48), sample=False)
+    with pytest.raises(FlashVideoInputError, match="generator"):
+        encode_video(vae, video)
+
+
+def test_sliced_encode_matches_shape_and_stays_close(vae):
+    video = torch.rand(1, 3, 17, 64, 96) * 2 - 1
+    whole = encode_video(vae, video, sample=False)
+    sliced = encode_video(vae, video, sample=False, slices=SliceSpec(chunk_frames=2, tile_height=6, tile_width=8,
+                                                                    overlap=2))
+    assert sliced.shape == whole.shape
+    assert torch.isfinite(sliced).all()
+
+
+def test_latent_of_another_family_is_refused(vae):
+    with pytest.raises(FlashVideoInputError, match="4 channels"):
+        decode_latents(vae, torch.zeros(1, 4, 2, 8, 8))
+
+
+def test_auto_slices_fit_the_budget_and_retry_on_oom(vae, monkeypatch):
+    roomy = auto_slice_spec(vae, (1, 16, 13, 8, 12), free_bytes=10**12)
+    assert roomy.tile_height is None
+    tight = auto_slice_spec(vae, (1, 16, 13, 134, 240), free_bytes=2 * 10**9)
+    assert tight.tile_height is not None and tight.tile_height < 134
+    import flashvideo_core.vae_slicing as slicing
+
+    real = slicing.decode_latents
+    attempts = []
+
+    def flaky(vae_, latents, spec, callback=None):
+        attempts.append(spec)
+        if len(attempts) < 3:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return real(vae_, latents, spec, callback)
+
+    monkeypatch.setattr(slicing, "decode_latents", flaky)
+    out = decode_latents_auto(vae, _latent(height=32, width=32), free_bytes=10**12)
+    assert out.shape == (1, 3, 9, 256, 256)
+    assert attempts[0].tile_height is None
+    assert (attempts[1].tile_height, attempts[2].tile_height) == (16, 8)
+
+
+def test_preview_frame_and_handoff(vae):
+    image = decode_preview_frame(vae, _latent(height=16, width=24), max_size=64)
+    assert image.shape == (64, 96, 3) or max(image.shape[:2]) <= 64
+    assert image.min() >= 0 and image.max() <= 1
+    latent2 = stage1_to_stage2(vae, _latent(frames=3, height=4, width=6), height=64, width=96, seed=0)
+    assert latent2.shape == (1, 16, 3, 8, 12)
+    with pytest.raises(FlashVideoInputError, match="multiple of 16"):
+        stage1_to_stage2(vae, _latent(), height=1080, width=1920, seed=0)
+    resized = resize_video(torch.zeros(1, 3, 9, 32, 48), 64, 96)
+    assert resized.shape == (1, 3, 9, 64, 96)
