@@ -1,0 +1,173 @@
+"""The one place that talks to ComfyUI: progress, cancel, devices, model folders.
+
+Everything is imported lazily; without ComfyUI (tests, other hosts) plain fallbacks are used, with
+model folders taken from FLASHVIDEO_MODELS_DIR (default ./models).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+PACK_FOLDER = "FlashVideo"
+"""models/FlashVideo: the pack's own model folder (registered with folder_paths)."""
+
+CORE_FOLDERS = {"stage1": "diffusion_models", "stage2": "diffusion_models", "vae": "vae", "t5": "text_encoders"}
+WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
+
+
+def _folder_paths():
+    try:
+        import folder_paths  # ComfyUI
+
+        return folder_paths
+    except ImportError:
+        return None
+
+
+def register_model_folder() -> None:
+    """Register models/FlashVideo with folder_paths (so extra_model_paths.yaml entries work too)."""
+    fp = _folder_paths()
+    if fp is not None:
+        fp.add_model_folder_path(PACK_FOLDER, os.path.join(fp.models_dir, PACK_FOLDER), is_default=True)
+
+
+def models_root() -> Path:
+    """ComfyUI's models folder, or FLASHVIDEO_MODELS_DIR / ./models without ComfyUI."""
+    fp = _folder_paths()
+    if fp is not None:
+        return Path(fp.models_dir)
+    return Path(os.environ.get("FLASHVIDEO_MODELS_DIR", "models"))
+
+
+def search_folders(kind: str) -> list[Path]:
+    """Folders searched for a model kind: every FlashVideo path, then the matching core folder's paths."""
+    fp = _folder_paths()
+    names = [PACK_FOLDER, CORE_FOLDERS[kind]]
+    if fp is None:
+        return [models_root() / name for name in names]
+    folders: list[Path] = []
+    for name in names:
+        try:
+            folders += [Path(p) for p in fp.get_folder_paths(name)]
+        except KeyError:
+            continue
+    return folders
+
+
+def list_models(kind: str, folders_too: bool = False) -> list[str]:
+    """Relative names of weight files (and, with folders_too, model folders holding config.json)."""
+    names: list[str] = []
+    for root in search_folders(kind):
+        if not root.is_dir():
+            continue
+        for path in sorted(root.rglob("*")):
+            relative = path.relative_to(root).as_posix()
+            if path.is_file() and path.suffix in WEIGHT_SUFFIXES and not _inside_model_folder(path, root):
+                names.append(relative)
+            elif folders_too and path.is_dir() and (path / "config.json").exists():
+                names.append(relative + "/")
+    return sorted(dict.fromkeys(names))
+
+
+def _inside_model_folder(path: Path, root: Path) -> bool:
+    """Shards inside a diffusers/transformers folder are listed as the folder, not one by one."""
+    inner = [parent for parent in path.parents if parent != root and root in parent.parents]
+    return any((parent / "config.json").exists() for parent in inner)
+
+
+def resolve_model(kind: str, name: str) -> Path | None:
+    """Full path of a listed name (first folder that has it), or None."""
+    for root in search_folders(kind):
+        candidate = root / name.rstrip("/")
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def pack_model_dir() -> Path:
+    """Where downloads go: the first FlashVideo model folder."""
+    fp = _folder_paths()
+    if fp is not None:
+        return Path(fp.get_folder_paths(PACK_FOLDER)[0])
+    return models_root() / PACK_FOLDER
+
+
+def torch_device() -> torch.device:
+    """ComfyUI's compute device, or CUDA/CPU without ComfyUI."""
+    try:
+        import comfy.model_management as mm
+
+        return mm.get_torch_device()
+    except ImportError:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def offload_device() -> torch.device:
+    """Where models rest between uses (ComfyUI's unet offload device, else CPU)."""
+    try:
+        import comfy.model_management as mm
+
+        return mm.unet_offload_device()
+    except ImportError:
+        return torch.device("cpu")
+
+
+def free_memory(device: torch.device) -> int:
+    """Free bytes on `device` (ComfyUI's estimate when available)."""
+    try:
+        import comfy.model_management as mm
+
+        return int(mm.get_free_memory(device))
+    except ImportError:
+        if device.type == "cuda":
+            return int(torch.cuda.mem_get_info(device)[0])
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+
+
+def check_interrupt() -> None:
+    """Raise ComfyUI's interrupt exception if the user pressed cancel (no-op without ComfyUI)."""
+    try:
+        import comfy.model_management as mm
+    except ImportError:
+        return
+    mm.throw_exception_if_processing_interrupted()
+
+
+def soft_empty_cache() -> None:
+    """Release cached device memory between phases."""
+    try:
+        import comfy.model_management as mm
+
+        mm.soft_empty_cache()
+    except ImportError:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+class Progress:
+    """A core ProgressEvent callback that drives ComfyUI's progress bar, previews and cancel.
+
+    Every event is a cancel point. `preview_fn(latent) -> PIL.Image | None` makes preview images.
+    """
+
+    def __init__(self, preview_fn=None, max_preview: int = 512):
+        self.preview_fn = preview_fn
+        self.max_preview = max_preview
+        self.bar = None
+
+    def __call__(self, event) -> None:
+        check_interrupt()
+        try:
+            import comfy.utils
+        except ImportError:
+            return
+        if self.bar is None or self.bar.total != event.total:
+            self.bar = comfy.utils.ProgressBar(event.total)
+        preview = None
+        if self.preview_fn is not None and event.preview is not None:
+            image = self.preview_fn(event.preview)
+            preview = ("JPEG", image, self.max_preview) if image is not None else None
+        self.bar.update_absolute(event.step, event.total, preview)

@@ -1,0 +1,71 @@
+"""Enhance Video: Stage II on any clip (any length, size, aspect), windowed, as one node."""
+
+from __future__ import annotations
+
+from flashvideo_core import config
+from flashvideo_core.enhance import enhance_images
+from flashvideo_core.sizing import image_frame_bytes
+
+from . import comfy_services as services
+from .common import CATEGORY, EMBEDS, STAGE2, VAE
+
+TARGETS = ["1080p", "720p", "2K", "x2", "x4", "long edge"]
+FRAME_MB_1080 = image_frame_bytes(1080, 1920) / 2**20
+
+
+class FlashVideoEnhanceImages:
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("images",)
+    OUTPUT_TOOLTIPS = ("The enhanced frames, same count as the input, at exactly the requested size.",)
+    FUNCTION = "enhance"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Stage II on any video: cuts the clip into overlapping 4k+1-frame windows, enhances each "
+                   "(resize, encode, degrade, Euler flow, decode) and blends the overlaps. Keep fps and audio by "
+                   "wiring Get Video Components -> this -> Create Video.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (STAGE2, {"tooltip": "From FlashVideo Stage II Loader."}),
+                "vae": (VAE, {"tooltip": "From FlashVideo VAE Loader."}),
+                "embeds": (EMBEDS, {"tooltip": "A description of the clip (FlashVideo Text Encode)."}),
+                "images": ("IMAGE", {"tooltip": f"Frames in 0..1, any count and size. ComfyUI keeps IMAGE batches "
+                                                f"in memory: each 1080p output frame costs about {FRAME_MB_1080:.0f} "
+                                                "MB (the CLI `enhance` streams instead)."}),
+                "target": (TARGETS, {"default": "1080p", "tooltip":
+                           "Output size: a named size (long edge 1280/1920/2560, aspect kept), a scale, or the long "
+                           "edge below. Never stretched; must not be smaller than the input."}),
+                "long_edge": ("INT", {"default": 1920, "min": 16, "max": 8192, "step": 2, "tooltip":
+                              "Used when target is 'long edge'."}),
+                "auto_noise": ("BOOLEAN", {"default": True, "tooltip":
+                               "Pick the noise step from the window's frames and size (17 frames -> 500, 49 at "
+                               "1080p -> 675; clamped to 500-750). Off: use noise_step."}),
+                "noise_step": ("INT", {"default": config.DEFAULT_NOISE_STEP, "min": 0, "max": 999, "tooltip":
+                               "Manual degradation step (paper: 650-750 for 49 frames)."}),
+                "steps": ("INT", {"default": config.STAGE2_STEPS, "min": 1, "max": 100, "tooltip": "NFE (paper 4-6)."}),
+                "cfg": ("FLOAT", {"default": config.STAGE2_CFG, "min": 0.0, "max": 30.0, "step": 0.1,
+                        "tooltip": "Guidance (paper 10-13)."}),
+                "shift": ("FLOAT", {"default": config.STAGE2_SHIFT, "min": 0.1, "max": 10.0, "step": 0.1,
+                          "tooltip": "Flow time shift (2-3.5)."}),
+                "window": ("INT", {"default": 49, "min": 5, "max": 257, "step": 4, "tooltip":
+                           "Frames per window, 4k+1 (trained at 49)."}),
+                "overlap": ("INT", {"default": 8, "min": 0, "max": 64, "tooltip":
+                            "Frames blended between windows (no jump at window edges)."}),
+                "color_match": ("BOOLEAN", {"default": False, "tooltip":
+                                "Match each window's colours to the input (Oklab mean/std) for sources that drift."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1, "tooltip": "Seeds encode and noise."}),
+            }
+        }
+
+    def enhance(self, model, vae, embeds, images, target, long_edge, auto_noise, noise_step, steps, cfg, shift,
+                window, overlap, color_match, seed):
+        choice = {"scale": int(target[1:])} if target.startswith("x") else (
+            {"long_edge": long_edge} if target == "long edge" else {"size": target})
+        with model.active(), vae.active():
+            out = enhance_images(
+                images, model=model.module, vae=vae.module, cond=embeds.stage2, **choice,
+                noise_step="auto" if auto_noise else noise_step, steps=steps, cfg=cfg, shift=shift, seed=seed,
+                window=window, overlap=overlap, color_match=color_match, callback=services.Progress(),
+            )
+        return (out,)

@@ -1,0 +1,215 @@
+"""Loader nodes: Stage I, Stage II, VAE, T5 (published files as they are), and the explicit download."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flashvideo_core.devices import parse_dtype
+from flashvideo_core.errors import CheckpointError
+
+from . import comfy_services as services
+from .common import (
+    CATEGORY,
+    OFFLOAD_MODES,
+    OFFLOAD_TIP,
+    PRECISION_TIP,
+    PRECISIONS,
+    STAGE1,
+    STAGE2,
+    T5,
+    VAE,
+    LoadedModel,
+)
+
+FOLDER_TIP = "Files in models/FlashVideo (and extra_model_paths.yaml entries) and in models/{core}."
+
+
+def _choices(kind: str, folders_too: bool = False) -> list[str]:
+    return services.list_models(kind, folders_too) or ["(no model files found)"]
+
+
+def _validate_choice(kind: str, name: str) -> bool | str:
+    if services.resolve_model(kind, name) is None:
+        folders = ", ".join(str(f) for f in services.search_folders(kind))
+        return f"{name!r} not found. Put the file in one of: {folders} (then press R to refresh)."
+    return True
+
+
+def _wrap(module, precision: str, offload: str, source: str) -> LoadedModel:
+    device = services.torch_device()
+    dtype = parse_dtype(precision, device)
+    rest = services.offload_device() if offload == OFFLOAD_MODES[0] else None
+    module.to(device=rest or device, dtype=dtype)
+    return LoadedModel(module, device, rest, dtype, source)
+
+
+class _TransformerLoader:
+    KIND = "stage1"
+    STAGE = 1
+    FUNCTION = "load"
+    CATEGORY = f"{CATEGORY}/loaders"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        core = services.CORE_FOLDERS[cls.KIND]
+        return {
+            "required": {
+                "model_name": (_choices(cls.KIND, folders_too=True), {
+                    "tooltip": f"The published {cls.KIND}.pt as it is (SAT layout), a converted .safetensors or a "
+                               f"diffusers folder. {FOLDER_TIP.format(core=core)}"}),
+                "precision": (PRECISIONS, {"default": "auto", "tooltip": PRECISION_TIP}),
+                "offload": (OFFLOAD_MODES, {"default": OFFLOAD_MODES[0], "tooltip": OFFLOAD_TIP}),
+            }
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, model_name, **_):
+        return _validate_choice(cls.KIND, model_name)
+
+    def load(self, model_name, precision, offload):
+        from flashvideo_core.sat_transformer import load_transformer
+
+        path = services.resolve_model(self.KIND, model_name)
+        module = load_transformer(path, stage=self.STAGE, dtype=parse_dtype(precision, services.torch_device()))
+        return (_wrap(module, precision, offload, str(path)),)
+
+
+class FlashVideoStage1Loader(_TransformerLoader):
+    KIND, STAGE = "stage1", 1
+    RETURN_TYPES = (STAGE1,)
+    RETURN_NAMES = ("stage1_model",)
+    OUTPUT_TOOLTIPS = ("The Stage I (270p, prompt fidelity) transformer, LoRA merged.",)
+    DESCRIPTION = "Loads FlashVideo's Stage I model (stage1.pt: CogVideoX-5B shape with its LoRA merged at load)."
+
+
+class FlashVideoStage2Loader(_TransformerLoader):
+    KIND, STAGE = "stage2", 2
+    RETURN_TYPES = (STAGE2,)
+    RETURN_NAMES = ("stage2_model",)
+    OUTPUT_TOOLTIPS = ("The Stage II (1080p detail) flow-matching transformer.",)
+    DESCRIPTION = "Loads FlashVideo's Stage II model (stage2.pt: 2B DiT with 3D RoPE and its two extra embeddings)."
+
+
+class FlashVideoVAELoader:
+    RETURN_TYPES = (VAE,)
+    RETURN_NAMES = ("vae",)
+    OUTPUT_TOOLTIPS = ("The CogVideoX 3D VAE used by both stages.",)
+    FUNCTION = "load"
+    CATEGORY = f"{CATEGORY}/loaders"
+    DESCRIPTION = "Loads the CogVideoX 3D VAE (3d-vae.pt as published, a .safetensors, or a diffusers vae/ folder)."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vae_name": (_choices("vae", folders_too=True), {
+                    "tooltip": "3d-vae.pt as published, a .safetensors or CogVideoX-5b's vae/ folder. "
+                               + FOLDER_TIP.format(core="vae")}),
+                "precision": (PRECISIONS, {"default": "auto", "tooltip": PRECISION_TIP}),
+                "offload": (OFFLOAD_MODES, {"default": OFFLOAD_MODES[0], "tooltip": OFFLOAD_TIP}),
+            }
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, vae_name, **_):
+        return _validate_choice("vae", vae_name)
+
+    def load(self, vae_name, precision, offload):
+        from flashvideo_core.vae import load_vae
+
+        path = services.resolve_model("vae", vae_name)
+        module = load_vae(path, dtype=parse_dtype(precision, services.torch_device()))
+        return (_wrap(module, precision, offload, str(path)),)
+
+
+TOKENIZER_AUTO = "auto (tokenizer/ beside the encoder)"
+
+
+class FlashVideoT5Loader:
+    RETURN_TYPES = (T5,)
+    RETURN_NAMES = ("t5",)
+    OUTPUT_TOOLTIPS = ("T5 v1.1 XXL encoder with its tokenizer.",)
+    FUNCTION = "load"
+    CATEGORY = f"{CATEGORY}/loaders"
+    DESCRIPTION = ("Loads the T5 v1.1 XXL text encoder: CogVideoX-5b's text_encoder/ folder, or a t5xxl_fp16 / fp8 "
+                   "single file you already have for SD3, Flux, LTX or Mochi.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        tokenizers = [TOKENIZER_AUTO] + [n for n in services.list_models("t5", folders_too=True) if n.endswith("/")]
+        tokenizers += _tokenizer_folders()
+        return {
+            "required": {
+                "encoder_name": (_choices("t5", folders_too=True), {
+                    "tooltip": "text_encoder/ folder (CogVideoX-5b) or a single t5xxl .safetensors. "
+                               + FOLDER_TIP.format(core="text_encoders")}),
+                "tokenizer": (list(dict.fromkeys(tokenizers)), {
+                    "default": TOKENIZER_AUTO,
+                    "tooltip": "Folder with spiece.model or tokenizer.json. auto: the tokenizer/ folder next to the "
+                               "encoder (CogVideoX layout)."}),
+                "precision": (PRECISIONS, {"default": "auto", "tooltip": PRECISION_TIP}),
+                "offload": (OFFLOAD_MODES, {"default": OFFLOAD_MODES[0], "tooltip": OFFLOAD_TIP}),
+            }
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, encoder_name, **_):
+        return _validate_choice("t5", encoder_name)
+
+    def load(self, encoder_name, tokenizer, precision, offload):
+        from flashvideo_core.text import load_text_encoder
+
+        path = services.resolve_model("t5", encoder_name)
+        tokenizer_path = None if tokenizer == TOKENIZER_AUTO else _resolve_tokenizer(tokenizer)
+        encoder = load_text_encoder(path, tokenizer_path, dtype=parse_dtype(precision, services.torch_device()))
+        handle = _wrap(encoder.model, precision, offload, str(path))
+        handle.text_encoder = encoder
+        return (handle,)
+
+
+def _tokenizer_folders() -> list[str]:
+    names = []
+    for root in services.search_folders("t5"):
+        if root.is_dir():
+            names += [p.parent.relative_to(root).as_posix() + "/" for p in root.rglob("spiece.model")]
+            names += [p.parent.relative_to(root).as_posix() + "/" for p in root.rglob("tokenizer.json")]
+    return names
+
+
+def _resolve_tokenizer(name: str) -> Path:
+    path = services.resolve_model("t5", name)
+    if path is None:
+        raise CheckpointError(f"Tokenizer folder {name!r} not found in {services.search_folders('t5')}.")
+    return path
+
+
+DOWNLOAD_CHOICES = ["stage1 + stage2 + vae", "stage1", "stage2", "vae", "t5 (CogVideoX-5b text_encoder)", "all"]
+DOWNLOAD_KEYS = {
+    "stage1 + stage2 + vae": ["stage1", "stage2", "vae"], "stage1": ["stage1"], "stage2": ["stage2"],
+    "vae": ["vae"], "t5 (CogVideoX-5b text_encoder)": ["t5"], "all": ["stage1", "stage2", "vae", "t5"],
+}
+
+
+class FlashVideoDownloadWeights:
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("paths",)
+    OUTPUT_TOOLTIPS = ("The downloaded files, one per line.",)
+    FUNCTION = "download"
+    OUTPUT_NODE = True
+    CATEGORY = f"{CATEGORY}/loaders"
+    DESCRIPTION = ("Downloads the published weights from Hugging Face into models/FlashVideo (resumes partial "
+                   "downloads; nothing is downloaded unless you run this node).")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"files": (DOWNLOAD_CHOICES, {
+            "default": DOWNLOAD_CHOICES[0],
+            "tooltip": "stage1.pt 11.8 GB, stage2.pt 3.4 GB, 3d-vae.pt 1.2 GB (FoundationVision/FlashVideo); "
+                       "T5 9.5 GB (THUDM/CogVideoX-5b text_encoder/ + tokenizer/)."})}}
+
+    def download(self, files):
+        from flashvideo_core.hub import download_weights
+
+        paths = download_weights(services.pack_model_dir(), DOWNLOAD_KEYS[files], callback=services.Progress())
+        text = "\n".join(str(p) for p in paths)
+        return {"ui": {"text": [text]}, "result": (text,)}

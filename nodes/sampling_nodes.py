@@ -1,0 +1,184 @@
+"""Text encoding, Stage I sampling, latent degradation and Stage II sampling nodes."""
+
+from __future__ import annotations
+
+from flashvideo_core import config
+from flashvideo_core.degradation import degrade_latent
+from flashvideo_core.layout import check_latent
+from flashvideo_core.stages import run_stage1, run_stage2
+
+from . import comfy_services as services
+from .common import CATEGORY, EMBEDS, STAGE1, STAGE2, T5, VAE, flashvideo_info, latent_preview_fn
+
+SEED_MAX = 2**63 - 1
+VAE_PREVIEW_TIP = "Optional: connect the VAE to see each step's x0 as a decoded frame (otherwise a gray map)."
+
+
+class FlashVideoTextEncode:
+    RETURN_TYPES = (EMBEDS,)
+    RETURN_NAMES = ("embeds",)
+    OUTPUT_TOOLTIPS = ("One prompt's T5 embeddings for BOTH stages (so the stages cannot get different prompts).",)
+    FUNCTION = "encode"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Encodes the prompt with the official rules: 226 T5 tokens, no attention mask, zero "
+                   "unconditional embedding. Both stages were trained on long, detailed captions.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "t5": (T5, {"tooltip": "From FlashVideo T5 Loader."}),
+                "prompt": ("STRING", {"multiline": True, "default": "", "tooltip":
+                           "A long, detailed description (subject, motion, camera, light). Up to 226 tokens; "
+                           "longer prompts are cut and the console says how many tokens were dropped."}),
+                "stage2_prefix": ("BOOLEAN", {"default": False, "tooltip":
+                                  'Prefix the Stage II prompt with "medium motion," as the official batch script '
+                                  "does (the official notebook does not)."}),
+            }
+        }
+
+    def encode(self, t5, prompt, stage2_prefix):
+        with t5.active():
+            embeds = t5.text_encoder.encode(prompt, stage2_prefix=stage2_prefix)
+        if embeds.num_truncated:
+            print(f"[FlashVideo] prompt has {embeds.num_tokens} tokens; the last {embeds.num_truncated} were cut "
+                  f"(limit {config.TEXT_TOKENS}).")
+        return (embeds,)
+
+
+def _frames_check(frames: int) -> bool | str:
+    if frames < 1 or (frames - 1) % 4:
+        below = max(1, frames - (frames - 1) % 4)
+        return f"frames={frames} must be 4k+1 (e.g. {below} or {below + 4}); the official value is 49."
+    return True
+
+
+def _size_check(width: int, height: int) -> bool | str:
+    for name, value in (("width", width), ("height", height)):
+        if value % 16:
+            return f"{name}={value} must be a multiple of 16 (e.g. {value - value % 16})."
+    return True
+
+
+class FlashVideoStage1Sampler:
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("Stage I video latent (B, 16, T, H/8, W/8), raw VAE space: decode it for the 270p preview.",)
+    FUNCTION = "sample"
+    CATEGORY = f"{CATEGORY}/sampling"
+    DESCRIPTION = "Stage I: prompt -> 49-frame 270p video latent (official DPM++ with v-prediction, dynamic CFG)."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (STAGE1, {"tooltip": "From FlashVideo Stage I Loader."}),
+                "embeds": (EMBEDS, {"tooltip": "From FlashVideo Text Encode."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "tooltip":
+                         "Seeds the initial noise and every sampler noise (drawn on the CPU: same on any GPU)."}),
+                "steps": ("INT", {"default": config.STAGE1_STEPS, "min": 1, "max": 1000, "tooltip":
+                          "Sampler steps. Official: 51 (paper: NFE 50)."}),
+                "cfg": ("FLOAT", {"default": config.STAGE1_CFG, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip":
+                        "Guidance scale; dynamic CFG ramps it over the run. Official: 8."}),
+                "cfg_exponent": ("FLOAT", {"default": config.STAGE1_CFG_EXPONENT, "min": 0.0, "max": 20.0,
+                                 "step": 0.1, "tooltip": "Dynamic-CFG exponent (official 5)."}),
+                "frames": ("INT", {"default": config.DEFAULT_NUM_FRAMES, "min": 1, "max": 1025, "step": 4, "tooltip":
+                           "Frame count, 4k+1. Trained at 49 (about 6 s at 8 fps)."}),
+                "width": ("INT", {"default": config.STAGE1_WIDTH, "min": 16, "max": 4096, "step": 16, "tooltip":
+                          "Multiple of 16. Trained at 480."}),
+                "height": ("INT", {"default": config.STAGE1_HEIGHT, "min": 16, "max": 4096, "step": 16, "tooltip":
+                           "Multiple of 16. Trained at 256 (270 floored to 16, as the official code)."}),
+            },
+            "optional": {"vae": (VAE, {"tooltip": VAE_PREVIEW_TIP})},
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, frames=49, width=480, height=256, **_):
+        checks = (_frames_check(frames), _size_check(width, height))
+        return next((c for c in checks if c is not True), True)
+
+    def sample(self, model, embeds, seed, steps, cfg, cfg_exponent, frames, width, height, vae=None):
+        progress = services.Progress(latent_preview_fn(vae))
+        with model.active():
+            latent = run_stage1(
+                model.module, embeds.stage1, num_frames=frames, height=height, width=width, steps=steps, cfg=cfg,
+                cfg_exponent=cfg_exponent, seed=seed, callback=progress,
+            )
+        services.soft_empty_cache()
+        return ({"samples": latent, "flashvideo": {"stage": 1, "seed": seed, "prompt": embeds.prompt}},)
+
+
+class FlashVideoLatentDegradation:
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("degraded_latent",)
+    OUTPUT_TOOLTIPS = ("The noised latent Stage II starts from; it records the noise step for Stage II.",)
+    FUNCTION = "degrade"
+    CATEGORY = f"{CATEGORY}/sampling"
+    DESCRIPTION = "Latent degradation (DEG_latent): adds noise at a DDPM step so Stage II can rebuild detail."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "latent": ("LATENT", {"tooltip": "From FlashVideo Prepare Stage II (the re-encoded video)."}),
+                "noise_step": ("INT", {"default": config.DEFAULT_NOISE_STEP, "min": 0, "max": 999, "tooltip":
+                               "Degradation strength. Default 675; the paper recommends 650-750 for 49 frames "
+                               "(fewer frames need less: 17 frames worked at 500). Higher = more new detail, less "
+                               "faithful to the input."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "tooltip": "Seeds the added noise."}),
+            }
+        }
+
+    def degrade(self, latent, noise_step, seed):
+        samples = latent["samples"]
+        check_latent(samples, "latent")
+        degraded = degrade_latent(samples, noise_step, seed=seed)
+        info = {**flashvideo_info(latent), "noise_step": noise_step, "degraded": True}
+        return ({**latent, "samples": degraded, "flashvideo": info},)
+
+
+class FlashVideoStage2Sampler:
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The high-resolution video latent; decode it with FlashVideo VAE Decode (sliced).",)
+    FUNCTION = "sample"
+    CATEGORY = f"{CATEGORY}/sampling"
+    DESCRIPTION = "Stage II: flow-matching Euler from the degraded latent to 1080p detail in a few steps."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (STAGE2, {"tooltip": "From FlashVideo Stage II Loader."}),
+                "embeds": (EMBEDS, {"tooltip": "The SAME Text Encode output as Stage I (its Stage II half)."}),
+                "latent": ("LATENT", {"tooltip": "From FlashVideo Latent Degradation."}),
+                "steps": ("INT", {"default": config.STAGE2_STEPS, "min": 1, "max": 100, "tooltip":
+                          "Euler steps = NFE. Paper: 4 (recommended 4-6); the official scripts use 5."}),
+                "cfg": ("FLOAT", {"default": config.STAGE2_CFG, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip":
+                        "Guidance scale. Default 13 (paper: 10-13)."}),
+                "shift": ("FLOAT", {"default": config.STAGE2_SHIFT, "min": 0.1, "max": 10.0, "step": 0.1,
+                          "tooltip": "Time shift of the flow grid. Default 2.5 (official range 2-3.5)."}),
+                "solver": (["euler", "heun"], {"default": "euler", "tooltip":
+                           "euler: the paper's sampler, one model call per step. heun: 2nd order, two calls."}),
+            },
+            "optional": {"vae": (VAE, {"tooltip": VAE_PREVIEW_TIP})},
+        }
+
+    def sample(self, model, embeds, latent, steps, cfg, shift, solver, vae=None):
+        info = flashvideo_info(latent)
+        if "noise_step" not in info:
+            from flashvideo_core.errors import FlashVideoInputError
+
+            raise FlashVideoInputError(
+                "This latent was not degraded: connect FlashVideo Latent Degradation between Prepare Stage II "
+                "and the Stage II Sampler (it records the noise step Stage II must be told)."
+            )
+        progress = services.Progress(latent_preview_fn(vae))
+        with model.active():
+            out = run_stage2(
+                model.module, embeds.stage2, latent["samples"], noise_step=info["noise_step"], steps=steps, cfg=cfg,
+                shift=shift, solver=solver, callback=progress,
+            )
+        services.soft_empty_cache()
+        result_info = {**info, "stage": 2, "degraded": False}
+        return ({**latent, "samples": out, "flashvideo": result_info},)

@@ -1,0 +1,112 @@
+"""VAE nodes: sliced decode to IMAGE, and Prepare Stage II (any IMAGE frames -> resized, encoded LATENT)."""
+
+from __future__ import annotations
+
+from flashvideo_core import config
+from flashvideo_core.errors import FlashVideoInputError
+from flashvideo_core.handoff import video_to_stage2_latent
+from flashvideo_core.layout import check_latent, image_to_video, video_to_image
+from flashvideo_core.vae import SliceSpec, decode_latents, decode_latents_auto
+
+from . import comfy_services as services
+from .common import CATEGORY, VAE, flashvideo_info
+
+SLICE_MODES = ["auto", "manual", "off"]
+
+
+class FlashVideoVAEDecode:
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("images",)
+    OUTPUT_TOOLTIPS = ("The video frames (frames, H, W, 3) in 0..1: connect to Create Video, Save Video, etc.",)
+    FUNCTION = "decode"
+    CATEGORY = f"{CATEGORY}/vae"
+    DESCRIPTION = ("Decodes a video latent in slices (temporal chunks with the causal cache carried, spatial tiles "
+                   "with blended overlaps), so memory is bounded by the slice, not the video.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vae": (VAE, {"tooltip": "From FlashVideo VAE Loader."}),
+                "latent": ("LATENT", {"tooltip": "A FlashVideo (CogVideoX VAE) video latent, Stage I or Stage II."}),
+                "slicing": (SLICE_MODES, {"default": "auto", "tooltip":
+                            "auto: picks slices from free memory and retries smaller after out-of-memory. "
+                            "manual: the sizes below. off: one pass (needs a lot of memory at 1080p)."}),
+                "chunk_frames": ("INT", {"default": 2, "min": 2, "max": 64, "step": 2, "tooltip":
+                                 "manual: latent frames per temporal chunk (even; 1 latent frame = 4 video frames). "
+                                 "Official: 2."}),
+                "tile_size": ("INT", {"default": 64, "min": 8, "max": 512, "step": 2, "tooltip":
+                              "manual: tile edge in latent pixels (x8 for video pixels); 0 disables tiling."}),
+                "tile_overlap": ("INT", {"default": 8, "min": 0, "max": 128, "tooltip":
+                                 "manual: latent pixels shared by neighbouring tiles, blended linearly (no seams)."}),
+            }
+        }
+
+    def decode(self, vae, latent, slicing, chunk_frames, tile_size, tile_overlap):
+        samples = latent["samples"]
+        check_latent(samples, "latent", channels=vae.module.config.latent_channels)
+        progress = services.Progress()
+        with vae.active():
+            if slicing == "auto":
+                video = decode_latents_auto(vae.module, samples, services.free_memory(vae.device), progress)
+            else:
+                spec = None
+                if slicing == "manual":
+                    tile = tile_size or None
+                    spec = SliceSpec(chunk_frames=chunk_frames, tile_height=tile, tile_width=tile, overlap=tile_overlap)
+                video = decode_latents(vae.module, samples, spec, progress)
+        services.soft_empty_cache()
+        return (video_to_image(video),)
+
+
+class FlashVideoPrepareStage2:
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The frames resized and encoded at the Stage II size (raw VAE latent), ready for degradation.",)
+    FUNCTION = "prepare"
+    CATEGORY = f"{CATEGORY}/vae"
+    DESCRIPTION = ("VAE Encode for Stage II: any IMAGE frames (a Stage I preview, a loaded clip, another model's "
+                   "output) -> bilinear antialiased resize -> encode (posterior sample). For clips of any length "
+                   "or size, use FlashVideo Enhance Video.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vae": (VAE, {"tooltip": "From FlashVideo VAE Loader."}),
+                "images": ("IMAGE", {"tooltip": "Video frames (4k+1 of them, e.g. 49) in 0..1 from any node. "
+                                                "Each 1080p frame costs about 25 MB in memory."}),
+                "width": ("INT", {"default": config.STAGE2_WIDTH, "min": 16, "max": 8192, "step": 16, "tooltip":
+                          "Stage II width, multiple of 16. Official 1920 (16:9); 2K is 2560."}),
+                "height": ("INT", {"default": config.STAGE2_HEIGHT, "min": 16, "max": 8192, "step": 16, "tooltip":
+                           "Stage II height, multiple of 16. Official 1072 (1080 floored to 16)."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1, "tooltip":
+                         "Seeds the posterior sample of the encoder."}),
+            }
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width=1920, height=1072, **_):
+        for name, value in (("width", width), ("height", height)):
+            if value % 16:
+                return f"{name}={value} must be a multiple of 16 (e.g. {value - value % 16})."
+        return True
+
+    def prepare(self, vae, images, width, height, seed):
+        frames = images.shape[0]
+        if (frames - 1) % 4:
+            raise FlashVideoInputError(
+                f"images has {frames} frames; Stage II needs 4k+1 (e.g. {frames - (frames - 1) % 4}). Trim the clip, "
+                "or use FlashVideo Enhance Video, which handles any length."
+            )
+        progress = services.Progress()
+        with vae.active():
+            latent = video_to_stage2_latent(vae.module, image_to_video(images), height, width, seed=seed,
+                                            callback=progress)
+        return ({"samples": latent, "flashvideo": {"stage": 2, "source_frames": frames}},)
+
+
+def describe(latent: dict) -> str:
+    """A one-line description of a LATENT for messages."""
+    info = flashvideo_info(latent)
+    return f"stage {info.get('stage', '?')} latent {tuple(latent['samples'].shape)}"
