@@ -1,0 +1,84 @@
+"""Every node executed on tiny published-layout weights, wired as the shipped workflows wire them."""
+
+import pytest
+import torch
+
+from flashvideo_core.errors import CheckpointError, FlashVideoInputError
+from nodes import NODE_CLASS_MAPPINGS as N
+
+
+@pytest.fixture()
+def models(comfy_models):
+    stage1 = N["FlashVideoStage1Loader"]().load("stage1.pt", "auto", "offload after use")[0]
+    stage2 = N["FlashVideoStage2Loader"]().load("stage2.pt", "auto", "keep on device")[0]
+    vae = N["FlashVideoVAELoader"]().load("3d-vae.pt", "fp32", "offload after use")[0]
+    t5 = N["FlashVideoT5Loader"]().load("text_encoder/", "auto (tokenizer/ beside the encoder)", "auto",
+                                        "offload after use")[0]
+    return stage1, stage2, vae, t5
+
+
+def test_loaders_list_the_published_files(comfy_models):
+    names = N["FlashVideoStage1Loader"].INPUT_TYPES()["required"]["model_name"][0]
+    assert {"stage1.pt", "stage2.pt", "3d-vae.pt"} <= set(names)
+    t5_names = N["FlashVideoT5Loader"].INPUT_TYPES()["required"]["encoder_name"][0]
+    assert "text_encoder/" in t5_names and not any(n.endswith("model.safetensors") for n in t5_names)
+    assert N["FlashVideoVAELoader"].VALIDATE_INPUTS(vae_name="missing.pt").startswith("'missing.pt' not found")
+
+
+def test_full_two_stage_graph(models):
+    stage1, stage2, vae, t5 = models
+    embeds = N["FlashVideoTextEncode"]().encode(t5, "A red fox runs through fresh snow at sunrise.", True)[0]
+    assert not torch.equal(embeds.stage1, embeds.stage2)
+    latent1 = N["FlashVideoStage1Sampler"]().sample(stage1, embeds, 0, 3, 8.0, 5.0, 9, 48, 32, vae=vae)[0]
+    assert latent1["samples"].shape == (1, 16, 3, 4, 6) and latent1["flashvideo"]["stage"] == 1
+    preview = N["FlashVideoVAEDecode"]().decode(vae, latent1, "auto", 2, 64, 8)[0]
+    assert preview.shape == (9, 32, 48, 3) and 0 <= preview.min() and preview.max() <= 1
+    prepared = N["FlashVideoPrepareStage2"]().prepare(vae, preview, 96, 64, 0)[0]
+    assert prepared["samples"].shape == (1, 16, 3, 8, 12)
+    degraded = N["FlashVideoLatentDegradation"]().degrade(prepared, 675, 0)[0]
+    assert degraded["flashvideo"]["noise_step"] == 675
+    final = N["FlashVideoStage2Sampler"]().sample(stage2, embeds, degraded, 2, 13.0, 2.5, "euler")[0]
+    video = N["FlashVideoVAEDecode"]().decode(vae, final, "manual", 2, 8, 4)[0]
+    assert video.shape == (9, 64, 96, 3)
+
+
+def test_stage2_refuses_an_undegraded_latent(models):
+    _, stage2, vae, t5 = models
+    embeds = N["FlashVideoTextEncode"]().encode(t5, "A lake.", False)[0]
+    images = torch.rand(5, 32, 32, 3)
+    prepared = N["FlashVideoPrepareStage2"]().prepare(vae, images, 64, 64, 0)[0]
+    with pytest.raises(FlashVideoInputError, match="connect FlashVideo Latent Degradation"):
+        N["FlashVideoStage2Sampler"]().sample(stage2, embeds, prepared, 2, 13.0, 2.5, "euler")
+
+
+def test_bad_inputs_are_clear(models, comfy_models):
+    stage1, _, vae, _ = models
+    assert "4k+1" in N["FlashVideoStage1Sampler"].VALIDATE_INPUTS(frames=50)
+    assert "multiple of 16" in N["FlashVideoStage1Sampler"].VALIDATE_INPUTS(frames=49, width=270)
+    assert "multiple of 16" in N["FlashVideoPrepareStage2"].VALIDATE_INPUTS(width=1080, height=1920)
+    with pytest.raises(FlashVideoInputError, match="48 frames; Stage II needs 4k\\+1"):
+        N["FlashVideoPrepareStage2"]().prepare(vae, torch.rand(48, 32, 32, 3), 64, 64, 0)
+    with pytest.raises(FlashVideoInputError, match="channels.*another model family"):
+        N["FlashVideoVAEDecode"]().decode(vae, {"samples": torch.zeros(1, 4, 2, 8, 8)}, "auto", 2, 64, 8)
+    with pytest.raises(CheckpointError, match="looks like CogVideoX 3D VAE"):
+        N["FlashVideoStage2Loader"]().load("3d-vae.pt", "auto", "keep on device")
+
+
+def test_enhance_node_keeps_frame_count_and_exact_size(models):
+    _, stage2, vae, t5 = models
+    embeds = N["FlashVideoTextEncode"]().encode(t5, "A lake.", False)[0]
+    images = torch.rand(6, 30, 40, 3)
+    out = N["FlashVideoEnhanceImages"]().enhance(stage2, vae, embeds, images, "x2", 1920, True, 675, 1, 13.0, 2.5,
+                                                 5, 2, False, 0)[0]
+    assert out.shape == (6, 60, 80, 3)
+
+
+def test_download_node_is_clear_offline(tmp_path, monkeypatch):
+    import huggingface_hub.constants as constants
+
+    from flashvideo_core.hub import DownloadError
+
+    monkeypatch.setenv("FLASHVIDEO_MODELS_DIR", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(DownloadError, match="offline"):
+        N["FlashVideoDownloadWeights"]().download("vae")
