@@ -1,0 +1,66 @@
+// FlashVideo: preview first, enhance with one click.
+// Adds two buttons to "FlashVideo Stage I Sampler" nodes:
+//   "Preview only"          mutes the Stage II part of the graph and queues: only the cheap 270p preview runs.
+//   "Enhance this preview"  un-mutes Stage II, pins the Stage I seed, and queues: ComfyUI reuses the cached
+//                           Stage I result (its inputs did not change), so only Stage II runs on exactly that preview.
+// The Stage II part is every node downstream of a "FlashVideo Prepare Stage II" node. Save Video nodes show the
+// preview and the result inline.
+import { app } from "../../scripts/app.js";
+
+const MODE_ALWAYS = 0;
+const MODE_NEVER = 2;
+const STAGE2_ENTRY = "FlashVideoPrepareStage2";
+
+function downstreamOf(graph, startNodes) {
+  const seen = new Set();
+  const queue = [...startNodes];
+  while (queue.length) {
+    const node = queue.pop();
+    if (!node || seen.has(node.id)) continue;
+    seen.add(node.id);
+    for (const output of node.outputs ?? []) {
+      for (const linkId of output.links ?? []) {
+        const link = graph.links[linkId] ?? graph.links.get?.(linkId);
+        if (link) queue.push(graph.getNodeById(link.target_id));
+      }
+    }
+  }
+  return [...seen].map((id) => graph.getNodeById(id));
+}
+
+function stage2Nodes() {
+  const graph = app.graph;
+  const entries = graph._nodes.filter((n) => n.comfyClass === STAGE2_ENTRY || n.type === STAGE2_ENTRY);
+  return downstreamOf(graph, entries);
+}
+
+function setMode(nodes, mode) {
+  for (const node of nodes) node.mode = mode;
+  app.graph.setDirtyCanvas(true, true);
+}
+
+function pinSeed(stage1Node) {
+  const control = stage1Node.widgets?.find((w) => w.name === "control_after_generate");
+  if (control && control.value !== "fixed") control.value = "fixed";
+}
+
+app.registerExtension({
+  name: "FlashVideo.PreviewThenEnhance",
+  nodeCreated(node) {
+    if (node.comfyClass !== "FlashVideoStage1Sampler") return;
+    node.addWidget("button", "Preview only (Stage I)", null, async () => {
+      setMode(stage2Nodes(), MODE_NEVER);
+      await app.queuePrompt(0, 1);
+    });
+    node.addWidget("button", "Enhance this preview (Stage II)", null, async () => {
+      const nodes = stage2Nodes();
+      if (!nodes.length) {
+        alert("No FlashVideo Prepare Stage II node in this graph: load the 'text to video' template.");
+        return;
+      }
+      pinSeed(node);
+      setMode(nodes, MODE_ALWAYS);
+      await app.queuePrompt(0, 1);
+    });
+  },
+});
