@@ -189,13 +189,13 @@ def text_to_video() -> Graph:
     latent = _stage1(g, ids, embeds)
     preview = _decode(g, ids["vae"], latent, "latent", (1200, 0))
     _save(g, preview, "FlashVideo/preview_270p", (1550, 0))
-    prepared = g.add("FlashVideoPrepareStage2", (830, 520), {"width": 1920, "height": 1072, "seed": 0},
+    prepared = g.add("FlashVideoPrepareStage2", (830, 640), {"width": 1920, "height": 1072, "seed": 0},
                      size=(320, 200))
     g.link(ids["vae"], "vae", prepared, "vae")
     g.link(preview, "images", prepared, "images")
-    _stage2_branch(g, ids, embeds, prepared, 1200, 520, 675, 4, 13.0, "FlashVideo/final_1080p")
-    g.group("Stage I: 270p preview (cheap)", (820, -60, 1450, 500), "#3f789e")
-    g.group("Stage II: 1080p detail (runs on exactly this preview; Stage I is cached)", (820, 470, 2260, 520),
+    _stage2_branch(g, ids, embeds, prepared, 1200, 640, 675, 4, 13.0, "FlashVideo/final_1080p")
+    g.group("Stage I: 270p preview (cheap)", (810, -80, 1480, 620), "#3f789e")
+    g.group("Stage II: 1080p detail (runs on exactly this preview; Stage I is cached)", (810, 560, 2300, 560),
             "#8A8")
     return g
 
@@ -236,12 +236,12 @@ def branch() -> Graph:
     latent = _stage1(g, ids, embeds)
     preview = _decode(g, ids["vae"], latent, "latent", (1200, 0))
     _save(g, preview, "FlashVideo/preview_270p", (1550, 0))
-    prepared = g.add("FlashVideoPrepareStage2", (830, 520), {"width": 1920, "height": 1072, "seed": 0},
+    prepared = g.add("FlashVideoPrepareStage2", (830, 640), {"width": 1920, "height": 1072, "seed": 0},
                      size=(320, 200))
     g.link(ids["vae"], "vae", prepared, "vae")
     g.link(preview, "images", prepared, "images")
-    _stage2_branch(g, ids, embeds, prepared, 1200, 520, 675, 4, 13.0, "FlashVideo/branch_a_675_nfe4")
-    _stage2_branch(g, ids, embeds, prepared, 1200, 1000, 725, 6, 10.0, "FlashVideo/branch_b_725_nfe6")
+    _stage2_branch(g, ids, embeds, prepared, 1200, 640, 675, 4, 13.0, "FlashVideo/branch_a_675_nfe4")
+    _stage2_branch(g, ids, embeds, prepared, 1200, 1160, 725, 6, 10.0, "FlashVideo/branch_b_725_nfe6")
     return g
 
 

@@ -48,11 +48,11 @@ app.registerExtension({
   name: "FlashVideo.PreviewThenEnhance",
   nodeCreated(node) {
     if (node.comfyClass !== "FlashVideoStage1Sampler") return;
-    node.addWidget("button", "Preview only (Stage I)", null, async () => {
+    const preview = node.addWidget("button", "Preview only (Stage I)", null, async () => {
       setMode(stage2Nodes(), MODE_NEVER);
       await app.queuePrompt(0, 1);
-    });
-    node.addWidget("button", "Enhance this preview (Stage II)", null, async () => {
+    }, { serialize: false });
+    const enhance = node.addWidget("button", "Enhance this preview (Stage II)", null, async () => {
       const nodes = stage2Nodes();
       if (!nodes.length) {
         alert("No FlashVideo Prepare Stage II node in this graph: load the 'text to video' template.");
@@ -61,6 +61,8 @@ app.registerExtension({
       pinSeed(node);
       setMode(nodes, MODE_ALWAYS);
       await app.queuePrompt(0, 1);
-    });
+    }, { serialize: false });
+    // Buttons hold no value: keep them out of widgets_values, which saved workflows read by position.
+    for (const button of [preview, enhance]) button.serialize = false;
   },
 });
