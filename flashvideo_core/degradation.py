@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from .config import DEFAULT_NOISE_STEP, STAGE2_SCALE_FACTOR
 from .errors import FlashVideoInputError
 from .layout import check_latent
 from .rng import cpu_generator, randn
-from .schedule import zero_snr_alphas_cumprod
+from .schedule import NUM_TRAIN_STEPS, zero_snr_alphas_cumprod
 
 
-def check_noise_step(noise_step: int) -> None:
-    """Raise unless noise_step is an int in 0..999."""
-    if isinstance(noise_step, bool) or not isinstance(noise_step, int) or not 0 <= noise_step <= 999:
+def check_noise_step(noise_step: int, name: str = "noise_step") -> None:
+    """Raise unless noise_step is an integer DDPM step 0..999."""
+    if isinstance(noise_step, bool) or not isinstance(noise_step, numbers.Integral) or not (
+        0 <= noise_step < NUM_TRAIN_STEPS
+    ):
         raise FlashVideoInputError(
-            f"noise_step={noise_step!r} must be an integer 0-999 (default 675; paper recommends 650-750)."
+            f"{name}={noise_step!r} must be an integer 0-{NUM_TRAIN_STEPS - 1} "
+            f"(default {DEFAULT_NOISE_STEP}; the paper recommends 650-750 for 49 frames)."
         )
 
 
@@ -28,18 +33,19 @@ def degrade_latent(
 ) -> torch.Tensor:
     """Z0 = sqrt(a_k) Z + sqrt(1 - a_k) eps on the scaled latent Z = latent * scale_factor.
 
-    latent: RAW VAE latent (B, 16, T, h, w). Returns the degraded latent back in RAW space
-    (Z0 / scale_factor), same dtype and device. eps is drawn on CPU from `generator` (or a new one
-    from `seed`), so the result is identical on every device.
+    latent: RAW VAE latent (B, 16, T, h, w). a = zero_snr_alphas_cumprod() (SNR shift 1.0, exact index
+    k = noise_step, as the official code: sqrt(a_675) = 0.263959). eps ~ N(0, I) is drawn in fp32 on CPU
+    from `generator` (or a new one seeded with `seed`; one of the two is required), so the result is the
+    same on every device. Returns Z0 / scale_factor (RAW space), same shape, dtype and device as `latent`.
     """
     check_latent(latent, "latent")
     check_noise_step(noise_step)
     if generator is None:
         if seed is None:
-            raise FlashVideoInputError("degrade_latent needs a seed or a generator (reproducibility).")
+            raise FlashVideoInputError("degrade_latent needs a seed or a generator (the noise must be reproducible).")
         generator = cpu_generator(seed)
-    alpha = zero_snr_alphas_cumprod()[noise_step].item()
-    eps = randn(tuple(latent.shape), generator, device=latent.device, dtype=torch.float32)
+    alpha = zero_snr_alphas_cumprod()[int(noise_step)].item()
+    eps = randn(tuple(latent.shape), generator, device=latent.device)  # (B, 16, T, h, w) fp32
     scaled = latent.float() * scale_factor
     degraded = alpha**0.5 * scaled + (1.0 - alpha) ** 0.5 * eps
     return (degraded / scale_factor).to(latent.dtype)

@@ -1,7 +1,8 @@
 """Classifier-free guidance around a FlashVideoTransformer, batched as the official code does.
 
 The unconditional embedding is all zeros in both stages (never an encoded empty prompt).
-Model contract: model(latents (B,T,C,h,w), text (B,L,D), timestep (B,), noise_step=None) -> (B,T,C,h,w).
+Model contract: model(latents (B, T, C, h, w), text (B, L, D), timestep (B,), noise_step=None) -> (B, T, C, h, w).
+The callables built here take and return latents in latent layout (B, C, T, h, w).
 """
 
 from __future__ import annotations
@@ -11,14 +12,27 @@ from collections.abc import Callable
 import torch
 
 from .config import DEFAULT_NOISE_STEP, STAGE1_CFG, STAGE1_CFG_EXPONENT, STAGE1_STEPS, STAGE2_CFG
+from .errors import FlashVideoInputError
 from .layout import latent_to_transformer, transformer_to_latent
 from .schedule import dynamic_cfg_scale
 
 
-def _model_dtype(model: torch.nn.Module) -> torch.dtype:
+def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    """dtype of the model's first parameter (float32 for a model without parameters)."""
     for param in model.parameters():
         return param.dtype
     return torch.float32
+
+
+def _text_pair(cond: torch.Tensor, batch: int, device, dtype, cond_first: bool) -> torch.Tensor:
+    """(1 or B, L, D) prompt embedding -> (2B, L, D): [cond, zeros] or [zeros, cond]."""
+    if cond.shape[0] not in (1, batch):
+        raise FlashVideoInputError(
+            f"prompt embedding batch is {cond.shape[0]} but the latent batch is {batch}; give 1 or {batch}."
+        )
+    text = cond.to(device=device, dtype=dtype).expand(batch, -1, -1)
+    pair = (text, torch.zeros_like(text)) if cond_first else (torch.zeros_like(text), text)
+    return torch.cat(pair)
 
 
 def stage1_denoiser(
@@ -30,26 +44,31 @@ def stage1_denoiser(
     num_steps: int = STAGE1_STEPS,
     dynamic_cfg: bool = True,
 ) -> Callable[[torch.Tensor, int], torch.Tensor]:
-    """denoise(x, t) -> guided x0 for the DPM++ sampler.
+    """denoise(x, t) -> guided x0, for the DPM++ sampler.
 
-    x: scaled latent (B, C, T, h, w) fp32. The model runs on [uncond, cond] (zeros first) at
-    timestep t (the DDPM integer, as float); v-prediction gives x0 = sqrt(a) x - sqrt(1-a) v; then
-    x0 = x0_u + s_t (x0_c - x0_u), s_t = dynamic_cfg_scale(t, cfg, cfg_exponent, num_steps) (or cfg).
+    x: scaled latent (B, C, T, h, w); t: DDPM timestep (int). cond: (1 or B, L, D) prompt embedding.
+    alphas_cumprod: (1000,) table for the x0 formula (schedule.stage1_alphas(...).denoiser).
+    The model runs once on the batch [uncond = zeros, cond] (the official order) with the latents in the
+    model's dtype and the timestep t as an fp32 tensor (the official code builds it from the fp32 latent,
+    so 999 stays 999 even in bf16). v-prediction: x0 = sqrt(a_t) x - sqrt(1 - a_t) v, in fp32; then
+    x0 = x0_u + s_t (x0_c - x0_u) with s_t = dynamic_cfg_scale(t, cfg, cfg_exponent, num_steps, dynamic_cfg).
+    Returns fp32 (B, C, T, h, w).
     """
-    dtype = _model_dtype(model)
+    dtype = model_dtype(model)
+    texts: dict[tuple, torch.Tensor] = {}
 
     def denoise(x: torch.Tensor, t: int) -> torch.Tensor:
         batch = x.shape[0]
-        text = cond.to(x.device, dtype).expand(batch, -1, -1)
-        texts = torch.cat([torch.zeros_like(text), text])
-        hidden = latent_to_transformer(torch.cat([x, x])).to(dtype)
-        timestep = torch.full((2 * batch,), float(t), device=x.device, dtype=dtype)
+        key = (batch, x.device)
+        if key not in texts:
+            texts[key] = _text_pair(cond, batch, x.device, dtype, cond_first=False)  # (2B, L, D)
+        x_pair = torch.cat([x, x]).float()  # (2B, C, T, h, w)
+        timestep = torch.full((2 * batch,), float(t), device=x.device, dtype=torch.float32)
         with torch.no_grad():
-            v = transformer_to_latent(model(hidden, texts, timestep)).float()
-        a = alphas_cumprod[t].item()
-        x0 = a**0.5 * torch.cat([x, x]) - (1.0 - a) ** 0.5 * v
-        x0_u, x0_c = x0.chunk(2)
-        scale = dynamic_cfg_scale(t, cfg, cfg_exponent, num_steps) if dynamic_cfg else cfg
+            v = transformer_to_latent(model(latent_to_transformer(x_pair).to(dtype), texts[key], timestep)).float()
+        a = float(alphas_cumprod[t])
+        x0_u, x0_c = (a**0.5 * x_pair - (1.0 - a) ** 0.5 * v).chunk(2)
+        scale = dynamic_cfg_scale(t, cfg, cfg_exponent, num_steps, dynamic=dynamic_cfg)
         return x0_u + scale * (x0_c - x0_u)
 
     return denoise
@@ -62,23 +81,31 @@ def stage2_velocity(
     noise_step: int = DEFAULT_NOISE_STEP,
     working_dtype: torch.dtype | None = None,
 ) -> Callable[[torch.Tensor, float], torch.Tensor]:
-    """velocity(z, t) -> guided dz/dt for the Euler sampler.
+    """velocity(z, t) -> guided dz/dt, for the Euler sampler.
 
-    z: scaled latent (B, C, T, h, w). The model runs on [cond, uncond] (zeros second) at timestep
-    1000 (1 - t); v = v_u + cfg (v_c - v_u). The noise step is written into a tensor of the ODE's
-    working dtype, exactly as the official code does: 675 stays 675.0 in fp32 and becomes 676.0 in bf16.
+    z: scaled latent (B, C, T, h, w), in the ODE's dtype; t: flow time in [0, 1). cond: (1 or B, L, D).
+    The model runs once on the batch [cond, uncond = zeros] (the official order) with the latents in the
+    model's dtype. Time values are held in `working_dtype` (default: the model's dtype), as the official
+    code holds them in its ODE's dtype: timestep = 1000 - 1000 t computed in that dtype, and the noise
+    step written as torch.full((2B,), noise_step, dtype=working_dtype), so in bf16 675 arrives as 676.0
+    and the timesteps are bf16-rounded exactly as in the official bf16 runs; fp32 keeps them (nearly) exact.
+    v = v_u + cfg (v_c - v_u), computed and returned in z's dtype, (B, C, T, h, w).
     """
-    dtype = working_dtype or _model_dtype(model)
+    dtype = model_dtype(model)
+    time_dtype = working_dtype or dtype
+    texts: dict[tuple, torch.Tensor] = {}
 
     def velocity(z: torch.Tensor, t: float) -> torch.Tensor:
         batch = z.shape[0]
-        text = cond.to(z.device, dtype).expand(batch, -1, -1)
-        texts = torch.cat([text, torch.zeros_like(text)])
-        hidden = latent_to_transformer(torch.cat([z, z])).to(dtype)
-        timestep = torch.full((2 * batch,), 1000.0 * (1.0 - t), device=z.device, dtype=dtype)
-        step = torch.full((2 * batch,), noise_step, device=z.device, dtype=dtype)
+        key = (batch, z.device)
+        if key not in texts:
+            texts[key] = _text_pair(cond, batch, z.device, dtype, cond_first=True)  # (2B, L, D)
+        hidden = latent_to_transformer(torch.cat([z, z])).to(dtype)  # (2B, T, C, h, w)
+        t_value = torch.full((2 * batch,), float(t), device=z.device, dtype=time_dtype)
+        timestep = 1000 - t_value * 1000
+        step = torch.full((2 * batch,), noise_step, device=z.device, dtype=time_dtype)
         with torch.no_grad():
-            v = transformer_to_latent(model(hidden, texts, timestep, noise_step=step)).to(z.dtype)
+            v = transformer_to_latent(model(hidden, texts[key], timestep, noise_step=step)).to(z.dtype)
         v_c, v_u = v.chunk(2)
         return v_u + cfg * (v_c - v_u)
 

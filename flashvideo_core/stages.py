@@ -1,26 +1,30 @@
 """The two sampling stages as single calls: validate, set up noise and scaling, sample, return RAW latents.
 
-Used by the CLI pipeline and the ComfyUI sampler nodes.
+Used by the CLI pipeline, the enhance path and the ComfyUI sampler nodes.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 
 from . import config
+from .degradation import check_noise_step
 from .devices import model_device
 from .errors import FlashVideoInputError
-from .guidance import stage1_denoiser, stage2_velocity
+from .guidance import model_dtype, stage1_denoiser, stage2_velocity
 from .layout import check_latent, check_num_frames, check_pixel_size, latent_frames
 from .progress import ProgressCallback, ProgressEvent
 from .rng import cpu_generator, randn
-from .schedule import stage1_timesteps, stage2_time_grid, zero_snr_alphas_cumprod
+from .schedule import check_stage1_steps, stage1_alphas, stage1_timesteps, stage2_time_grid
 from .stage1_sampler import sample_dpmpp_2m_v
-from .stage2_sampler import sample_euler_flow
+from .stage2_sampler import check_solver, sample_euler_flow
 
 
-def check_embedding(cond: torch.Tensor, model, name: str = "prompt embedding") -> None:
-    """Raise unless cond is (B, L, D) with D equal to the model's text width."""
+def check_embedding(cond: torch.Tensor, model, name: str = "prompt embedding", batch: int | None = None) -> None:
+    """Raise unless cond is (1 or batch, L, D) with D equal to the model's text width (model.config.text_dim)."""
     width = model.config.text_dim
     if not isinstance(cond, torch.Tensor) or cond.ndim != 3:
         shape = tuple(cond.shape) if isinstance(cond, torch.Tensor) else type(cond).__name__
@@ -30,6 +34,8 @@ def check_embedding(cond: torch.Tensor, model, name: str = "prompt embedding") -
             f"{name} width is {cond.shape[-1]} but this model expects {width} (T5 v1.1 XXL gives 4096). "
             "Use the T5 encoder that belongs to these weights."
         )
+    if batch is not None and cond.shape[0] not in (1, batch):
+        raise FlashVideoInputError(f"{name} batch is {cond.shape[0]}; it must be 1 or {batch} (the latent batch).")
 
 
 def _check_stage(model, stage: int) -> None:
@@ -40,7 +46,23 @@ def _check_stage(model, stage: int) -> None:
         raise FlashVideoInputError(f"a {given} model was given where the {wanted} model is needed.")
 
 
+def _check_cfg(cfg: float, name: str = "cfg") -> None:
+    if isinstance(cfg, bool) or not isinstance(cfg, numbers.Real) or not math.isfinite(cfg) or cfg < 0:
+        raise FlashVideoInputError(f"{name}={cfg!r} must be a number >= 0 (1 = no guidance).")
+
+
+def _place(model, device, dtype) -> torch.device:
+    """Move/cast `model` in place if device/dtype are given; return the device it runs on."""
+    device = torch.device(device) if device is not None else model_device(model)
+    if dtype is not None and dtype != model_dtype(model):
+        model.to(dtype=dtype)
+    if device != model_device(model):
+        model.to(device)
+    return device
+
+
 def _preview_in_raw_space(callback: ProgressCallback | None, scale: float) -> ProgressCallback | None:
+    """Wrap `callback` so previews arrive as RAW-space fp32 CPU latents (scaled latent / scale)."""
     if callback is None:
         return None
 
@@ -65,32 +87,43 @@ def run_stage1(
     device=None,
     dtype: torch.dtype | None = None,
     callback: ProgressCallback | None = None,
+    dynamic_cfg: bool = True,
+    schedule: str = "official",
 ) -> torch.Tensor:
     """Text embedding -> Stage I RAW latent (1, 16, (F-1)/4+1, H/8, W/8), float32 on CPU.
 
-    cond: (1, L, text_dim) T5 embedding (the unconditional one is zeros). Initial noise and every
-    sampler noise come from one CPU generator seeded with `seed`. Validation happens before sampling.
-    Callback previews are RAW-space x0 latents.
+    cond: (1, L, text_dim) T5 embedding (the unconditional one is zeros). Everything is validated
+    before the model is touched. The initial noise is CPU fp32 randn drawn from rng.cpu_generator(seed)
+    in the official layout (1, T, 16, h, w) (so it equals the official script's initial noise for the
+    same seed) and permuted to (1, 16, T, h, w); the same generator then feeds the sampler's noise.
+    The model runs on `device` in `dtype` (default: where it is, as it is; if given, the model is moved
+    or cast in place); the sampler state stays fp32 (the official code samples in fp32 under bf16 autocast).
+    Dynamic CFG uses N = 51 (the official guider constant) at every step count; dynamic_cfg=False
+    gives a constant `cfg`. schedule: "official" (SAT alpha tables) or "diffusers" (see schedule.stage1_alphas).
+    Callback previews are RAW-space x0 latents (fp32, CPU).
     """
     _check_stage(model, 1)
     check_num_frames(num_frames, "frames")
     check_pixel_size(height, width, "Stage I size")
-    check_embedding(cond, model)
+    check_stage1_steps(steps)
+    check_embedding(cond, model, batch=1)
+    _check_cfg(cfg)
     timesteps = stage1_timesteps(steps)
-    device = torch.device(device) if device is not None else model_device(model)
-    if dtype is not None:
-        model.to(dtype)
-    model.to(device)
+    alphas = stage1_alphas(timesteps, schedule)
+    device = _place(model, device, dtype)
     generator = cpu_generator(seed)
-    shape = (1, config.LATENT_CHANNELS, latent_frames(num_frames), height // 8, width // 8)
-    noise = randn(shape, generator, device=device)
-    alphas_cumprod = zero_snr_alphas_cumprod()
-    denoise = stage1_denoiser(model, cond[:1].to(device), alphas_cumprod, cfg, cfg_exponent, steps)
-    x0 = sample_dpmpp_2m_v(
-        denoise, noise, timesteps, alphas_cumprod, generator,
-        _preview_in_raw_space(callback, config.STAGE1_SCALE_FACTOR),
+    frames = latent_frames(num_frames)
+    noise = randn((1, frames, config.LATENT_CHANNELS, height // 8, width // 8), generator, device=device)
+    noise = noise.permute(0, 2, 1, 3, 4).contiguous()  # (1, 16, T, h, w)
+    denoise = stage1_denoiser(
+        model, cond, alphas.denoiser, cfg, cfg_exponent, config.STAGE1_STEPS, dynamic_cfg=dynamic_cfg
     )
-    return (x0 / config.STAGE1_SCALE_FACTOR).float().cpu()
+    with torch.no_grad():
+        x0 = sample_dpmpp_2m_v(
+            denoise, noise, timesteps, alphas.sampler, generator,
+            _preview_in_raw_space(callback, config.STAGE1_SCALE_FACTOR),
+        )
+    return (x0.float() / config.STAGE1_SCALE_FACTOR).cpu()
 
 
 def run_stage2(
@@ -106,25 +139,32 @@ def run_stage2(
     device=None,
     dtype: torch.dtype | None = None,
     callback: ProgressCallback | None = None,
+    round_times: bool = True,
 ) -> torch.Tensor:
     """Degraded RAW latent (B, 16, T, h, w) -> Stage II RAW latent of the same shape, float32 on CPU.
 
-    `latent` must already be degraded (degradation.degrade_latent) at `noise_step`, which is also
-    fed to the model's ref-step embedding. The ODE runs in the model's dtype, scaled by 1.15258426.
+    `latent` must already be degraded (degradation.degrade_latent) at `noise_step`, which is also fed
+    to the model's ref-step embedding. cond: (1 or B, L, text_dim). Everything is validated before the
+    model is touched. The ODE state is the latent x 1.15258426 in the model's dtype (default: as it is;
+    device/dtype move or cast the model in place), integrated over stage2_time_grid(steps, shift).
+    round_times=True (official): the grid, the model timesteps 1000 (1 - t) and the noise step are
+    computed in the model's dtype, as the official code does (bf16: S=5 timesteps 1000, 904, 784, 624,
+    384 and noise step 676); False: exact float64 grid, timesteps and noise step passed in fp32.
+    Callback previews are RAW-space x0 latents (fp32, CPU).
     """
     _check_stage(model, 2)
     check_latent(latent, "latent")
-    check_embedding(cond, model)
-    from .degradation import check_noise_step
-
+    check_embedding(cond, model, batch=latent.shape[0])
     check_noise_step(noise_step)
-    grid = stage2_time_grid(steps, shift)
-    device = torch.device(device) if device is not None else model_device(model)
-    if dtype is not None:
-        model.to(dtype)
-    model.to(device)
-    working = next(model.parameters()).dtype
+    check_solver(solver)
+    _check_cfg(cfg)
+    stage2_time_grid(steps, shift)  # validates steps and shift
+    device = _place(model, device, dtype)
+    working = model_dtype(model)
+    time_dtype = working if round_times else torch.float32
+    grid = stage2_time_grid(steps, shift, dtype=working if round_times else torch.float64)
     z = (latent.to(device).float() * config.STAGE2_SCALE_FACTOR).to(working)
-    velocity = stage2_velocity(model, cond[:1].to(device), cfg, noise_step, working)
-    z = sample_euler_flow(velocity, z, grid, _preview_in_raw_space(callback, config.STAGE2_SCALE_FACTOR), solver)
+    velocity = stage2_velocity(model, cond, cfg, noise_step, time_dtype)
+    with torch.no_grad():
+        z = sample_euler_flow(velocity, z, grid, _preview_in_raw_space(callback, config.STAGE2_SCALE_FACTOR), solver)
     return (z.float() / config.STAGE2_SCALE_FACTOR).cpu()
