@@ -8,6 +8,7 @@ per slice (as in the official chunked decode), so tiles overlap and are blended 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -66,13 +67,16 @@ def temporal_chunks(num_frames: int, chunk: int | None) -> list[tuple[int, int]]
 
 
 def tile_starts(size: int, tile: int | None, overlap: int) -> list[int]:
-    """Start offsets of tiles of `tile` covering `size` with at least `overlap` shared."""
+    """Start offsets of the fewest tiles of `tile` covering `size` with at least `overlap` shared.
+
+    The tiles are spread evenly, so neighbours share about the same strip (e.g. size 64, tile 36,
+    overlap 4 -> [0, 28]). overlap is capped at tile // 2.
+    """
     if tile is None or tile >= size:
         return [0]
     overlap = min(overlap, tile // 2)
-    step = max(1, tile - overlap)
-    starts = list(range(0, size - tile, step)) + [size - tile]
-    return sorted(set(starts))
+    count = math.ceil((size - overlap) / (tile - overlap))
+    return [round(i * (size - tile) / (count - 1)) for i in range(count)]
 
 
 def _ramp(length: int, start: int, tile: int, size: int, overlap_px: int) -> torch.Tensor:
