@@ -61,6 +61,12 @@ def _is_sat_vae(state: dict) -> bool:
 def _save(state: dict[str, torch.Tensor], dst: Path, metadata: dict[str, str]) -> None:
     from safetensors.torch import save_file
 
-    contiguous = {key: tensor.contiguous() for key, tensor in state.items()}
     with atomic_output(dst) as tmp:
-        save_file(contiguous, str(tmp), metadata=metadata)
+        save_file({key: _own_storage(tensor) for key, tensor in state.items()}, str(tmp), metadata=metadata)
+
+
+def _own_storage(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` if it is contiguous and alone in its storage, else a compact copy (safetensors refuses
+    tensors that share memory, such as the q/k/v views of a fused qkv weight)."""
+    whole = tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
+    return tensor if whole and tensor.is_contiguous() and tensor.storage_offset() == 0 else tensor.clone()

@@ -48,11 +48,13 @@ ADALN_KEY = re.compile(r"^mixins\.adaln_layer\.adaLN_modulations\.(\d+)\.1\.(wei
 QK_NORM_KEY = re.compile(r"^mixins\.adaln_layer\.(query|key)_layernorm_list\.(\d+)\.(weight|bias)$")
 
 
-def merge_lora(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def merge_lora(state: dict[str, torch.Tensor], in_place: bool = False) -> dict[str, torch.Tensor]:
     """Fold `<linear>.original` + `matrix_A.k` / `matrix_B.k` into plain `<linear>.weight/bias`.
 
     W = original + concat_k(B_k @ A_k) / rank along the output dim, computed in fp32 and cast back
     (lora_alpha = 1 as in the official ResLoraMixin, so the scale is 1 / rank).
+    in_place=True writes W into the `original` tensors (no second copy of the merged weights; for a
+    state the caller owns, e.g. just read from a copy-on-write mmap); False leaves `state` untouched.
     """
     merged: dict[str, torch.Tensor] = {}
     bases = {key[: -len(".original.weight")] for key in state if key.endswith(".original.weight")}
@@ -63,7 +65,7 @@ def merge_lora(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             base = key.split(".original.")[0]
             key = f"{base}.{key.rsplit('.', 1)[1]}"
             if key.endswith(".weight"):
-                tensor = _merged_weight(state, base, tensor)
+                tensor = _merged_weight(state, base, tensor, in_place)
         merged[key] = tensor
     orphans = [k for k in state if (".matrix_A." in k or ".matrix_B." in k) and k.split(".matrix_")[0] not in bases]
     if orphans:
@@ -71,7 +73,9 @@ def merge_lora(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return merged
 
 
-def _merged_weight(state: dict[str, torch.Tensor], base: str, original: torch.Tensor) -> torch.Tensor:
+def _merged_weight(
+    state: dict[str, torch.Tensor], base: str, original: torch.Tensor, in_place: bool
+) -> torch.Tensor:
     parts = sorted(int(k.rsplit(".", 1)[1]) for k in state if k.startswith(f"{base}.matrix_A."))
     if not parts:
         return original
@@ -83,29 +87,33 @@ def _merged_weight(state: dict[str, torch.Tensor], base: str, original: torch.Te
     delta = torch.cat(deltas, dim=0)
     if delta.shape != original.shape:
         raise CheckpointError(f"LoRA of {base} gives {tuple(delta.shape)}, weight is {tuple(original.shape)}.")
-    return (original.float() + delta).to(original.dtype)
+    merged = original.float() + delta
+    return original.copy_(merged) if in_place else merged.to(original.dtype)
 
 
-def sat_to_diffusers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def sat_to_diffusers(state: dict[str, torch.Tensor], in_place: bool = False) -> dict[str, torch.Tensor]:
     """SAT checkpoint (prefix `model.diffusion_model.`, LoRA merged or not) -> FlashVideoTransformer state.
 
+    The result shares memory with `state` where it can (q/k/v are views of the fused qkv weight), so
+    loading needs no second copy of the weights. in_place=True also merges LoRA and regroups the adaLN
+    chunks inside the given tensors (for a state the caller owns); False never modifies `state`.
     Raises CheckpointError on any key it does not know.
     """
     plain = {k[len(SAT_PREFIX):] if k.startswith(SAT_PREFIX) else k: v for k, v in state.items()}
-    plain = merge_lora(plain)
+    plain = merge_lora(plain, in_place)
     out: dict[str, torch.Tensor] = {}
     unknown = []
     for key, tensor in plain.items():
         if any(fragment in key for fragment in DROPPED):
             continue
-        if not _convert_key(key, tensor, out):
+        if not _convert_key(key, tensor, out, in_place):
             unknown.append(key)
     if unknown:
         raise CheckpointError(f"Unknown keys in the transformer checkpoint: {unknown[:5]} ({len(unknown)} in all).")
     return out
 
 
-def _convert_key(key: str, tensor: torch.Tensor, out: dict[str, torch.Tensor]) -> bool:
+def _convert_key(key: str, tensor: torch.Tensor, out: dict[str, torch.Tensor], in_place: bool) -> bool:
     stem, _, leaf = key.rpartition(".")
     if stem in GLOBAL_RENAMES:
         out[f"{GLOBAL_RENAMES[stem]}.{leaf}"] = tensor
@@ -115,7 +123,7 @@ def _convert_key(key: str, tensor: torch.Tensor, out: dict[str, torch.Tensor]) -
         block = f"inner.transformer_blocks.{index}"
         if name == "attention.query_key_value":
             for proj, chunk in zip(("to_q", "to_k", "to_v"), tensor.chunk(3, dim=0), strict=True):
-                out[f"{block}.attn1.{proj}.{leaf}"] = chunk.clone()
+                out[f"{block}.attn1.{proj}.{leaf}"] = chunk
             return True
         if name in LAYER_RENAMES:
             out[f"{block}.{LAYER_RENAMES[name]}.{leaf}"] = tensor
@@ -124,9 +132,11 @@ def _convert_key(key: str, tensor: torch.Tensor, out: dict[str, torch.Tensor]) -
     if match := ADALN_KEY.match(key):
         index, leaf = match.groups()
         chunks = tensor.chunk(12, dim=0)
+        regrouped = torch.cat([chunks[i] for i in ADALN_NORM1_CHUNKS + ADALN_NORM2_CHUNKS])
+        if in_place:
+            regrouped = tensor.copy_(regrouped)
         block = f"inner.transformer_blocks.{index}"
-        out[f"{block}.norm1.linear.{leaf}"] = torch.cat([chunks[i] for i in ADALN_NORM1_CHUNKS])
-        out[f"{block}.norm2.linear.{leaf}"] = torch.cat([chunks[i] for i in ADALN_NORM2_CHUNKS])
+        out[f"{block}.norm1.linear.{leaf}"], out[f"{block}.norm2.linear.{leaf}"] = regrouped.chunk(2, dim=0)
         return True
     if match := QK_NORM_KEY.match(key):
         which, index, leaf = match.groups()
@@ -227,8 +237,9 @@ def infer_transformer_config(state: dict[str, torch.Tensor]) -> TransformerConfi
 
 
 def _to_flashvideo_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Any transformer state -> FlashVideoTransformer keys; SAT states are converted in place (owned)."""
     if any(k.startswith(SAT_PREFIX) or k.startswith("transformer.layers.") for k in state):
-        return sat_to_diffusers(state)
+        return sat_to_diffusers(state, in_place=True)
     if any(k.startswith("inner.") for k in state):
         return state
     return {f"inner.{k}" if not k.startswith(("ref_step", "time_size")) else k: v for k, v in state.items()}

@@ -51,6 +51,23 @@ def test_published_layout_file_loads_to_the_model_it_was_made_from(tmp_path, cfg
     assert torch.allclose(_run(loaded), _run(source), atol=tolerance)
 
 
+def test_in_place_conversion_equals_the_copying_one_and_never_changes_the_file(tmp_path):
+    source = build_transformer(config.TINY_STAGE1, seed=4).to(torch.bfloat16)
+    path = save_sat_transformer(source, tmp_path / "stage1.pt", lora_rank=4)
+    file_bytes = path.read_bytes()
+    state = torch.load(path, weights_only=True)["module"]
+    before = {k: v.clone() for k, v in state.items()}
+    copied = sat_to_diffusers(state)
+    assert all(torch.equal(state[k], before[k]) for k in state), "in_place=False must leave the input alone"
+    mapped = torch.load(path, weights_only=True, mmap=True)["module"]
+    in_place = sat_to_diffusers(mapped, in_place=True)
+    assert set(in_place) == set(copied)
+    assert all(torch.equal(in_place[k], copied[k]) for k in copied)
+    assert path.read_bytes() == file_bytes, "writes into the copy-on-write mapping must not reach the file"
+    first, second = load_transformer(path, stage=1), load_transformer(path, stage=1)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True))
+
+
 def test_merged_lora_equals_the_unmerged_forward():
     cfg = config.TINY_STAGE1
     model = build_transformer(cfg, seed=3)
