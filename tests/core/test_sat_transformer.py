@@ -65,7 +65,8 @@ def test_in_place_conversion_equals_the_copying_one_and_never_changes_the_file(t
     assert all(torch.equal(in_place[k], copied[k]) for k in copied)
     assert path.read_bytes() == file_bytes, "writes into the copy-on-write mapping must not reach the file"
     first, second = load_transformer(path, stage=1), load_transformer(path, stage=1)
-    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True))
+    pairs = zip(first.state_dict().values(), second.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
 
 
 def test_merged_lora_equals_the_unmerged_forward():
