@@ -18,7 +18,7 @@ class FlashVideoEnhanceImages:
     RETURN_NAMES = ("images",)
     OUTPUT_TOOLTIPS = ("The enhanced frames, same count as the input, at exactly the requested size.",)
     FUNCTION = "enhance"
-    CATEGORY = CATEGORY
+    CATEGORY = f"{CATEGORY}/enhance"
     DESCRIPTION = ("Stage II on any video: cuts the clip into overlapping 4k+1-frame windows, enhances each "
                    "(resize, encode, degrade, Euler flow, decode) and blends the overlaps. Keep fps and audio by "
                    "wiring Get Video Components -> this -> Create Video.")

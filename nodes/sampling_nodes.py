@@ -19,7 +19,7 @@ class FlashVideoTextEncode:
     RETURN_NAMES = ("embeds",)
     OUTPUT_TOOLTIPS = ("One prompt's T5 embeddings for BOTH stages (so the stages cannot get different prompts).",)
     FUNCTION = "encode"
-    CATEGORY = CATEGORY
+    CATEGORY = f"{CATEGORY}/conditioning"
     DESCRIPTION = ("Encodes the prompt with the official rules: 226 T5 tokens, no attention mask, zero "
                    "unconditional embedding. Both stages were trained on long, detailed captions.")
 

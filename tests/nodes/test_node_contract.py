@@ -58,7 +58,7 @@ def test_node_definitions_match_the_frozen_contract(tmp_path, monkeypatch):
 def test_every_input_has_a_tooltip_and_ids_are_prefixed(node_id):
     cls = NODE_CLASS_MAPPINGS[node_id]
     assert node_id.startswith("FlashVideo")
-    assert cls.CATEGORY.split("/")[0] == "FlashVideo"
+    assert cls.CATEGORY.split("/")[0] == "FlashVideo" and len(cls.CATEGORY.split("/")) == 2, cls.CATEGORY
     assert cls.DESCRIPTION
     inputs = cls.INPUT_TYPES()
     for section in ("required", "optional"):
