@@ -36,6 +36,7 @@ class TqdmProgress:
         self.bar.update(event.step - self.bar.n)
 
     def close(self) -> None:
+        """Close the open progress bar, if any."""
         if self.bar is not None:
             self.bar.close()
             self.bar = None

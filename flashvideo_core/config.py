@@ -63,6 +63,7 @@ class TransformerConfig:
 
     @property
     def hidden_size(self) -> int:
+        """num_heads x head_dim (1920 for Stage II, 3072 for Stage I)."""
         return self.num_heads * self.head_dim
 
 

@@ -33,6 +33,7 @@ class PromptEmbeds:
 
     @property
     def width(self) -> int:
+        """The embedding width d_model (4096 for T5 v1.1 XXL)."""
         return self.stage1.shape[-1]
 
     def uncond(self, stage: int = 1) -> torch.Tensor:

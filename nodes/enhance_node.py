@@ -14,6 +14,8 @@ FRAME_MB_1080 = image_frame_bytes(1080, 1920) / 2**20
 
 
 class FlashVideoEnhanceImages:
+    """Node: Stage II on any IMAGE batch (windows, target size, auto noise, colour match)."""
+
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("images",)
     OUTPUT_TOOLTIPS = ("The enhanced frames, same count as the input, at exactly the requested size.",)
@@ -60,6 +62,7 @@ class FlashVideoEnhanceImages:
 
     def enhance(self, model, vae, embeds, images, target, long_edge, auto_noise, noise_step, steps, cfg, shift,
                 window, overlap, color_match, seed):
+        """IMAGE (F, H, W, C) in 0..1 -> (IMAGE (F, H', W', 3) in 0..1 at the target size,); same F."""
         choice = {"scale": int(target[1:])} if target.startswith("x") else (
             {"long_edge": long_edge} if target == "long edge" else {"size": target})
         with model.active(), vae.active():

@@ -67,6 +67,7 @@ class _TransformerLoader:
         return _validate_choice(cls.KIND, model_name)
 
     def load(self, model_name, precision, offload):
+        """A file name from the model lists -> (LoadedModel holding the Stage I or II transformer,)."""
         from flashvideo_core.sat_transformer import load_transformer
 
         path = services.resolve_model(self.KIND, model_name)
@@ -75,6 +76,8 @@ class _TransformerLoader:
 
 
 class FlashVideoStage1Loader(_TransformerLoader):
+    """Node: loads the Stage I transformer (stage1.pt, safetensors or a diffusers folder)."""
+
     KIND, STAGE = "stage1", 1
     RETURN_TYPES = (STAGE1,)
     RETURN_NAMES = ("stage1_model",)
@@ -83,6 +86,8 @@ class FlashVideoStage1Loader(_TransformerLoader):
 
 
 class FlashVideoStage2Loader(_TransformerLoader):
+    """Node: loads the Stage II transformer (stage2.pt, safetensors or a diffusers folder)."""
+
     KIND, STAGE = "stage2", 2
     RETURN_TYPES = (STAGE2,)
     RETURN_NAMES = ("stage2_model",)
@@ -91,6 +96,8 @@ class FlashVideoStage2Loader(_TransformerLoader):
 
 
 class FlashVideoVAELoader:
+    """Node: loads the CogVideoX 3D VAE (3d-vae.pt, safetensors or a diffusers vae/ folder)."""
+
     RETURN_TYPES = (VAE,)
     RETURN_NAMES = ("vae",)
     OUTPUT_TOOLTIPS = ("The CogVideoX 3D VAE used by both stages.",)
@@ -115,6 +122,7 @@ class FlashVideoVAELoader:
         return _validate_choice("vae", vae_name)
 
     def load(self, vae_name, precision, offload):
+        """A file or folder name from the VAE list -> (LoadedModel holding the CogVideoX VAE,)."""
         from flashvideo_core.vae import load_vae
 
         path = services.resolve_model("vae", vae_name)
@@ -126,6 +134,8 @@ TOKENIZER_AUTO = "auto (tokenizer/ beside the encoder)"
 
 
 class FlashVideoT5Loader:
+    """Node: loads the T5 v1.1 XXL encoder and its tokenizer."""
+
     RETURN_TYPES = (T5,)
     RETURN_NAMES = ("t5",)
     OUTPUT_TOOLTIPS = ("T5 v1.1 XXL encoder with its tokenizer.",)
@@ -157,6 +167,7 @@ class FlashVideoT5Loader:
         return _validate_choice("t5", encoder_name)
 
     def load(self, encoder_name, tokenizer, precision, offload):
+        """Encoder and tokenizer names -> (LoadedModel holding the T5 encoder, with .text_encoder set,)."""
         from flashvideo_core.text import load_text_encoder
 
         path = services.resolve_model("t5", encoder_name)
@@ -191,6 +202,8 @@ DOWNLOAD_KEYS = {
 
 
 class FlashVideoDownloadWeights:
+    """Node: explicit Hugging Face download of the published files into models/FlashVideo."""
+
     RETURN_TYPES = ("STRING",)
     RETURN_NAMES = ("paths",)
     OUTPUT_TOOLTIPS = ("The downloaded files, one per line.",)
@@ -208,6 +221,7 @@ class FlashVideoDownloadWeights:
                        "T5 9.5 GB (THUDM/CogVideoX-5b text_encoder/ + tokenizer/)."})}}
 
     def download(self, files):
+        """A DOWNLOAD_CHOICES entry -> (the downloaded paths, one per line,); files land in models/FlashVideo."""
         from flashvideo_core.hub import download_weights
 
         paths = download_weights(services.pack_model_dir(), DOWNLOAD_KEYS[files], callback=services.Progress())

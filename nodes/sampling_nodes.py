@@ -15,6 +15,8 @@ VAE_PREVIEW_TIP = "Optional: connect the VAE to see each step's x0 as a decoded 
 
 
 class FlashVideoTextEncode:
+    """Node: one prompt -> the embeddings of both stages."""
+
     RETURN_TYPES = (EMBEDS,)
     RETURN_NAMES = ("embeds",)
     OUTPUT_TOOLTIPS = ("One prompt's T5 embeddings for BOTH stages (so the stages cannot get different prompts).",)
@@ -38,6 +40,7 @@ class FlashVideoTextEncode:
         }
 
     def encode(self, t5, prompt, stage2_prefix):
+        """Prompt text -> (PromptEmbeds: (1, 226, 4096) for Stage I and for Stage II,)."""
         with t5.active():
             embeds = t5.text_encoder.encode(prompt, stage2_prefix=stage2_prefix)
         if embeds.num_truncated:
@@ -61,6 +64,8 @@ def _size_check(width: int, height: int) -> bool | str:
 
 
 class FlashVideoStage1Sampler:
+    """Node: Stage I text-to-video sampling (official DPM++, dynamic CFG) -> LATENT."""
+
     RETURN_TYPES = ("LATENT",)
     RETURN_NAMES = ("latent",)
     OUTPUT_TOOLTIPS = ("Stage I video latent (B, 16, T, H/8, W/8), raw VAE space: decode it for the 270p preview.",)
@@ -98,6 +103,7 @@ class FlashVideoStage1Sampler:
         return next((c for c in checks if c is not True), True)
 
     def sample(self, model, embeds, seed, steps, cfg, cfg_exponent, frames, width, height, vae=None):
+        """Embeds -> (LATENT {"samples": RAW (1, 16, (frames-1)/4+1, height/8, width/8), "flashvideo": info},)."""
         progress = services.Progress(latent_preview_fn(vae))
         with model.active():
             latent = run_stage1(
@@ -109,6 +115,8 @@ class FlashVideoStage1Sampler:
 
 
 class FlashVideoLatentDegradation:
+    """Node: DEG_latent, noise at a DDPM step, recorded in the LATENT for Stage II."""
+
     RETURN_TYPES = ("LATENT",)
     RETURN_NAMES = ("degraded_latent",)
     OUTPUT_TOOLTIPS = ("The noised latent Stage II starts from; it records the noise step for Stage II.",)
@@ -130,6 +138,7 @@ class FlashVideoLatentDegradation:
         }
 
     def degrade(self, latent, noise_step, seed):
+        """LATENT (B, 16, T, h, w) -> (degraded LATENT of the same shape, recording noise_step,)."""
         samples = latent["samples"]
         check_latent(samples, "latent")
         degraded = degrade_latent(samples, noise_step, seed=seed)
@@ -138,6 +147,8 @@ class FlashVideoLatentDegradation:
 
 
 class FlashVideoStage2Sampler:
+    """Node: Stage II flow-matching Euler sampling on a degraded LATENT."""
+
     RETURN_TYPES = ("LATENT",)
     RETURN_NAMES = ("latent",)
     OUTPUT_TOOLTIPS = ("The high-resolution video latent; decode it with FlashVideo VAE Decode (sliced).",)
@@ -165,6 +176,7 @@ class FlashVideoStage2Sampler:
         }
 
     def sample(self, model, embeds, latent, steps, cfg, shift, solver, vae=None):
+        """Degraded LATENT (B, 16, T, h, w) -> (Stage II LATENT of the same shape,)."""
         info = flashvideo_info(latent)
         if "noise_step" not in info:
             from flashvideo_core.errors import FlashVideoInputError

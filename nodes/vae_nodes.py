@@ -15,6 +15,8 @@ SLICE_MODES = ["auto", "manual", "off"]
 
 
 class FlashVideoVAEDecode:
+    """Node: sliced VAE decode, LATENT -> IMAGE."""
+
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("images",)
     OUTPUT_TOOLTIPS = ("The video frames (frames, H, W, 3) in 0..1: connect to Create Video, Save Video, etc.",)
@@ -43,6 +45,7 @@ class FlashVideoVAEDecode:
         }
 
     def decode(self, vae, latent, slicing, chunk_frames, tile_size, tile_overlap):
+        """LATENT (1, 16, T, h, w) -> (IMAGE (4(T-1)+1, 8h, 8w, 3) in 0..1,)."""
         samples = latent["samples"]
         check_latent(samples, "latent", channels=vae.module.config.latent_channels)
         progress = services.Progress()
@@ -60,6 +63,8 @@ class FlashVideoVAEDecode:
 
 
 class FlashVideoPrepareStage2:
+    """Node: IMAGE from any source -> resized, encoded Stage II LATENT."""
+
     RETURN_TYPES = ("LATENT",)
     RETURN_NAMES = ("latent",)
     OUTPUT_TOOLTIPS = ("The frames resized and encoded at the Stage II size (raw VAE latent), ready for degradation.",)
@@ -93,6 +98,7 @@ class FlashVideoPrepareStage2:
         return True
 
     def prepare(self, vae, images, width, height, seed):
+        """IMAGE (F, H, W, C) in 0..1, F = 4k+1 -> (LATENT (1, 16, k+1, height/8, width/8) at the Stage II size,)."""
         frames = images.shape[0]
         if (frames - 1) % 4:
             raise FlashVideoInputError(
