@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import config
@@ -218,9 +220,20 @@ COMMANDS = {"generate": _cmd_generate, "enhance": _cmd_enhance, "convert": _cmd_
             "tiny-weights": _cmd_tiny, "download": _cmd_download}
 
 
+def _interrupt_on_sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run one subcommand; returns the exit code (0 ok, 2 bad input or files, 130 interrupted)."""
+    """Run one subcommand; returns the exit code (0 ok, 2 bad input or files, 130 interrupted).
+
+    Ctrl-C and SIGTERM (e.g. `kill`, a job scheduler) both stop the run with the partial output
+    files removed.
+    """
     args = build_parser().parse_args(argv)
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
         return COMMANDS[args.command](args)
     except (FlashVideoInputError, CheckpointError, FileExistsError) as exc:
@@ -229,3 +242,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: no partial output was kept.", file=sys.stderr)
         return 130
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, previous)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_output
+from .atomic import atomic_output, signals_held
 from .errors import FlashVideoInputError
 
 logger = logging.getLogger(__name__)
@@ -218,7 +218,8 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = True) -> Path:
 def _run_writer(cmd: list[str], first: np.ndarray, rest: Iterator, size: tuple[int, int], target: Path) -> None:
     """Feed frames to ffmpeg's stdin; kill it on any error (the caller's atomic_output then cleans up)."""
     with tempfile.TemporaryFile() as log:
-        process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
+        with signals_held():  # an interrupt inside Popen would leave an ffmpeg nobody kills, writing the file
+            process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
         try:
             count = 0
             frame = first

@@ -1,9 +1,18 @@
 """End to end through the CLI on tiny weights in the published layouts: playable mp4 files, right size/frames."""
 
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import imageio_ffmpeg
+import numpy as np
 import pytest
 
 from flashvideo_core.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _frames_and_size(path):
@@ -63,3 +72,30 @@ def test_convert_then_load_from_safetensors(tiny_weights, tmp_path, capsys):
     assert out.exists()
     assert main(["convert", str(tiny_weights["stage2"]), "-o", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_killed_enhance_leaves_no_partial_file(tiny_weights_dir, tmp_path, signum):
+    source = tmp_path / "clip.mp4"
+    writer = imageio_ffmpeg.write_frames(str(source), (96, 64), fps=24, macro_block_size=1)
+    writer.send(None)
+    for i in range(120):
+        writer.send(np.full((64, 96, 3), 2 * i, dtype=np.uint8).tobytes())
+    writer.close()
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flashvideo_core", "enhance", str(source), "-o", str(out_dir / "big.mp4"), "--scale",
+         "2", "--window", "9", "--overlap", "2", "--steps", "2", "--weights", str(tiny_weights_dir), "--quiet"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job ignores Ctrl-C
+    )
+    deadline = time.monotonic() + 120
+    while not list(out_dir.iterdir()) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, f"enhance ended before it could be interrupted: {process.stderr.read()}"
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "no partial output was kept" in err
+    assert list(out_dir.iterdir()) == []
