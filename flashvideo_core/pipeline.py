@@ -6,6 +6,7 @@ Used by the CLI. The ComfyUI nodes call the same stage functions one node at a t
 from __future__ import annotations
 
 import gc
+import math
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -46,16 +47,23 @@ class GenerateSettings:
 
     def validate(self) -> None:
         """Raise FlashVideoInputError for any invalid setting, before anything is loaded."""
+        from .degradation import check_noise_step
+        from .schedule import check_stage1_steps, stage2_time_grid
+        from .stages import check_cfg
+
         check_num_frames(self.num_frames, "frames")
         check_pixel_size(self.height, self.width, "Stage I size")
         check_pixel_size(self.stage2_height, self.stage2_width, "Stage II size")
-        for name, value, low in (("stage1_steps", self.stage1_steps, 1), ("stage2_steps", self.stage2_steps, 1)):
-            if not isinstance(value, int) or value < low:
-                raise FlashVideoInputError(f"{name}={value!r} must be an integer >= {low}.")
-        if not 0 <= self.noise_step <= 999:
-            raise FlashVideoInputError(f"noise_step={self.noise_step!r} must be in 0..999 (paper: 650-750).")
-        if self.fps <= 0:
-            raise FlashVideoInputError(f"fps={self.fps!r} must be positive.")
+        check_stage1_steps(self.stage1_steps)
+        check_cfg(self.stage1_cfg, "cfg")
+        check_cfg(self.cfg_exponent, "cfg_exponent")
+        check_noise_step(self.noise_step)
+        if isinstance(self.stage2_steps, bool) or not isinstance(self.stage2_steps, int) or self.stage2_steps < 1:
+            raise FlashVideoInputError(f"stage2_steps={self.stage2_steps!r} must be an integer >= 1 (paper: 4).")
+        stage2_time_grid(self.stage2_steps, self.shift)  # checks shift
+        check_cfg(self.stage2_cfg, "stage2_cfg")
+        if not (isinstance(self.fps, (int, float)) and math.isfinite(self.fps) and self.fps > 0):
+            raise FlashVideoInputError(f"fps={self.fps!r} must be a positive number.")
 
 
 @dataclass
@@ -96,6 +104,10 @@ def generate(
     device = torch.device(settings.device) if settings.device else default_device()
     dtype = parse_dtype(settings.precision, device)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FlashVideoInputError(
+            f"output folder {out} is a file; generate writes two videos (preview and final) into a folder."
+        )
     out.mkdir(parents=True, exist_ok=True)
     stem = _unique_stem(out, _slug(prompt), settings.seed)
 

@@ -46,7 +46,8 @@ def _check_stage(model, stage: int) -> None:
         raise FlashVideoInputError(f"a {given} model was given where the {wanted} model is needed.")
 
 
-def _check_cfg(cfg: float, name: str = "cfg") -> None:
+def check_cfg(cfg: float, name: str = "cfg") -> None:
+    """Raise unless cfg is a finite number >= 0."""
     if isinstance(cfg, bool) or not isinstance(cfg, numbers.Real) or not math.isfinite(cfg) or cfg < 0:
         raise FlashVideoInputError(f"{name}={cfg!r} must be a number >= 0 (1 = no guidance).")
 
@@ -107,7 +108,7 @@ def run_stage1(
     check_pixel_size(height, width, "Stage I size")
     check_stage1_steps(steps)
     check_embedding(cond, model, batch=1)
-    _check_cfg(cfg)
+    check_cfg(cfg)
     timesteps = stage1_timesteps(steps)
     alphas = stage1_alphas(timesteps, schedule)
     device = _place(model, device, dtype)
@@ -157,7 +158,7 @@ def run_stage2(
     check_embedding(cond, model, batch=latent.shape[0])
     check_noise_step(noise_step)
     check_solver(solver)
-    _check_cfg(cfg)
+    check_cfg(cfg)
     stage2_time_grid(steps, shift)  # validates steps and shift
     device = _place(model, device, dtype)
     working = model_dtype(model)

@@ -49,13 +49,28 @@ def test_generate_preview_only_never_overwrites(tiny_weights_dir, tmp_path):
 
 @pytest.mark.parametrize(
     "extra, message",
-    [(["--frames", "50"], "frames=50"), (["--height", "270"], "height=270"), (["--noise-step", "1000"], "noise_step")],
+    [
+        (["--frames", "50"], "frames=50"), (["--height", "270"], "height=270"),
+        (["--noise-step", "1000"], "noise_step"),
+        (["--steps", "0"], "steps=0"), (["--cfg", "-1"], "cfg=-1"), (["--stage2-steps", "0"], "stage2_steps=0"),
+        (["--shift", "0"], "shift=0"), (["--stage2-cfg", "nan"], "stage2_cfg=nan"), (["--fps", "0"], "fps=0"),
+    ],
 )
 def test_generate_bad_input_fails_before_work(tiny_weights_dir, tmp_path, capsys, extra, message):
     code = main(["generate", "A prompt.", "--weights", str(tiny_weights_dir), "-o", str(tmp_path), "--quiet", *extra])
     assert code == 2
     assert message in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_generate_output_that_is_a_file_is_named_before_work(tiny_weights_dir, tmp_path, capsys):
+    existing = tmp_path / "clip.mp4"
+    existing.write_bytes(b"user data")
+    code = main(["generate", "A prompt.", "--weights", str(tiny_weights_dir), "-o", str(existing), "--quiet"])
+    assert code == 2
+    assert "is a file" in capsys.readouterr().err
+    assert existing.read_bytes() == b"user data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
 
 
 def test_wrong_model_in_a_slot_is_named(tiny_weights, tmp_path, capsys):
