@@ -28,6 +28,7 @@ import torch
 from . import config
 from .color import match_color
 from .errors import FlashVideoInputError
+from .layout import rgb_images
 from .noise_rule import resolve_noise_step
 from .progress import ProgressCallback, report
 from .rng import cpu_generator
@@ -193,7 +194,7 @@ def enhance_images(
     C may be 3, 4 (alpha dropped, logged) or 1 (gray expanded). Settings as in enhance_frames.
     The whole output lives in memory (F x H' x W' x 3 x 4 bytes; see sizing.image_frame_bytes).
     """
-    images = _rgb_images(images)
+    images = rgb_images(images)
     num_frames, in_height, in_width = images.shape[:3]
     plan = plan_enhance(
         num_frames, in_height, in_width, target=target, scale=scale, size=size, long_edge=long_edge,
@@ -367,21 +368,6 @@ def _device_and_dtype(device, precision):
 
     run_device = torch.device(device) if device else default_device()
     return run_device, parse_dtype(precision, run_device)
-
-
-def _rgb_images(images) -> torch.Tensor:
-    """(F, H, W, C) with C in {1, 3, 4} -> (F, H, W, 3); alpha dropped (logged), gray expanded."""
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise FlashVideoInputError(f"images must be frames (F, H, W, 3) in [0, 1]; got {shape}.")
-    if images.shape[0] < 1:
-        raise FlashVideoInputError("images has no frames.")
-    if images.shape[-1] == 4:
-        logger.warning("images have an alpha channel; it is dropped (colours kept as stored).")
-        return images[..., :3]
-    if images.shape[-1] == 1:
-        return images.expand(-1, -1, -1, 3)
-    return images
 
 
 def _check_cond(cond, model) -> None:

@@ -9,10 +9,14 @@ Layouts:
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from .config import LATENT_CHANNELS, PIXEL_MULTIPLE, VAE_TEMPORAL_COMPRESSION
 from .errors import FlashVideoInputError
+
+logger = logging.getLogger(__name__)
 
 
 def latent_to_transformer(latent: torch.Tensor) -> torch.Tensor:
@@ -95,3 +99,23 @@ def check_image(images: torch.Tensor, name: str = "images") -> None:
         raise FlashVideoInputError(f"{name} must be frames of shape (frames, height, width, 3); got {shape}.")
     if images.shape[0] < 1:
         raise FlashVideoInputError(f"{name} has no frames.")
+
+
+def rgb_images(images: torch.Tensor, name: str = "images") -> torch.Tensor:
+    """IMAGE (F, H, W, C), C in {1, 3, 4}, F >= 1 -> (F, H, W, 3): alpha dropped (logged), gray expanded.
+
+    Raises FlashVideoInputError naming `name` for any other shape or an empty batch.
+    """
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise FlashVideoInputError(
+            f"{name} must be frames (frames, height, width, 3) in [0, 1] (1 or 4 channels are converted); got {shape}."
+        )
+    if images.shape[0] < 1:
+        raise FlashVideoInputError(f"{name} has no frames.")
+    if images.shape[-1] == 4:
+        logger.warning("%s have an alpha channel; it is dropped (colours kept as stored, not composited).", name)
+        return images[..., :3]
+    if images.shape[-1] == 1:
+        return images.expand(-1, -1, -1, 3)
+    return images

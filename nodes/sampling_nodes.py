@@ -177,6 +177,7 @@ class FlashVideoStage2Sampler:
 
     def sample(self, model, embeds, latent, steps, cfg, shift, solver, vae=None):
         """Degraded LATENT (B, 16, T, h, w) -> (Stage II LATENT of the same shape,)."""
+        check_latent(latent["samples"], "latent")
         info = flashvideo_info(latent)
         if "noise_step" not in info:
             from flashvideo_core.errors import FlashVideoInputError

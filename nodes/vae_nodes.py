@@ -5,7 +5,7 @@ from __future__ import annotations
 from flashvideo_core import config
 from flashvideo_core.errors import FlashVideoInputError
 from flashvideo_core.handoff import video_to_stage2_latent
-from flashvideo_core.layout import check_latent, image_to_video, video_to_image
+from flashvideo_core.layout import check_latent, image_to_video, rgb_images, video_to_image
 from flashvideo_core.vae import SliceSpec, decode_latents, decode_latents_auto
 
 from . import comfy_services as services
@@ -79,8 +79,9 @@ class FlashVideoPrepareStage2:
         return {
             "required": {
                 "vae": (VAE, {"tooltip": "From FlashVideo VAE Loader."}),
-                "images": ("IMAGE", {"tooltip": "Video frames (4k+1 of them, e.g. 49) in 0..1 from any node. "
-                                                "Each 1080p frame costs about 25 MB in memory."}),
+                "images": ("IMAGE", {"tooltip": "Video frames (4k+1 of them, e.g. 49) in 0..1 from any node "
+                                                "(alpha is dropped, gray expanded). Each 1080p frame costs about "
+                                                "25 MB in memory."}),
                 "width": ("INT", {"default": config.STAGE2_WIDTH, "min": 16, "max": 8192, "step": 16, "tooltip":
                           "Stage II width, multiple of 16. Official 1920 (16:9); 2K is 2560."}),
                 "height": ("INT", {"default": config.STAGE2_HEIGHT, "min": 16, "max": 8192, "step": 16, "tooltip":
@@ -99,6 +100,7 @@ class FlashVideoPrepareStage2:
 
     def prepare(self, vae, images, width, height, seed):
         """IMAGE (F, H, W, C) in 0..1, F = 4k+1 -> (LATENT (1, 16, k+1, height/8, width/8) at the Stage II size,)."""
+        images = rgb_images(images)
         frames = images.shape[0]
         if (frames - 1) % 4:
             raise FlashVideoInputError(

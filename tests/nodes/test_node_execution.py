@@ -52,7 +52,7 @@ def test_stage2_refuses_an_undegraded_latent(models):
 
 
 def test_bad_inputs_are_clear(models, comfy_models):
-    stage1, _, vae, _ = models
+    stage1, stage2, vae, _ = models
     assert "4k+1" in N["FlashVideoStage1Sampler"].VALIDATE_INPUTS(frames=50)
     assert "multiple of 16" in N["FlashVideoStage1Sampler"].VALIDATE_INPUTS(frames=49, width=270)
     assert "multiple of 16" in N["FlashVideoPrepareStage2"].VALIDATE_INPUTS(width=1080, height=1920)
@@ -60,8 +60,25 @@ def test_bad_inputs_are_clear(models, comfy_models):
         N["FlashVideoPrepareStage2"]().prepare(vae, torch.rand(48, 32, 32, 3), 64, 64, 0)
     with pytest.raises(FlashVideoInputError, match="channels.*another model family"):
         N["FlashVideoVAEDecode"]().decode(vae, {"samples": torch.zeros(1, 4, 2, 8, 8)}, "auto", 2, 64, 8)
+    with pytest.raises(FlashVideoInputError, match="has no frames"):
+        N["FlashVideoPrepareStage2"]().prepare(vae, torch.rand(0, 32, 32, 3), 64, 64, 0)
+    with pytest.raises(FlashVideoInputError, match="Image latents .* not FlashVideo"):
+        N["FlashVideoStage2Sampler"]().sample(stage2, None, {"samples": torch.zeros(1, 4, 64, 64)}, 2, 13.0, 2.5,
+                                              "euler")
     with pytest.raises(CheckpointError, match="looks like CogVideoX 3D VAE"):
         N["FlashVideoStage2Loader"]().load("3d-vae.pt", "auto", "keep on device")
+
+
+def test_prepare_stage2_takes_rgba_and_gray_frames(models):
+    vae = models[2]
+    rgb = torch.rand(5, 32, 32, 3)
+    rgba = torch.cat([rgb, torch.rand(5, 32, 32, 1)], dim=-1)
+    as_rgb = N["FlashVideoPrepareStage2"]().prepare(vae, rgb, 64, 64, 0)[0]["samples"]
+    as_rgba = N["FlashVideoPrepareStage2"]().prepare(vae, rgba, 64, 64, 0)[0]["samples"]
+    assert torch.equal(as_rgb, as_rgba), "alpha is dropped, the colours are used as they are"
+    gray = N["FlashVideoPrepareStage2"]().prepare(vae, rgb[..., :1], 64, 64, 0)[0]["samples"]
+    same = N["FlashVideoPrepareStage2"]().prepare(vae, rgb[..., :1].expand(-1, -1, -1, 3), 64, 64, 0)[0]["samples"]
+    assert torch.equal(gray, same)
 
 
 def test_enhance_node_keeps_frame_count_and_exact_size(models):
