@@ -1,4 +1,7 @@
-"""Build the shipped UI-format workflows (workflows/*.json) and their .jpg thumbnails.
+"""Build the shipped UI-format workflows (workflows/*.json), and schematic .jpg thumbnails where none exist.
+
+The shipped thumbnails are screenshots from a real ComfyUI (scripts/screenshot_workflows.py);
+delete one to get a schematic instead.
 
 Widget values are positional in the UI format, so they are derived here from the node definitions
 (our NODE_CLASS_MAPPINGS and the core video nodes' inputs), never typed by hand:
@@ -294,7 +297,9 @@ def main() -> int:
     for name, build in WORKFLOWS.items():
         graph = build().to_json()
         (out / f"{name}.json").write_text(json.dumps(graph, indent=1) + "\n")
-        thumbnail(graph, out / f"{name}.jpg", name.replace("flashvideo_", "FlashVideo: ").replace("_", " "))
+        picture = out / f"{name}.jpg"
+        if not picture.exists():  # real screenshots come from scripts/screenshot_workflows.py; keep them
+            thumbnail(graph, picture, name.replace("flashvideo_", "FlashVideo: ").replace("_", " "))
         print(out / f"{name}.json")
     return 0
 
