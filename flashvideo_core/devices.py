@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 
 import torch
@@ -32,6 +33,24 @@ def parse_dtype(name: str | torch.dtype | None, device: torch.device | str) -> t
 
         raise FlashVideoInputError(f"precision={name!r} is not one of auto, {', '.join(DTYPES)}.")
     return DTYPES[name]
+
+
+def free_memory(device: torch.device | str) -> int:
+    """Bytes free for new tensors on `device`: CUDA's free memory, or the RAM the OS reports available."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30  # unknown platform: assume a modest machine
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

@@ -139,7 +139,7 @@ def enhance_frames(
     frames: uint8 (H, W, 3) arrays (gray, RGBA, uint16 or float 0-1 frames are converted, see
     video_io.to_rgb_uint8); only the first num_frames are read. model: Stage II transformer; vae:
     CogVideoX VAE; cond: Stage II prompt embedding (1, 226, text_dim). Settings as in plan_enhance;
-    slices: a vae.SliceSpec for the VAE (None: unsliced); device/dtype: where and how Stage II runs
+    slices: a vae.SliceSpec for the VAE (None: picked from the free memory); device/dtype: where and how Stage II runs
     (None: the model's own). Validation happens on this call (it reads the first frame); the models
     run as the result is iterated. Progress: the VAE/Stage II phases per window, then ("enhance", i, n).
     """
@@ -326,7 +326,7 @@ def _stage2_pixels(
     from .degradation import degrade_latent
     from .handoff import video_to_stage2_latent
     from .stages import run_stage2
-    from .vae import decode_latents
+    from .vae import decode_latents, decode_latents_auto
 
     target = plan.target
     generator = cpu_generator(window_seed(plan.seed, index))
@@ -339,6 +339,8 @@ def _stage2_pixels(
         model, cond, degraded, noise_step=plan.noise_step, steps=plan.steps, cfg=plan.cfg, shift=plan.shift,
         device=device, dtype=dtype, callback=callback,
     )
+    if slices is None:
+        return decode_latents_auto(vae, refined, callback=callback).float().cpu()
     return decode_latents(vae, refined, slices=slices, callback=callback).float().cpu()
 
 

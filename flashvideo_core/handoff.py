@@ -9,7 +9,7 @@ from .config import STAGE2_HEIGHT, STAGE2_WIDTH
 from .layout import check_pixel_size
 from .progress import ProgressCallback
 from .rng import cpu_generator
-from .vae_slicing import SliceSpec, decode_latents, encode_video
+from .vae_slicing import SliceSpec, decode_latents, decode_latents_auto, encode_video, encode_video_auto
 
 RESIZE_BATCH = 8
 """Frames resized per interpolate call (bounds the intermediate)."""
@@ -43,9 +43,14 @@ def video_to_stage2_latent(
     slices: SliceSpec | None = None,
     callback: ProgressCallback | None = None,
 ) -> torch.Tensor:
-    """Pixel video (B, 3, F, H, W) in [-1, 1] -> RAW latent at height x width (posterior sample)."""
+    """Pixel video (B, 3, F, H, W) in [-1, 1] -> RAW latent (B, 16, (F-1)/4+1, height/8, width/8), a posterior sample.
+
+    slices: a SliceSpec, or None to pick slices from the free memory (vae_slicing.encode_video_auto).
+    """
     check_pixel_size(height, width, "Stage II size")
     resized = resize_video(video, height, width)
+    if slices is None:
+        return encode_video_auto(vae, resized, _generator(generator, seed), sample=True, callback=callback)
     return encode_video(vae, resized, _generator(generator, seed), sample=True, slices=slices, callback=callback)
 
 
@@ -62,7 +67,11 @@ def stage1_to_stage2(
     """RAW Stage I latent -> decode (frames in [-1, 1], not quantised) -> resize -> encode -> RAW latent.
 
     The x1.15258426 Stage II scaling happens later, in degradation and Stage II sampling.
+    slices: a SliceSpec for both VAE passes, or None to pick them from the free memory.
     """
     check_pixel_size(height, width, "Stage II size")
-    video = decode_latents(vae, latents, slices=slices, callback=callback)
+    if slices is None:
+        video = decode_latents_auto(vae, latents, callback=callback)
+    else:
+        video = decode_latents(vae, latents, slices=slices, callback=callback)
     return video_to_stage2_latent(vae, video, height, width, generator, seed, slices, callback)

@@ -93,7 +93,7 @@ def generate(
     from .handoff import resize_video
     from .loaders import load_stage1, load_stage2, load_text_encoder, load_vae
     from .stages import run_stage1, run_stage2
-    from .vae import decode_latents, encode_video
+    from .vae import decode_latents_auto, encode_video_auto
 
     settings = settings or GenerateSettings()
     settings.validate()
@@ -127,7 +127,7 @@ def generate(
     _release(device)
 
     vae = load_vae(weights.vae, device=device, dtype=dtype)
-    video1 = decode_latents(vae, latent1, callback=callback)
+    video1 = decode_latents_auto(vae, latent1, callback=callback)
     preview_path = _write(out / f"{stem}_stage1.mp4", video1, settings.fps)
     result = GenerateResult(preview_path, None, embeds.num_tokens, embeds.num_truncated)
     if settings.preview_only:
@@ -136,7 +136,7 @@ def generate(
     generator = cpu_generator(settings.seed + 1)
     resized = resize_video(video1, settings.stage2_height, settings.stage2_width)
     del video1
-    latent2 = encode_video(vae, resized, generator=generator, callback=callback)
+    latent2 = encode_video_auto(vae, resized, generator=generator, callback=callback)
     del resized
     degraded = degrade_latent(latent2, settings.noise_step, generator=generator)
     vae.to("cpu")
@@ -151,7 +151,7 @@ def generate(
     _release(device)
 
     vae.to(device)
-    video2 = decode_latents(vae, final_latent, callback=callback)
+    video2 = decode_latents_auto(vae, final_latent, callback=callback)
     result.final_path = _write(out / f"{stem}_stage2.mp4", video2, settings.fps)
     return result
 

@@ -17,6 +17,7 @@ from .vae_slicing import (
     decode_latents_auto,
     decode_preview_frame,
     encode_video,
+    encode_video_auto,
     temporal_chunks,
     tile_starts,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "build_vae",
     "decode_latents",
     "decode_latents_auto",
+    "encode_video_auto",
     "decode_preview_frame",
     "diffusers_vae_to_sat",
     "encode_video",

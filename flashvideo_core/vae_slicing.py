@@ -264,24 +264,65 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 
 def decode_latents_auto(
-    vae, latents: torch.Tensor, free_bytes: int, callback: ProgressCallback | None = None
+    vae, latents: torch.Tensor, free_bytes: int | None = None, callback: ProgressCallback | None = None
 ) -> torch.Tensor:
     """decode_latents with slices from auto_slice_spec; on out-of-memory, halve the tiles and retry.
 
+    latents: RAW (B, 16, T, h, w); returns video (B, 3, 4(T-1)+1, 8h, 8w) in [-1, 1] on CPU.
+    free_bytes: memory to plan with (None: devices.free_memory of the VAE's device).
     Raises FlashVideoInputError (with the smallest tile tried) if even MIN_TILE tiles do not fit.
     """
-    spec = auto_slice_spec(vae, tuple(latents.shape), free_bytes)
-    height, width = latents.shape[-2:]
+    check_latent(latents, "latents", channels=vae.config.latent_channels)
+    return _with_auto_slices(
+        vae, tuple(latents.shape), free_bytes, "decode", lambda spec: decode_latents(vae, latents, spec, callback)
+    )
+
+
+def encode_video_auto(
+    vae,
+    video: torch.Tensor,
+    generator: torch.Generator | None = None,
+    sample: bool = True,
+    free_bytes: int | None = None,
+    callback: ProgressCallback | None = None,
+) -> torch.Tensor:
+    """encode_video with slices from auto_slice_spec (the encoder works at the same resolutions as the
+    decoder); on out-of-memory, halve the tiles and retry. Same inputs and output as encode_video.
+    """
+    if video.ndim != 5 or video.shape[1] != 3:
+        raise FlashVideoInputError(f"video must be (batch, 3, frames, height, width); got {tuple(video.shape)}.")
+    check_num_frames(video.shape[2], "video frames")
+    check_pixel_size(video.shape[3], video.shape[4], "video size")
+    latent_shape = (video.shape[0], vae.config.latent_channels, (video.shape[2] - 1) // TEMPORAL + 1,
+                    video.shape[3] // SPATIAL, video.shape[4] // SPATIAL)
+    state = generator.get_state() if generator is not None else None
+
+    def run(spec: SliceSpec) -> torch.Tensor:
+        if state is not None:
+            generator.set_state(state)  # a retry draws the same posterior noise
+        return encode_video(vae, video, generator, sample, spec, callback)
+
+    return _with_auto_slices(vae, latent_shape, free_bytes, "encode", run)
+
+
+def _with_auto_slices(vae, latent_shape: tuple[int, ...], free_bytes: int | None, what: str, run) -> torch.Tensor:
+    """run(spec) with spec = auto_slice_spec(...), retried with halved tiles after out-of-memory."""
+    if free_bytes is None:
+        from .devices import free_memory
+
+        free_bytes = free_memory(_vae_device_dtype(vae)[0])
+    spec = auto_slice_spec(vae, latent_shape, free_bytes)
+    height, width = latent_shape[-2:]
     while True:
         try:
-            return decode_latents(vae, latents, spec, callback)
+            return run(spec)
         except (torch.OutOfMemoryError, RuntimeError) as exc:
             if not _is_out_of_memory(exc):
                 raise
             tile_h, tile_w = spec.tile_height or height, spec.tile_width or width
             if max(tile_h, tile_w) <= MIN_TILE:
                 raise FlashVideoInputError(
-                    f"VAE decode ran out of memory even with {tile_h}x{tile_w} latent tiles; free memory or "
+                    f"VAE {what} ran out of memory even with {tile_h}x{tile_w} latent tiles; free memory or "
                     "offload other models."
                 ) from exc
             if torch.cuda.is_available():

@@ -16,6 +16,7 @@ from flashvideo_core.vae import (
     decode_preview_frame,
     diffusers_vae_to_sat,
     encode_video,
+    encode_video_auto,
     infer_vae_config,
     load_vae,
     sat_vae_to_diffusers,
@@ -157,6 +158,35 @@ def test_auto_slices_fit_the_budget_and_retry_on_oom(vae, monkeypatch):
     assert out.shape == (1, 3, 9, 256, 256)
     assert attempts[0].tile_height is None
     assert (attempts[1].tile_height, attempts[2].tile_height) == (16, 8)
+
+
+def test_auto_encode_uses_the_planned_slices_and_retries_with_the_same_noise(vae, monkeypatch):
+    video = torch.rand(1, 3, 9, 128, 128, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    plain = encode_video(vae, video, cpu_generator(5), slices=SliceSpec(chunk_frames=2))
+    assert torch.equal(encode_video_auto(vae, video, cpu_generator(5), free_bytes=10**12), plain)
+    import flashvideo_core.vae_slicing as slicing
+
+    real = slicing.encode_video
+    attempts = []
+
+    def flaky(vae_, video_, generator, sample, spec, callback=None):
+        attempts.append(spec)
+        if len(attempts) == 1:
+            torch.randn(3, generator=generator)  # noise drawn before the failure must not shift the retry's
+            raise RuntimeError("CUDA out of memory")
+        return real(vae_, video_, generator, sample, spec, callback)
+
+    monkeypatch.setattr(slicing, "encode_video", flaky)
+    retried = encode_video_auto(vae, video, cpu_generator(5), free_bytes=10**12)
+    assert attempts[0].tile_height is None and attempts[1].tile_height == 8
+    assert torch.equal(retried, real(vae, video, cpu_generator(5), True, attempts[1]))
+
+
+def test_handoff_slices_by_free_memory_by_default(vae):
+    latent = _latent(frames=3, height=8, width=8)
+    by_default = stage1_to_stage2(vae, latent, 64, 64, seed=3)
+    official_chunks = stage1_to_stage2(vae, latent, 64, 64, seed=3, slices=SliceSpec(chunk_frames=2))
+    assert torch.equal(by_default, official_chunks)  # plenty of memory: the official 2-frame chunks, no tiles
 
 
 def test_preview_frame_and_handoff(vae):
