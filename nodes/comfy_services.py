@@ -127,6 +127,20 @@ def free_memory(device: torch.device) -> int:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
+def bundled_t5_tokenizer() -> Path | None:
+    """ComfyUI's own T5 v1.1 tokenizer folder (comfy/text_encoders/t5_tokenizer, a tokenizer.json), if present.
+
+    It is the tokenizer of google/t5-v1_1-xxl that CogVideoX uses, so a t5xxl_fp16.safetensors
+    already in models/text_encoders works without downloading CogVideoX's tokenizer/ folder.
+    """
+    try:
+        import comfy
+    except ImportError:
+        return None
+    folder = Path(comfy.__file__).parent / "text_encoders" / "t5_tokenizer"
+    return folder if (folder / "tokenizer.json").exists() else None
+
+
 def check_interrupt() -> None:
     """Raise ComfyUI's interrupt exception if the user pressed cancel (no-op without ComfyUI)."""
     try:

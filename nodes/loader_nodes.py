@@ -156,7 +156,8 @@ class FlashVideoT5Loader:
                 "tokenizer": (list(dict.fromkeys(tokenizers)), {
                     "default": TOKENIZER_AUTO,
                     "tooltip": "Folder with spiece.model or tokenizer.json. auto: the tokenizer/ folder next to the "
-                               "encoder (CogVideoX layout)."}),
+                               "encoder (CogVideoX layout), else ComfyUI's own T5 tokenizer (for a single "
+                               "t5xxl_fp16.safetensors)."}),
                 "precision": (PRECISIONS, {"default": "auto", "tooltip": PRECISION_TIP}),
                 "offload": (OFFLOAD_MODES, {"default": OFFLOAD_MODES[0], "tooltip": OFFLOAD_TIP}),
             }
@@ -171,11 +172,26 @@ class FlashVideoT5Loader:
         from flashvideo_core.text import load_text_encoder
 
         path = services.resolve_model("t5", encoder_name)
-        tokenizer_path = None if tokenizer == TOKENIZER_AUTO else _resolve_tokenizer(tokenizer)
+        tokenizer_path = _auto_tokenizer(path) if tokenizer == TOKENIZER_AUTO else _resolve_tokenizer(tokenizer)
         encoder = load_text_encoder(path, tokenizer_path, dtype=parse_dtype(precision, services.torch_device()))
         handle = _wrap(encoder.model, precision, offload, str(path))
         handle.text_encoder = encoder
         return (handle,)
+
+
+def _auto_tokenizer(encoder_path: Path) -> Path | None:
+    """None (tokenizer/ beside the encoder) when there is one, else ComfyUI's bundled T5 tokenizer."""
+    from flashvideo_core.t5_loading import find_tokenizer
+
+    try:
+        find_tokenizer(encoder_path, None)
+        return None
+    except CheckpointError:
+        bundled = services.bundled_t5_tokenizer()
+        if bundled is None:
+            raise
+        print(f"[FlashVideo] no tokenizer beside {encoder_path.name}; using ComfyUI's T5 tokenizer ({bundled}).")
+        return bundled
 
 
 def _tokenizer_folders() -> list[str]:

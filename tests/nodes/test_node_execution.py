@@ -99,3 +99,25 @@ def test_download_node_is_clear_offline(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(DownloadError, match="offline"):
         N["FlashVideoDownloadWeights"]().download("vae")
+
+
+def test_single_file_t5_uses_comfyuis_bundled_tokenizer(comfy_models, tiny_weights, tmp_path, monkeypatch):
+    from flashvideo_core.t5_loading import load_t5_tokenizer
+    from flashvideo_core.text import write_tiny_t5_single_file
+    from nodes import comfy_services
+
+    write_tiny_t5_single_file(comfy_models / "text_encoders" / "t5xxl_tiny.safetensors", tiny_weights["text_encoder"])
+    bundled = tmp_path / "t5_tokenizer"
+    load_t5_tokenizer(tiny_weights["tokenizer"]).save_pretrained(bundled)  # writes tokenizer.json as ComfyUI ships
+    (bundled / "spiece.model").unlink(missing_ok=True)
+    loader = N["FlashVideoT5Loader"]()
+    auto = "auto (tokenizer/ beside the encoder)"
+    monkeypatch.setattr(comfy_services, "bundled_t5_tokenizer", lambda: None)
+    with pytest.raises(CheckpointError, match="No T5 tokenizer found"):
+        loader.load("t5xxl_tiny.safetensors", auto, "auto", "offload after use")
+    monkeypatch.setattr(comfy_services, "bundled_t5_tokenizer", lambda: bundled)
+    t5 = loader.load("t5xxl_tiny.safetensors", auto, "auto", "offload after use")[0]
+    embeds = N["FlashVideoTextEncode"]().encode(t5, "A red fox runs through fresh snow.", False)[0]
+    folder = N["FlashVideoT5Loader"]().load("text_encoder/", auto, "auto", "offload after use")[0]
+    reference = N["FlashVideoTextEncode"]().encode(folder, "A red fox runs through fresh snow.", False)[0]
+    assert torch.allclose(embeds.stage1, reference.stage1, atol=1e-5)
