@@ -239,8 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     except (FlashVideoInputError, CheckpointError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, permissions, a vanished folder: the message names the file
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        print("interrupted: no partial output was kept.", file=sys.stderr)
+        print("interrupted: the file being written was removed (files already finished are kept).", file=sys.stderr)
         return 130
     finally:
         if threading.current_thread() is threading.main_thread():

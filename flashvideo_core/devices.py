@@ -19,6 +19,33 @@ def default_dtype(device: torch.device | str) -> torch.dtype:
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
 
 
+def parse_device(name: str | torch.device | None) -> torch.device:
+    """None/'auto' -> default_device(); 'cpu', 'cuda', 'cuda:1', 'mps' ... -> that device, checked to exist.
+
+    Raises FlashVideoInputError for an unknown name or a device this machine does not have.
+    """
+    from .errors import FlashVideoInputError
+
+    if name is None or name == "auto":
+        return default_device()
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError) as exc:
+        raise FlashVideoInputError(
+            f"device={name!r} is not a device name; use cpu, cuda, cuda:1, ... ({exc})"
+        ) from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index is not None and device.index >= count):
+            raise FlashVideoInputError(
+                f"device={name!r}: this machine has {count} usable CUDA device(s); use cpu"
+                + (f" or cuda:0..cuda:{count - 1}." if count else " (or install a CUDA build of torch).")
+            )
+    elif device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise FlashVideoInputError(f"device={name!r}: MPS is not available here; use cpu.")
+    return device
+
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -357,7 +357,11 @@ def _load_models(weights, prompt, stage2_prefix, model, vae, cond, device, dtype
     weights.require(*needed)
     if cond is None:
         encoder = load_text_encoder(weights.text_encoder, weights.tokenizer, device=device, dtype=dtype)
-        cond = encoder.encode(prompt, stage2_prefix=stage2_prefix).stage2
+        embeds = encoder.encode(prompt, stage2_prefix=stage2_prefix)
+        if embeds.num_truncated:
+            logger.warning("the prompt had %d tokens; %d beyond %d were cut.", embeds.num_tokens,
+                           embeds.num_truncated, config.TEXT_TOKENS)
+        cond = embeds.stage2
         del encoder
         gc.collect()
     model = model if model is not None else load_stage2(weights.stage2, device=device, dtype=dtype)
@@ -366,9 +370,9 @@ def _load_models(weights, prompt, stage2_prefix, model, vae, cond, device, dtype
 
 
 def _device_and_dtype(device, precision):
-    from .devices import default_device, parse_dtype
+    from .devices import parse_device, parse_dtype
 
-    run_device = torch.device(device) if device else default_device()
+    run_device = parse_device(device)
     return run_device, parse_dtype(precision, run_device)
 
 

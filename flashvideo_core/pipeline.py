@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from . import config
-from .devices import default_device, parse_dtype
+from .devices import parse_device, parse_dtype
 from .errors import FlashVideoInputError
 from .layout import check_num_frames, check_pixel_size
 from .loaders import WeightPaths
@@ -101,13 +101,16 @@ def generate(
         raise FlashVideoInputError("prompt is empty; FlashVideo needs a (preferably long, detailed) description.")
     needed = ["text_encoder", "stage1", "vae"] + ([] if settings.preview_only else ["stage2"])
     weights.require(*needed)
-    device = torch.device(settings.device) if settings.device else default_device()
+    device = parse_device(settings.device)
     dtype = parse_dtype(settings.precision, device)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise FlashVideoInputError(
             f"output folder {out} is a file; generate writes two videos (preview and final) into a folder."
         )
+    from .video_io import check_writable_folder
+
+    check_writable_folder(out, "output folder")
     out.mkdir(parents=True, exist_ok=True)
     stem = _unique_stem(out, _slug(prompt), settings.seed)
 

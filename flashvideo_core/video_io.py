@@ -72,6 +72,8 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     or has zero frames.
     """
     src = Path(path)
+    if src.is_dir():
+        raise FlashVideoInputError(f"{src} is a folder; give one video file (image sequences: make a video first).")
     if not src.is_file():
         raise FlashVideoInputError(f"video file not found: {src}")
     meta = _read_meta(src)
@@ -80,6 +82,8 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
 
         num_frames, seconds = imageio_ffmpeg.count_frames_and_secs(str(src))
     except Exception as exc:
+        if "N/A" in str(exc):  # ffmpeg printed no frame count: nothing decoded
+            raise FlashVideoInputError(f"{src} has no video frames (zero-frame file).") from None
         raise FlashVideoInputError(f"could not decode {src}: {_last_line(exc)}") from None
     if not num_frames:
         raise FlashVideoInputError(f"{src} has no video frames (zero-frame file).")
@@ -210,9 +214,22 @@ def check_output_path(path: str | os.PathLike, overwrite: bool = True) -> Path:
         )
     if target.is_dir():
         raise FlashVideoInputError(f"output {target} is a folder; give a file name such as {target / 'out.mp4'}.")
+    check_writable_folder(target.parent, f"output {target}")
     if not overwrite and target.exists():
         raise FileExistsError(f"{target} already exists; choose another output name (or allow overwriting).")
     return target
+
+
+def check_writable_folder(folder: str | os.PathLike, what: str) -> None:
+    """Raise FlashVideoInputError unless `folder` is (or can be created as) a folder this user can write."""
+    folder = Path(folder)
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None:
+        return
+    if not existing.is_dir():
+        raise FlashVideoInputError(f"{what}: {existing} is a file, so it cannot hold the folder {folder}.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise FlashVideoInputError(f"{what}: cannot write into {existing} (permission denied); choose another place.")
 
 
 def _run_writer(cmd: list[str], first: np.ndarray, rest: Iterator, size: tuple[int, int], target: Path) -> None:

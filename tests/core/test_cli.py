@@ -112,5 +112,42 @@ def test_a_killed_enhance_leaves_no_partial_file(tiny_weights_dir, tmp_path, sig
     process.send_signal(signum)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
-    assert "no partial output was kept" in err
+    assert "the file being written was removed" in err
     assert list(out_dir.iterdir()) == []
+
+
+def _small_clip(path, frames=5):
+    writer = imageio_ffmpeg.write_frames(str(path), (48, 32), fps=12, macro_block_size=1)
+    writer.send(None)
+    for i in range(frames):
+        writer.send(np.full((32, 48, 3), 40 * i, dtype=np.uint8).tobytes())
+    writer.close()
+    return path
+
+
+def test_enhance_names_bad_devices_folders_and_outputs_before_work(tiny_weights_dir, tmp_path, capsys):
+    clip = _small_clip(tmp_path / "clip.mp4")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder is wanted")
+    zero = tmp_path / "zero.y4m"
+    zero.write_bytes(b"YUV4MPEG2 W48 H32 F12:1 Ip A1:1 C420jpeg\n")
+    cases = [
+        ([str(clip), "-o", str(tmp_path / "a.mp4"), "--device", "cuda:99"], "cuda:99"),
+        ([str(tmp_path), "-o", str(tmp_path / "b.mp4")], "is a folder"),
+        ([str(zero), "-o", str(tmp_path / "c.mp4")], "no video frames"),
+        ([str(clip), "-o", str(blocker / "d.mp4")], "is a file, so it cannot hold"),
+    ]
+    for args, message in cases:
+        code = main(["enhance", *args, "--weights", str(tiny_weights_dir), "--quiet", "--scale", "2"])
+        assert code == 2, args
+        assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker", "clip.mp4", "zero.y4m"]
+
+
+def test_enhance_says_how_much_of_a_long_prompt_was_cut(tiny_weights_dir, tmp_path, caplog):
+    clip = _small_clip(tmp_path / "clip.mp4")
+    prompt = "word " * 300
+    code = main(["enhance", str(clip), "-o", str(tmp_path / "out.mp4"), "--prompt", prompt, "--scale", "2",
+                 "--window", "5", "--overlap", "0", "--steps", "1", "--weights", str(tiny_weights_dir), "--quiet"])
+    assert code == 0
+    assert any("beyond 226 were cut" in record.getMessage() for record in caplog.records)
