@@ -161,3 +161,35 @@ def require_kind(state: dict[str, torch.Tensor], expected: str, path: str | Path
             f"{Path(path).name} looks like {MODEL_KINDS[found]}, but a {MODEL_KINDS[expected]} was expected. "
             "Check that the file is connected to the right loader."
         )
+
+
+def read_keys(path: str | Path) -> list[str]:
+    """The tensor names in a weight file or folder, without reading the weights.
+
+    safetensors: from the header; .pt: from the pickle with mmap (tensor data stays on disk);
+    folders: every safetensors file in it. Raises CheckpointError like read_state_dict.
+    """
+    path = Path(path)
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
+    if not path.exists() or (path.is_dir() and not files):
+        return list(read_state_dict(path))  # raises the usual clear error
+    keys: list[str] = []
+    for file in files:
+        if file.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            try:
+                with safe_open(str(file), framework="pt") as handle:
+                    keys += list(handle.keys())
+            except Exception as exc:
+                raise CheckpointError(
+                    f"{file} is not a readable safetensors file (truncated or corrupt?): {exc}"
+                ) from exc
+        else:
+            keys += list(read_state_dict(file))
+    return keys
+
+
+def check_weight_file(path: str | Path, expected: str) -> None:
+    """Raise CheckpointError unless `path` is a readable weight file of the `expected` kind (keys only)."""
+    require_kind(dict.fromkeys(read_keys(path)), expected, path)

@@ -17,6 +17,7 @@ All of them validate every setting (`plan_enhance`) before the first model call.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -95,8 +96,8 @@ def plan_enhance(
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise FlashVideoInputError(f"steps={steps!r} must be an integer >= 1 (default 4; paper 4-6).")
     for name, value, low in (("cfg", cfg, 0.0), ("shift", shift, 1e-6)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
-            raise FlashVideoInputError(f"{name}={value!r} must be a number >= {low:g}.")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < low:
+            raise FlashVideoInputError(f"{name}={value!r} must be a finite number >= {low:g}.")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise FlashVideoInputError(f"seed={seed!r} must be an integer.")
     return EnhancePlan(
@@ -354,7 +355,7 @@ def _load_models(weights, prompt, stage2_prefix, model, vae, cond, device, dtype
         raise FlashVideoInputError("give either `weights` or all of model, vae and cond.")
     needed = ([] if model is not None else ["stage2"]) + ([] if vae is not None else ["vae"])
     needed += [] if cond is not None else ["text_encoder"]
-    weights.require(*needed)
+    weights.check(*needed)
     if cond is None:
         encoder = load_text_encoder(weights.text_encoder, weights.tokenizer, device=device, dtype=dtype)
         embeds = encoder.encode(prompt, stage2_prefix=stage2_prefix)

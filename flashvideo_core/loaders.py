@@ -17,6 +17,10 @@ from .errors import CheckpointError
 WEIGHT_NAMES = {"stage1": "stage1", "stage2": "stage2", "vae": "3d-vae"}
 
 
+WEIGHT_KINDS = {"stage1": "stage1", "stage2": "stage2", "vae": "vae", "text_encoder": "t5"}
+"""WeightPaths field -> checkpoint.detect_kind name."""
+
+
 @dataclass(frozen=True)
 class WeightPaths:
     """Where each model's weights are. None = not available (that stage cannot run)."""
@@ -35,6 +39,15 @@ class WeightPaths:
                 f"Missing weights for: {', '.join(missing)}. Put the published files in the weights folder "
                 "(stage1.pt, stage2.pt, 3d-vae.pt, text_encoder/, tokenizer/) or pass their paths."
             )
+
+    def check(self, *names: str) -> None:
+        """require(*names), then read each file's tensor names (not its weights) and raise CheckpointError
+        for a truncated or corrupt file or one that holds another model, before anything runs."""
+        from .checkpoint import check_weight_file
+
+        self.require(*names)
+        for name in names:
+            check_weight_file(getattr(self, name), WEIGHT_KINDS[name])
 
 
 def find_weights(folder: str | Path) -> WeightPaths:

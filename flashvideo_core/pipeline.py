@@ -100,7 +100,7 @@ def generate(
     if not isinstance(prompt, str) or not prompt.strip():
         raise FlashVideoInputError("prompt is empty; FlashVideo needs a (preferably long, detailed) description.")
     needed = ["text_encoder", "stage1", "vae"] + ([] if settings.preview_only else ["stage2"])
-    weights.require(*needed)
+    weights.check(*needed)
     device = parse_device(settings.device)
     dtype = parse_dtype(settings.precision, device)
     out = Path(out_dir)

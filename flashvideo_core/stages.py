@@ -49,7 +49,7 @@ def _check_stage(model, stage: int) -> None:
 def check_cfg(cfg: float, name: str = "cfg") -> None:
     """Raise unless cfg is a finite number >= 0."""
     if isinstance(cfg, bool) or not isinstance(cfg, numbers.Real) or not math.isfinite(cfg) or cfg < 0:
-        raise FlashVideoInputError(f"{name}={cfg!r} must be a number >= 0 (1 = no guidance).")
+        raise FlashVideoInputError(f"{name}={cfg!r} must be a finite number >= 0.")
 
 
 def _place(model, device, dtype) -> torch.device:

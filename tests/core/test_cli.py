@@ -151,3 +151,16 @@ def test_enhance_says_how_much_of_a_long_prompt_was_cut(tiny_weights_dir, tmp_pa
                  "--window", "5", "--overlap", "0", "--steps", "1", "--weights", str(tiny_weights_dir), "--quiet"])
     assert code == 0
     assert any("beyond 226 were cut" in record.getMessage() for record in caplog.records)
+
+
+def test_generate_checks_every_weight_file_before_running_stage1(tiny_weights, tiny_weights_dir, tmp_path, capsys):
+    truncated = tmp_path / "stage2_cut.pt"
+    data = tiny_weights["stage2"].read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    base = ["generate", "A fox.", "--weights", str(tiny_weights_dir), "--frames", "5", "--height", "32",
+            "--width", "32", "--steps", "2", "--quiet"]
+    for stage2, message in ((tiny_weights["stage1"], "looks like"), (truncated, "truncated or corrupt")):
+        out = tmp_path / f"out_{stage2.stem}"
+        assert main([*base, "--stage2", str(stage2), "-o", str(out)]) == 2
+        assert message in capsys.readouterr().err
+        assert not out.exists() or not list(out.iterdir()), "nothing may be written before the check"

@@ -149,6 +149,8 @@ def test_a_callback_exception_propagates(fake):
         ({"scale": 0.5}, "scale"),
         ({"size": "720p", "scale": 2}, "Choose one"),
         ({"steps": 0}, "steps"),
+        ({"cfg": float("nan")}, "cfg=nan"),
+        ({"shift": float("inf")}, "shift=inf"),
         ({"cond": torch.zeros(226, 32)}, "cond"),
     ],
 )
