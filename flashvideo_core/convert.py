@@ -32,9 +32,9 @@ def convert_checkpoint(src: str | Path, dst: str | Path | None = None, overwrite
     kind = detect_kind(state)
     metadata = {"flashvideo_kind": kind, "flashvideo_source": src.name}
     if kind in ("stage1", "stage2"):
-        from .sat_transformer import infer_transformer_config, sat_to_diffusers
+        from .sat_transformer import infer_transformer_config, to_flashvideo_state
 
-        converted = sat_to_diffusers(state) if _is_sat(state) else state
+        converted = to_flashvideo_state(state)
         metadata["flashvideo_transformer_config"] = json.dumps(infer_transformer_config(converted).__dict__)
     elif kind == "vae":
         from .vae import infer_vae_config, sat_vae_to_diffusers

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_output
-from .checkpoint import SAT_PREFIX, read_state_dict, require_kind
-from .config import TransformerConfig
+from .checkpoint import SAT_PREFIX, read_folder_config, read_state_dict, require_kind
+from .config import LATENT_CHANNELS, TransformerConfig
 from .errors import CheckpointError
 
 LAYER_RENAMES = {
@@ -236,8 +236,11 @@ def infer_transformer_config(state: dict[str, torch.Tensor]) -> TransformerConfi
         raise CheckpointError(f"Not a CogVideoX/FlashVideo transformer state (missing {exc}).") from exc
 
 
-def _to_flashvideo_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Any transformer state -> FlashVideoTransformer keys; SAT states are converted in place (owned)."""
+def to_flashvideo_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Any transformer state (SAT, diffusers, ours) -> FlashVideoTransformer keys.
+
+    SAT states are converted in place (the caller must own them, as after read_state_dict).
+    """
     if any(k.startswith(SAT_PREFIX) or k.startswith("transformer.layers.") for k in state):
         return sat_to_diffusers(state, in_place=True)
     if any(k.startswith("inner.") for k in state):
@@ -258,8 +261,9 @@ def load_transformer(path: str | Path, stage: int, device="cpu", dtype: torch.dt
         raise ValueError(f"stage must be 1 or 2, got {stage!r}")
     state = read_state_dict(path)
     require_kind(state, f"stage{stage}", path)
-    state = _to_flashvideo_state(state)
+    state = to_flashvideo_state(state)
     config = infer_transformer_config(state)
+    _check_flashvideo_shape(config, path)
     with torch.device("meta"):
         model = FlashVideoTransformer(config)
     expected = model.state_dict()
@@ -275,6 +279,22 @@ def load_transformer(path: str | Path, stage: int, device="cpu", dtype: torch.dt
     state = {k: v.to(dtype) for k, v in state.items()}
     model.load_state_dict(state, assign=True)
     return model.to(device).eval()
+
+
+def _check_flashvideo_shape(config: TransformerConfig, path: str | Path) -> None:
+    """Refuse CogVideoX variants FlashVideo cannot use (image-to-video inputs, no 3D RoPE)."""
+    name = Path(path).name
+    if config.in_channels != LATENT_CHANNELS:
+        raise CheckpointError(
+            f"{name} takes {config.in_channels} input channels (an image-to-video CogVideoX?); FlashVideo's "
+            f"stages take {LATENT_CHANNELS}."
+        )
+    folder_config = read_folder_config(path) if Path(path).is_dir() else None
+    if folder_config and folder_config.get("use_rotary_positional_embeddings") is False:
+        raise CheckpointError(
+            f"{name} is a CogVideoX model without 3D RoPE (e.g. CogVideoX-2B, sincos positions); both "
+            "FlashVideo stages use RoPE. Use stage1.pt / stage2.pt."
+        )
 
 
 def save_sat_transformer(

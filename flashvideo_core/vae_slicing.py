@@ -237,25 +237,28 @@ fp32, ~6 live tensors); scaled by the VAE's first block width and by dtype size.
 MIN_TILE = 8
 
 
-def auto_slice_spec(vae, latent_shape: tuple[int, ...], free_bytes: int, budget_fraction: float = 0.5) -> SliceSpec:
+def auto_slice_spec(
+    vae, latent_shape: tuple[int, ...], free_bytes: int, budget_fraction: float = 0.5, chunk: int = 2
+) -> SliceSpec:
     """Pick slices for decoding a latent of `latent_shape` within budget_fraction x free_bytes.
 
     Cost model: a chunk of c latent frames decodes (4c + 2) frames at 64 pixels per latent pixel,
-    each costing BYTES_PER_OUTPUT_VOXEL x width/128 x bytes/4. Chunks stay at the official 2 latent
-    frames; square tiles shrink until one slice fits (never below MIN_TILE).
+    each costing BYTES_PER_OUTPUT_VOXEL x width/128 x bytes/4. Chunks stay at `chunk` latent frames
+    (official: 2 for decode, 4 for the Stage II encode's 17/16/16 frames); square tiles shrink until
+    one slice fits (never below MIN_TILE).
     """
     _, dtype = _vae_device_dtype(vae)
     width_scale = vae.config.block_out_channels[0] / 128
     bytes_per_voxel = BYTES_PER_OUTPUT_VOXEL * width_scale * torch.finfo(dtype).bits / 32
-    chunk = 2
-    per_latent_pixel = (TEMPORAL * chunk + 2) * SPATIAL * SPATIAL * bytes_per_voxel
     budget = max(1.0, free_bytes * budget_fraction)
     height, width = latent_shape[-2], latent_shape[-1]
-    if height * width * per_latent_pixel <= budget:
-        return SliceSpec(chunk_frames=chunk)
+    for frames in dict.fromkeys((chunk, 2)):  # the wanted chunks, else the smallest (2) before tiling
+        per_latent_pixel = (TEMPORAL * frames + 2) * SPATIAL * SPATIAL * bytes_per_voxel
+        if height * width * per_latent_pixel <= budget:
+            return SliceSpec(chunk_frames=frames)
     side = max(MIN_TILE, int((budget / per_latent_pixel) ** 0.5))
     return SliceSpec(
-        chunk_frames=chunk, tile_height=min(side, height), tile_width=min(side, width), overlap=max(2, side // 8)
+        chunk_frames=2, tile_height=min(side, height), tile_width=min(side, width), overlap=max(2, side // 8)
     )
 
 
@@ -288,6 +291,7 @@ def encode_video_auto(
 ) -> torch.Tensor:
     """encode_video with slices from auto_slice_spec (the encoder works at the same resolutions as the
     decoder); on out-of-memory, halve the tiles and retry. Same inputs and output as encode_video.
+    When a frame fits, the chunks are the official Stage II encode's: 17, 16, 16 frames for 49.
     """
     if video.ndim != 5 or video.shape[1] != 3:
         raise FlashVideoInputError(f"video must be (batch, 3, frames, height, width); got {tuple(video.shape)}.")
@@ -302,16 +306,18 @@ def encode_video_auto(
             generator.set_state(state)  # a retry draws the same posterior noise
         return encode_video(vae, video, generator, sample, spec, callback)
 
-    return _with_auto_slices(vae, latent_shape, free_bytes, "encode", run)
+    return _with_auto_slices(vae, latent_shape, free_bytes, "encode", run, chunk=4)
 
 
-def _with_auto_slices(vae, latent_shape: tuple[int, ...], free_bytes: int | None, what: str, run) -> torch.Tensor:
+def _with_auto_slices(
+    vae, latent_shape: tuple[int, ...], free_bytes: int | None, what: str, run, chunk: int = 2
+) -> torch.Tensor:
     """run(spec) with spec = auto_slice_spec(...), retried with halved tiles after out-of-memory."""
     if free_bytes is None:
         from .devices import free_memory
 
         free_bytes = free_memory(_vae_device_dtype(vae)[0])
-    spec = auto_slice_spec(vae, latent_shape, free_bytes)
+    spec = auto_slice_spec(vae, latent_shape, free_bytes, chunk=chunk)
     height, width = latent_shape[-2:]
     while True:
         try:
