@@ -41,6 +41,39 @@ class LoadedModel:
         return on_device(self.module, self.device, self.offload_to)
 
 
+def check_widgets(node_cls, **values) -> bool | str:
+    """ComfyUI's own min/max check for the widgets a VALIDATE_INPUTS names (ComfyUI skips it for those).
+
+    values: widget name -> value; None (the input is linked, its value is not known at validation)
+    is skipped. Returns True, or a message naming the input, the value and the valid range.
+    """
+    spec = node_cls.INPUT_TYPES()["required"]
+    for name, value in values.items():
+        options = spec[name][1] if len(spec[name]) > 1 else {}
+        low, high = options.get("min"), options.get("max")
+        if value is not None and ((low is not None and value < low) or (high is not None and value > high)):
+            return f"{name}={value} is outside {low}..{high}."
+    return True
+
+
+def frames_check(frames: int | None) -> bool | str:
+    """True, or a message for a frame count that is not 4k+1 (None = linked, checked before sampling)."""
+    if frames is None:
+        return True
+    if (frames - 1) % 4:
+        below = max(1, frames - (frames - 1) % 4)
+        return f"frames={frames} must be 4k+1 (e.g. {below} or {below + 4}); the official value is 49."
+    return True
+
+
+def size_check(width: int | None, height: int | None) -> bool | str:
+    """True, or a message for a width or height that is not a multiple of 16 (None = linked, skipped)."""
+    for name, value in (("width", width), ("height", height)):
+        if value is not None and value % 16:
+            return f"{name}={value} must be a multiple of 16 (e.g. {value - value % 16})."
+    return True
+
+
 def flashvideo_info(latent: dict) -> dict:
     """The FlashVideo record of a LATENT dict ({} for latents made elsewhere)."""
     return dict(latent.get("flashvideo") or {})

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
+from flashvideo_core.checkpoint import check_weight_file
 from flashvideo_core.devices import parse_dtype
 from flashvideo_core.errors import CheckpointError
 
@@ -28,10 +30,29 @@ def _choices(kind: str, folders_too: bool = False) -> list[str]:
     return services.list_models(kind, folders_too) or ["(no model files found)"]
 
 
-def _validate_choice(kind: str, name: str) -> bool | str:
-    if services.resolve_model(kind, name) is None:
+def _validate_choice(kind: str, name: str | None) -> bool | str:
+    """True, or a message for a missing file, an unreadable one, or one that holds another model.
+
+    Reads tensor names only (safetensors header, mmapped pickle), so a wrong file is named at
+    validation, before any other node of the graph runs.
+    """
+    if name is None:  # linked from another node: checked when the loader runs
+        return True
+    path = services.resolve_model(kind, name)
+    if path is None:
         folders = ", ".join(str(f) for f in services.search_folders(kind))
         return f"{name!r} not found. Put the file in one of: {folders} (then press R to refresh)."
+    stat = path.stat()
+    return _checked_file(str(path), kind, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _checked_file(path: str, kind: str, size: int, mtime_ns: int) -> bool | str:
+    """check_weight_file as a validation answer, cached per file version (validation runs on every queue)."""
+    try:
+        check_weight_file(path, kind)
+    except CheckpointError as exc:
+        return str(exc)
     return True
 
 
@@ -63,7 +84,7 @@ class _TransformerLoader:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, model_name, **_):
+    def VALIDATE_INPUTS(cls, model_name):
         return _validate_choice(cls.KIND, model_name)
 
     def load(self, model_name, precision, offload):
@@ -118,7 +139,7 @@ class FlashVideoVAELoader:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, vae_name, **_):
+    def VALIDATE_INPUTS(cls, vae_name):
         return _validate_choice("vae", vae_name)
 
     def load(self, vae_name, precision, offload):
@@ -164,7 +185,7 @@ class FlashVideoT5Loader:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, encoder_name, **_):
+    def VALIDATE_INPUTS(cls, encoder_name):
         return _validate_choice("t5", encoder_name)
 
     def load(self, encoder_name, tokenizer, precision, offload):

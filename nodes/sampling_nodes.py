@@ -8,7 +8,19 @@ from flashvideo_core.layout import check_latent
 from flashvideo_core.stages import run_stage1, run_stage2
 
 from . import comfy_services as services
-from .common import CATEGORY, EMBEDS, STAGE1, STAGE2, T5, VAE, flashvideo_info, latent_preview_fn
+from .common import (
+    CATEGORY,
+    EMBEDS,
+    STAGE1,
+    STAGE2,
+    T5,
+    VAE,
+    check_widgets,
+    flashvideo_info,
+    frames_check,
+    latent_preview_fn,
+    size_check,
+)
 
 SEED_MAX = 2**63 - 1
 VAE_PREVIEW_TIP = "Optional: connect the VAE to see each step's x0 as a decoded frame (otherwise a gray map)."
@@ -49,20 +61,6 @@ class FlashVideoTextEncode:
         return (embeds,)
 
 
-def _frames_check(frames: int) -> bool | str:
-    if frames < 1 or (frames - 1) % 4:
-        below = max(1, frames - (frames - 1) % 4)
-        return f"frames={frames} must be 4k+1 (e.g. {below} or {below + 4}); the official value is 49."
-    return True
-
-
-def _size_check(width: int, height: int) -> bool | str:
-    for name, value in (("width", width), ("height", height)):
-        if value % 16:
-            return f"{name}={value} must be a multiple of 16 (e.g. {value - value % 16})."
-    return True
-
-
 class FlashVideoStage1Sampler:
     """Node: Stage I text-to-video sampling (official DPM++, dynamic CFG) -> LATENT."""
 
@@ -98,8 +96,11 @@ class FlashVideoStage1Sampler:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, frames=49, width=480, height=256, **_):
-        checks = (_frames_check(frames), _size_check(width, height))
+    def VALIDATE_INPUTS(cls, frames=None, width=None, height=None):
+        # Named inputs skip ComfyUI's own range check, so check_widgets does it; no **kwargs here, which
+        # would switch off ComfyUI's checks of every other input.
+        checks = (check_widgets(cls, frames=frames, width=width, height=height), frames_check(frames),
+                  size_check(width, height))
         return next((c for c in checks if c is not True), True)
 
     def sample(self, model, embeds, seed, steps, cfg, cfg_exponent, frames, width, height, vae=None):

@@ -9,7 +9,7 @@ from flashvideo_core.layout import check_latent, image_to_video, rgb_images, vid
 from flashvideo_core.vae import SliceSpec, decode_latents, decode_latents_auto
 
 from . import comfy_services as services
-from .common import CATEGORY, VAE, flashvideo_info
+from .common import CATEGORY, VAE, check_widgets, flashvideo_info, size_check
 
 SLICE_MODES = ["auto", "manual", "off"]
 
@@ -38,7 +38,8 @@ class FlashVideoVAEDecode:
                                  "manual: latent frames per temporal chunk (even; 1 latent frame = 4 video frames). "
                                  "Official: 2."}),
                 "tile_size": ("INT", {"default": 64, "min": 8, "max": 512, "step": 2, "tooltip":
-                              "manual: tile edge in latent pixels (x8 for video pixels); 0 disables tiling."}),
+                              "manual: tile edge in latent pixels (x8 for video pixels); a tile at least as large as "
+                              "the latent means no tiling."}),
                 "tile_overlap": ("INT", {"default": 8, "min": 0, "max": 128, "tooltip":
                                  "manual: latent pixels shared by neighbouring tiles, blended linearly (no seams)."}),
             }
@@ -92,11 +93,9 @@ class FlashVideoPrepareStage2:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, width=1920, height=1072, **_):
-        for name, value in (("width", width), ("height", height)):
-            if value % 16:
-                return f"{name}={value} must be a multiple of 16 (e.g. {value - value % 16})."
-        return True
+    def VALIDATE_INPUTS(cls, width=None, height=None):
+        checks = (check_widgets(cls, width=width, height=height), size_check(width, height))
+        return next((c for c in checks if c is not True), True)
 
     def prepare(self, vae, images, width, height, seed):
         """IMAGE (F, H, W, C) in 0..1, F = 4k+1 -> (LATENT (1, 16, k+1, height/8, width/8) at the Stage II size,)."""

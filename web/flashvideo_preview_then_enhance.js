@@ -39,13 +39,39 @@ function setMode(nodes, mode) {
   app.graph.setDirtyCanvas(true, true);
 }
 
+function seedWidget(stage1Node) {
+  return stage1Node.widgets?.find((w) => w.name === "seed");
+}
+
+// The seed each Stage I sampler was last queued with, however it was queued (our buttons or Queue):
+// with "randomize" the frontend changes the seed right AFTER queueing, so Enhance must go back to
+// this value, or Stage I would run again with a new seed instead of reusing the cached preview.
+const previewSeeds = new WeakMap();
+
+function recordQueuedSeeds() {
+  for (const node of app.graph._nodes) {
+    const seed = node.comfyClass === "FlashVideoStage1Sampler" ? seedWidget(node) : null;
+    if (seed) previewSeeds.set(node, seed.value);
+  }
+}
+
 function pinSeed(stage1Node) {
+  const seed = seedWidget(stage1Node);
+  if (seed && previewSeeds.has(stage1Node)) seed.value = previewSeeds.get(stage1Node);
   const control = stage1Node.widgets?.find((w) => w.name === "control_after_generate");
   if (control && control.value !== "fixed") control.value = "fixed";
 }
 
 app.registerExtension({
   name: "FlashVideo.PreviewThenEnhance",
+  setup() {
+    const graphToPrompt = app.graphToPrompt.bind(app);
+    app.graphToPrompt = async (...args) => {
+      const prompt = await graphToPrompt(...args);
+      recordQueuedSeeds();
+      return prompt;
+    };
+  },
   nodeCreated(node) {
     if (node.comfyClass !== "FlashVideoStage1Sampler") return;
     const preview = node.addWidget("button", "Preview only (Stage I)", null, async () => {

@@ -81,3 +81,15 @@ def test_pack_entry_exposes_the_mappings():
     assert nodes.NODE_CLASS_MAPPINGS is NODE_CLASS_MAPPINGS
     entry = (Path(__file__).parents[2] / "__init__.py").read_text()
     assert 'WEB_DIRECTORY = "./web"' in entry and "NODE_CLASS_MAPPINGS" in entry
+
+
+@pytest.mark.parametrize("node_id", sorted(NODE_CLASS_MAPPINGS))
+def test_validate_inputs_never_switches_off_comfyuis_own_checks(node_id):
+    """A VALIDATE_INPUTS taking **kwargs makes ComfyUI skip its range and combo checks of every input."""
+    import inspect
+
+    validate = getattr(NODE_CLASS_MAPPINGS[node_id], "VALIDATE_INPUTS", None)
+    if validate is not None:
+        spec = inspect.getfullargspec(validate)
+        assert spec.varkw is None and "input_types" not in spec.args
+        assert set(spec.args[1:]) <= set(NODE_CLASS_MAPPINGS[node_id].INPUT_TYPES()["required"])

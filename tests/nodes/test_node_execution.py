@@ -6,6 +6,8 @@ import torch
 from flashvideo_core.errors import CheckpointError, FlashVideoInputError
 from nodes import NODE_CLASS_MAPPINGS as N
 
+from .comfy_validation import validate_like_comfyui
+
 
 @pytest.fixture()
 def models(comfy_models):
@@ -51,11 +53,45 @@ def test_stage2_refuses_an_undegraded_latent(models):
         N["FlashVideoStage2Sampler"]().sample(stage2, embeds, prepared, 2, 13.0, 2.5, "euler")
 
 
+def test_bad_widget_values_are_named_at_validation():
+    stage1, prepare = N["FlashVideoStage1Sampler"], N["FlashVideoPrepareStage2"]
+    defaults = {"seed": 0, "steps": 51, "cfg": 8.0, "cfg_exponent": 5.0, "frames": 49, "width": 480, "height": 256}
+    assert validate_like_comfyui(stage1, defaults) is True
+    assert "frames=50 must be 4k+1 (e.g. 49 or 53)" in validate_like_comfyui(stage1, {**defaults, "frames": 50})
+    assert "width=270 must be a multiple of 16" in validate_like_comfyui(stage1, {**defaults, "width": 270})
+    # ComfyUI skips its own range check for inputs VALIDATE_INPUTS names, so the node does it
+    assert "width=0 is outside 16..4096" in validate_like_comfyui(stage1, {**defaults, "width": 0})
+    assert "frames=-3 is outside 1..1025" in validate_like_comfyui(stage1, {**defaults, "frames": -3})
+    assert validate_like_comfyui(stage1, {**defaults}, linked={"frames", "width"}) is True
+    assert "multiple of 16" in validate_like_comfyui(prepare, {"width": 1080, "height": 1920, "seed": 0})
+    assert "height=8 is outside 16..8192" in validate_like_comfyui(prepare, {"width": 1920, "height": 8, "seed": 0})
+
+
+@pytest.mark.parametrize(("loader", "name", "looks_like"), [
+    ("FlashVideoStage2Loader", "3d-vae.pt", "CogVideoX 3D VAE"),
+    ("FlashVideoStage1Loader", "stage2.pt", "FlashVideo Stage II transformer"),
+    ("FlashVideoVAELoader", "stage1.pt", "FlashVideo Stage I transformer"),
+])
+def test_a_model_in_the_wrong_loader_is_named_at_validation(comfy_models, loader, name, looks_like):
+    field = {"FlashVideoVAELoader": "vae_name"}.get(loader, "model_name")
+    message = validate_like_comfyui(N[loader], {field: name, "precision": "auto", "offload": "keep on device"})
+    assert message.startswith(f"{name} looks like {looks_like}") and "right loader" in message
+
+
+def test_a_truncated_weight_file_is_named_at_validation(comfy_models):
+    broken = comfy_models / "FlashVideo" / "stage2_truncated.pt"
+    data = (comfy_models / "FlashVideo" / "stage2.pt").read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
+    try:
+        message = validate_like_comfyui(N["FlashVideoStage2Loader"], {"model_name": broken.name})
+        assert "could not be read (truncated or corrupt file?)" in message
+        assert validate_like_comfyui(N["FlashVideoStage2Loader"], {"model_name": "stage2.pt"}) is True
+    finally:
+        broken.unlink()
+
+
 def test_bad_inputs_are_clear(models, comfy_models):
     stage1, stage2, vae, _ = models
-    assert "4k+1" in N["FlashVideoStage1Sampler"].VALIDATE_INPUTS(frames=50)
-    assert "multiple of 16" in N["FlashVideoStage1Sampler"].VALIDATE_INPUTS(frames=49, width=270)
-    assert "multiple of 16" in N["FlashVideoPrepareStage2"].VALIDATE_INPUTS(width=1080, height=1920)
     with pytest.raises(FlashVideoInputError, match="48 frames; Stage II needs 4k\\+1"):
         N["FlashVideoPrepareStage2"]().prepare(vae, torch.rand(48, 32, 32, 3), 64, 64, 0)
     with pytest.raises(FlashVideoInputError, match="channels.*another model family"):
