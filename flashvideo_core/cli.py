@@ -211,7 +211,8 @@ def _cmd_tiny(args) -> int:
 def _cmd_download(args) -> int:
     from .hub import download_weights
 
-    for path in download_weights(args.output_dir, args.files, callback=TqdmProgress()):
+    # huggingface_hub draws its own byte bar per file; our events would only draw it twice
+    for path in download_weights(args.output_dir, args.files, callback=None):
         print(path)
     return 0
 

@@ -4,10 +4,12 @@ Files land in a folder the caller names, laid out as the loaders expect:
     dest/stage1.pt, dest/stage2.pt, dest/3d-vae.pt            (FoundationVision/FlashVideo)
     dest/text_encoder/..., dest/tokenizer/...                   (THUDM/CogVideoX-5b)
 Interrupted downloads resume on the next call (huggingface_hub keeps the partial file).
+Progress is reported in MB as the bytes arrive, so a caller's callback can show it and cancel.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +58,34 @@ class DownloadError(RuntimeError):
     """A download that could not run (offline, missing repository, no permission)."""
 
 
+MB = 2**20
+
+
+def reporting_bar(callback: ProgressCallback | None, phase: str):
+    """A tqdm class for huggingface_hub that also sends ProgressEvent(phase, MB done, MB total).
+
+    The events start from the bytes already on disk (a resumed download) and come from the
+    downloading thread, so an exception from the callback (a cancel) stops the download; the
+    partial file stays for the next call to resume.
+    """
+    from huggingface_hub.utils import tqdm as hub_tqdm
+
+    class ReportingBar(hub_tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.bytes_done = kwargs.get("initial") or 0
+            self.bytes_total = kwargs.get("total")
+
+        def update(self, n=1):
+            self.bytes_done += n or 0
+            if self.bytes_total:
+                total = max(1, round(self.bytes_total / MB))
+                report(callback, phase, min(total, round(self.bytes_done / MB)), total)
+            return super().update(n)
+
+    return ReportingBar
+
+
 def download_weights(
     dest_dir: str | Path,
     files: list[str] | None = None,
@@ -77,10 +107,13 @@ def download_weights(
     wanted = [item for key in keys for item in PUBLISHED_FILES[key]]
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
+    takes_bar = "tqdm_class" in inspect.signature(hf_hub_download).parameters  # huggingface_hub >= 0.26
     paths = []
     for index, item in enumerate(wanted, start=1):
+        phase = f"download {item.filename} ({index}/{len(wanted)})"
+        bar = {"tqdm_class": reporting_bar(callback, phase)} if takes_bar else {}
         try:
-            local = hf_hub_download(item.repo_id, item.filename, local_dir=dest)
+            local = hf_hub_download(item.repo_id, item.filename, local_dir=dest, **bar)
         except (OfflineModeIsEnabled, LocalEntryNotFoundError) as exc:
             raise DownloadError(
                 f"Cannot download {item.filename} from {item.repo_id}: this machine is offline "
@@ -92,5 +125,5 @@ def download_weights(
         except OSError as exc:
             raise DownloadError(f"Download of {item.repo_id}/{item.filename} failed (network or disk): {exc}") from exc
         paths.append(Path(local))
-        report(callback, "download", index, len(wanted))
+        report(callback, "download", index, len(wanted))  # files done (also when nothing was left to fetch)
     return paths

@@ -23,3 +23,24 @@ def test_offline_download_is_a_clear_error(tmp_path, monkeypatch):
 def test_unknown_file_key(tmp_path):
     with pytest.raises(FlashVideoInputError, match="unknown"):
         download_weights(tmp_path, ["stage3"])
+
+
+def test_download_progress_is_reported_in_mb_from_the_resumed_point_and_a_cancel_stops_it():
+    from flashvideo_core.hub import MB, reporting_bar
+
+    events = []
+    bar_class = reporting_bar(events.append, "download stage2.pt (1/1)")
+    bar = bar_class(unit="B", unit_scale=True, total=10 * MB, initial=4 * MB, desc="stage2.pt", disable=True)
+    bar.update(2 * MB)
+    bar.update(4 * MB)
+    assert [(e.phase, e.step, e.total) for e in events] == [
+        ("download stage2.pt (1/1)", 6, 10), ("download stage2.pt (1/1)", 10, 10)]
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(event):
+        raise Cancelled
+
+    with pytest.raises(Cancelled):
+        reporting_bar(cancel, "download")(total=MB, disable=True).update(MB // 2)
