@@ -231,10 +231,23 @@ def decode_preview_frame(vae, latents: torch.Tensor, frame: int = 0, max_size: i
     return ((pixels[0, :, 0].float().cpu().permute(1, 2, 0) + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
-BYTES_PER_OUTPUT_VOXEL = 3 * 1024
-"""Decoder peak bytes per output pixel per frame for the real VAE (128 channels at full resolution,
-fp32, ~6 live tensors); scaled by the VAE's first block width and by dtype size."""
+BYTES_PER_OUTPUT_VOXEL = 6 * 1024
+"""fp32 decoder peak bytes per output pixel per frame that grow with the first block width (128 for
+the real VAE): the full-resolution activations; scaled by width / 128 and by dtype size."""
+FIXED_BYTES_PER_OUTPUT_VOXEL = 2 * 1024
+"""fp32 decoder peak bytes per output pixel per frame that do not grow with the width: the
+16-channel latent interpolated to full resolution by every spatial norm, padding copies, output.
+Both constants are set above what bench/bench_vae_memory_model.py measures for block widths
+8 to 128 (it prints measured / planned, which must stay below 1), so on a CPU, where running out
+of memory kills the process instead of raising, a plan at half the free memory fits."""
 MIN_TILE = 8
+
+
+def bytes_per_output_voxel(vae) -> float:
+    """Planned decoder peak bytes per output pixel per frame for this VAE (its width and dtype)."""
+    _, dtype = _vae_device_dtype(vae)
+    width_scale = vae.config.block_out_channels[0] / 128
+    return (BYTES_PER_OUTPUT_VOXEL * width_scale + FIXED_BYTES_PER_OUTPUT_VOXEL) * torch.finfo(dtype).bits / 32
 
 
 def auto_slice_spec(
@@ -243,13 +256,11 @@ def auto_slice_spec(
     """Pick slices for decoding a latent of `latent_shape` within budget_fraction x free_bytes.
 
     Cost model: a chunk of c latent frames decodes (4c + 2) frames at 64 pixels per latent pixel,
-    each costing BYTES_PER_OUTPUT_VOXEL x width/128 x bytes/4. Chunks stay at `chunk` latent frames
+    each costing bytes_per_output_voxel(vae). Chunks stay at `chunk` latent frames
     (official: 2 for decode, 4 for the Stage II encode's 17/16/16 frames); square tiles shrink until
     one slice fits (never below MIN_TILE).
     """
-    _, dtype = _vae_device_dtype(vae)
-    width_scale = vae.config.block_out_channels[0] / 128
-    bytes_per_voxel = BYTES_PER_OUTPUT_VOXEL * width_scale * torch.finfo(dtype).bits / 32
+    bytes_per_voxel = bytes_per_output_voxel(vae)
     budget = max(1.0, free_bytes * budget_fraction)
     height, width = latent_shape[-2], latent_shape[-1]
     for frames in dict.fromkeys((chunk, 2)):  # the wanted chunks, else the smallest (2) before tiling
