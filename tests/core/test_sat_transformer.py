@@ -6,6 +6,7 @@ import torch
 from flashvideo_core import config
 from flashvideo_core.checkpoint import SAT_PREFIX
 from flashvideo_core.errors import CheckpointError
+from flashvideo_core.loaders import load_stage1, load_stage2
 from flashvideo_core.sat_transformer import (
     diffusers_to_sat,
     infer_transformer_config,
@@ -49,6 +50,37 @@ def test_published_layout_file_loads_to_the_model_it_was_made_from(tmp_path, cfg
     assert loaded.config == cfg
     tolerance = 0.0 if rank is None else 2e-3  # LoRA factors and the original are bf16 in the file
     assert torch.allclose(_run(loaded), _run(source), atol=tolerance)
+
+
+def _save_diffusers_folder(model, folder):
+    """A CogVideoX-style transformer/ folder (config.json + diffusion_pytorch_model.safetensors) of `model`.
+
+    Stage II's two extra embeddings have no slot in CogVideoXTransformer3DModel: they go into a
+    second safetensors file of the folder, with their FlashVideoTransformer names.
+    """
+    from safetensors.torch import save_file
+
+    model.inner.save_pretrained(folder, safe_serialization=True)
+    extras = {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("inner.")}
+    if extras:
+        save_file(extras, str(folder / "flashvideo_extras.safetensors"))
+    return folder
+
+
+@pytest.mark.parametrize("name, loader", [("stage1", load_stage1), ("stage2", load_stage2)])
+def test_diffusers_transformer_folder_loads_to_the_model_it_was_saved_from(tiny_weights, tmp_path, name, loader):
+    source = loader(tiny_weights[name])  # converted from the published SAT layout (LoRA merged for Stage I)
+    folder = _save_diffusers_folder(source, tmp_path / "transformer")
+    assert (folder / "config.json").exists() and (folder / "diffusion_pytorch_model.safetensors").exists()
+    loaded = loader(folder)
+    assert loaded.config == source.config
+    assert torch.equal(_run(loaded), _run(source))
+
+
+def test_stage2_folder_without_the_extra_embeddings_is_named(tiny_weights, tmp_path):
+    load_stage2(tiny_weights["stage2"]).inner.save_pretrained(tmp_path / "transformer")
+    with pytest.raises(CheckpointError, match="looks like FlashVideo Stage I"):
+        load_stage2(tmp_path / "transformer")
 
 
 def test_in_place_conversion_equals_the_copying_one_and_never_changes_the_file(tmp_path):
