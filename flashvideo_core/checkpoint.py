@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import pickle
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from .errors import CheckpointError
+from .progress import ProgressCallback, report
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 WRAPPER_KEYS = ("module", "state_dict", "model")
@@ -76,6 +78,37 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
         raise CheckpointError(f"{path} could not be read (truncated or corrupt file?): {exc}") from exc
     return _flatten(_unwrap(obj, path), path)
+
+
+def cast_state(
+    state: dict[str, torch.Tensor],
+    dtype: torch.dtype,
+    callback: ProgressCallback | None = None,
+    phase: str = "load",
+    convert: Callable[[str, torch.Tensor], torch.Tensor | None] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Every tensor of `state` in `dtype` (no copy where it already is), reading mmapped data as it goes.
+
+    This is where a load spends its time (the bytes come off the disk here), so it reports
+    ProgressEvent(phase, MB done, MB total) about every 1% and at the end; a callback that
+    raises (a cancel) stops the load. convert(key, tensor) replaces the plain cast (None drops
+    the key), e.g. to dequantise fp8 weights.
+    """
+    convert = convert or (lambda key, tensor: tensor.to(dtype))
+    sizes = {k: v.numel() * v.element_size() for k, v in state.items()}
+    total = max(1, round(sum(sizes.values()) / 2**20))
+    every = max(1, total // 100)
+    out, done, last = {}, 0, -every
+    for index, (key, tensor) in enumerate(state.items(), start=1):
+        value = convert(key, tensor)
+        if value is not None:
+            out[key] = value
+        done += sizes[key]
+        step = total if index == len(state) else min(total, round(done / 2**20))
+        if step - last >= every or step == total:
+            report(callback, phase, step, total)
+            last = step
+    return out
 
 
 def _unwrap(obj, path: Path):
@@ -163,8 +196,8 @@ def require_kind(state: dict[str, torch.Tensor], expected: str, path: str | Path
         )
 
 
-def read_keys(path: str | Path) -> list[str]:
-    """The tensor names in a weight file or folder, without reading the weights.
+def read_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """The tensor names and shapes in a weight file or folder, without reading the weights.
 
     safetensors: from the header; .pt: from the pickle with mmap (tensor data stays on disk);
     folders: every safetensors file in it. Raises CheckpointError like read_state_dict.
@@ -172,24 +205,71 @@ def read_keys(path: str | Path) -> list[str]:
     path = Path(path)
     files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
     if not path.exists() or (path.is_dir() and not files):
-        return list(read_state_dict(path))  # raises the usual clear error
-    keys: list[str] = []
+        return {k: tuple(v.shape) for k, v in read_state_dict(path).items()}  # raises the usual clear error
+    shapes: dict[str, tuple[int, ...]] = {}
     for file in files:
         if file.suffix == ".safetensors":
             from safetensors import safe_open
 
             try:
                 with safe_open(str(file), framework="pt") as handle:
-                    keys += list(handle.keys())
+                    shapes.update({k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()})
             except Exception as exc:
                 raise CheckpointError(
                     f"{file} is not a readable safetensors file (truncated or corrupt?): {exc}"
                 ) from exc
         else:
-            keys += list(read_state_dict(file))
-    return keys
+            shapes.update({k: tuple(v.shape) for k, v in read_state_dict(file).items()})
+    return shapes
+
+
+def read_keys(path: str | Path) -> list[str]:
+    """The tensor names in a weight file or folder, without reading the weights (see read_shapes)."""
+    return list(read_shapes(path))
 
 
 def check_weight_file(path: str | Path, expected: str) -> None:
     """Raise CheckpointError unless `path` is a readable weight file of the `expected` kind (keys only)."""
     require_kind(dict.fromkeys(read_keys(path)), expected, path)
+
+
+WIDTH_KEYS = {
+    # kind -> (what, key suffix, dim): the widths that must agree between the models of one run
+    "t5": ("T5 width (d_model)", "encoder.block.0.layer.0.SelfAttention.q.weight", 1),
+    "stage1": ("text width", "patch_embed.text_proj.weight", 1),
+    "stage2": ("text width", "patch_embed.text_proj.weight", 1),
+    "vae": ("latent channels", "decoder.conv_in.conv.weight", 1),
+}
+LATENT_KEY = ("latent channels", "patch_embed.proj.weight", 1)
+
+
+def _width(shapes: dict[str, tuple[int, ...]], key: tuple[str, str, int]) -> int | None:
+    _, suffix, dim = key
+    return next((shape[dim] for name, shape in shapes.items() if name.endswith(suffix)), None)
+
+
+def check_compatible(files: dict[str, str | Path]) -> None:
+    """Raise CheckpointError unless the models of one run fit together, from tensor shapes only.
+
+    files: kind ("t5", "stage1", "stage2", "vae") -> path. Checks that each transformer takes the
+    T5 width as its text input and the VAE's latent channels as its image input, so a mismatch is
+    named before anything runs (not after Stage I).
+    """
+    shapes = {kind: read_shapes(path) for kind, path in files.items()}
+    t5_width = _width(shapes["t5"], WIDTH_KEYS["t5"]) if "t5" in shapes else None
+    latent = _width(shapes["vae"], WIDTH_KEYS["vae"]) if "vae" in shapes else None
+    for stage in ("stage1", "stage2"):
+        if stage not in shapes:
+            continue
+        text, channels = _width(shapes[stage], WIDTH_KEYS[stage]), _width(shapes[stage], LATENT_KEY)
+        name = Path(files[stage]).name
+        if t5_width is not None and text is not None and text != t5_width:
+            raise CheckpointError(
+                f"{name} takes text embeddings of width {text}, but the T5 encoder {Path(files['t5']).name} "
+                f"makes width {t5_width}: use the T5 v1.1 XXL encoder FlashVideo was trained with (4096)."
+            )
+        if latent is not None and channels is not None and channels != latent:
+            raise CheckpointError(
+                f"{name} takes {channels}-channel latents, but the VAE {Path(files['vae']).name} makes {latent}: "
+                "use the CogVideoX 3D VAE (16 channels) FlashVideo was trained with."
+            )

@@ -33,9 +33,12 @@ class TqdmProgress:
         if event.phase != self.phase or self.bar is None or event.step < self.bar.n:
             self.close()
             self.phase = event.phase
-            self.bar = tqdm(total=event.total, desc=event.phase, unit="step", leave=True, file=sys.stderr)
+            unit = "MB" if event.phase.startswith("load") else "step"
+            self.bar = tqdm(total=event.total, desc=event.phase, unit=unit, leave=True, file=sys.stderr)
         self.bar.total = event.total
         self.bar.update(event.step - self.bar.n)
+        if event.step >= event.total:
+            self.close()  # a finished phase stops its clock
 
     def close(self) -> None:
         """Close the open progress bar, if any."""

@@ -257,7 +257,8 @@ def enhance_video_file(
     )
     run_device, run_dtype = _device_and_dtype(device, precision)
     if model is None or vae is None or cond is None:
-        model, vae, cond = _load_models(weights, prompt, stage2_prefix, model, vae, cond, run_device, run_dtype)
+        model, vae, cond = _load_models(weights, prompt, stage2_prefix, model, vae, cond, run_device, run_dtype,
+                                        callback)
     frames = enhance_frames(
         iter_frames(info.path, info), info.num_frames, model=model, vae=vae, cond=cond, target=plan.target,
         noise_step=plan.noise_step, steps=steps, cfg=cfg, shift=shift, seed=seed, window=window, overlap=overlap,
@@ -345,8 +346,8 @@ def _stage2_pixels(
     return decode_latents(vae, refined, slices=slices, callback=callback).float().cpu()
 
 
-def _load_models(weights, prompt, stage2_prefix, model, vae, cond, device, dtype):
-    """Load whatever of (Stage II, VAE, prompt embedding) was not given, from `weights`."""
+def _load_models(weights, prompt, stage2_prefix, model, vae, cond, device, dtype, callback=None):
+    """Load whatever of (Stage II, VAE, prompt embedding) was not given, from `weights` (progress to callback)."""
     import gc
 
     from .loaders import load_stage2, load_text_encoder, load_vae
@@ -357,7 +358,8 @@ def _load_models(weights, prompt, stage2_prefix, model, vae, cond, device, dtype
     needed += [] if cond is not None else ["text_encoder"]
     weights.check(*needed)
     if cond is None:
-        encoder = load_text_encoder(weights.text_encoder, weights.tokenizer, device=device, dtype=dtype)
+        encoder = load_text_encoder(weights.text_encoder, weights.tokenizer, device=device, dtype=dtype,
+                                    callback=callback)
         embeds = encoder.encode(prompt, stage2_prefix=stage2_prefix)
         if embeds.num_truncated:
             logger.warning("the prompt had %d tokens; %d beyond %d were cut.", embeds.num_tokens,
@@ -365,8 +367,8 @@ def _load_models(weights, prompt, stage2_prefix, model, vae, cond, device, dtype
         cond = embeds.stage2
         del encoder
         gc.collect()
-    model = model if model is not None else load_stage2(weights.stage2, device=device, dtype=dtype)
-    vae = vae if vae is not None else load_vae(weights.vae, device=device, dtype=dtype)
+    model = model if model is not None else load_stage2(weights.stage2, device=device, dtype=dtype, callback=callback)
+    vae = vae if vae is not None else load_vae(weights.vae, device=device, dtype=dtype, callback=callback)
     return model, vae, cond
 
 

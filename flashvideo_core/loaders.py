@@ -1,5 +1,7 @@
 """Find and load the four models from the files users have.
 
+Every load_* takes an optional ProgressCallback: ProgressEvent("load <file name>", MB read, MB total).
+
 A weights folder in the published layout holds:
     stage1.pt   stage2.pt   3d-vae.pt   text_encoder/   tokenizer/
 `convert` writes `<name>.safetensors` beside a `.pt`; those are preferred when present.
@@ -41,13 +43,15 @@ class WeightPaths:
             )
 
     def check(self, *names: str) -> None:
-        """require(*names), then read each file's tensor names (not its weights) and raise CheckpointError
-        for a truncated or corrupt file or one that holds another model, before anything runs."""
-        from .checkpoint import check_weight_file
+        """require(*names), then read each file's tensor names and shapes (not its weights) and raise
+        CheckpointError for a truncated or corrupt file, one that holds another model, or models that
+        do not fit together (text width, latent channels), before anything runs."""
+        from .checkpoint import check_compatible, check_weight_file
 
         self.require(*names)
         for name in names:
             check_weight_file(getattr(self, name), WEIGHT_KINDS[name])
+        check_compatible({WEIGHT_KINDS[name]: getattr(self, name) for name in names})
 
 
 def find_weights(folder: str | Path) -> WeightPaths:
@@ -64,29 +68,31 @@ def find_weights(folder: str | Path) -> WeightPaths:
     return WeightPaths(**found)
 
 
-def load_stage1(path: str | Path, device="cpu", dtype: torch.dtype = torch.float32):
+def load_stage1(path: str | Path, device="cpu", dtype: torch.dtype = torch.float32, callback=None):
     """Stage I transformer from stage1.pt (LoRA merged), a converted .safetensors or a diffusers folder."""
     from .sat_transformer import load_transformer
 
-    return load_transformer(path, stage=1, device=device, dtype=dtype)
+    return load_transformer(path, stage=1, device=device, dtype=dtype, callback=callback)
 
 
-def load_stage2(path: str | Path, device="cpu", dtype: torch.dtype = torch.float32):
+def load_stage2(path: str | Path, device="cpu", dtype: torch.dtype = torch.float32, callback=None):
     """Stage II transformer (with its two extra embeddings) from stage2.pt, .safetensors or a folder."""
     from .sat_transformer import load_transformer
 
-    return load_transformer(path, stage=2, device=device, dtype=dtype)
+    return load_transformer(path, stage=2, device=device, dtype=dtype, callback=callback)
 
 
-def load_vae(path: str | Path, device="cpu", dtype: torch.dtype = torch.float32):
+def load_vae(path: str | Path, device="cpu", dtype: torch.dtype = torch.float32, callback=None):
     """CogVideoX VAE from 3d-vae.pt, a .safetensors file or a diffusers vae/ folder."""
     from .vae import load_vae as _load_vae
 
-    return _load_vae(path, device=device, dtype=dtype)
+    return _load_vae(path, device=device, dtype=dtype, callback=callback)
 
 
-def load_text_encoder(path: str | Path, tokenizer: str | Path | None = None, device="cpu", dtype=torch.float32):
+def load_text_encoder(
+    path: str | Path, tokenizer: str | Path | None = None, device="cpu", dtype=torch.float32, callback=None
+):
     """T5 encoder + tokenizer (text_encoder/ folder or a single t5xxl .safetensors)."""
     from .text import load_text_encoder as _load_text_encoder
 
-    return _load_text_encoder(path, tokenizer, device=device, dtype=dtype)
+    return _load_text_encoder(path, tokenizer, device=device, dtype=dtype, callback=callback)

@@ -18,7 +18,7 @@ from .devices import parse_device, parse_dtype
 from .errors import FlashVideoInputError
 from .layout import check_num_frames, check_pixel_size
 from .loaders import WeightPaths
-from .progress import ProgressCallback, report
+from .progress import ProgressCallback
 from .rng import cpu_generator
 
 
@@ -114,13 +114,13 @@ def generate(
     out.mkdir(parents=True, exist_ok=True)
     stem = _unique_stem(out, _slug(prompt), settings.seed)
 
-    report(callback, "load", 1, 1)
-    text_encoder = load_text_encoder(weights.text_encoder, weights.tokenizer, device=device, dtype=dtype)
+    text_encoder = load_text_encoder(weights.text_encoder, weights.tokenizer, device=device, dtype=dtype,
+                                     callback=callback)
     embeds = text_encoder.encode(prompt, stage2_prefix=settings.stage2_prefix)
     del text_encoder
     _release(device)
 
-    stage1 = load_stage1(weights.stage1, device=device, dtype=dtype)
+    stage1 = load_stage1(weights.stage1, device=device, dtype=dtype, callback=callback)
     latent1 = run_stage1(
         stage1, embeds.stage1, num_frames=settings.num_frames, height=settings.height, width=settings.width,
         steps=settings.stage1_steps, cfg=settings.stage1_cfg, cfg_exponent=settings.cfg_exponent,
@@ -129,7 +129,7 @@ def generate(
     del stage1
     _release(device)
 
-    vae = load_vae(weights.vae, device=device, dtype=dtype)
+    vae = load_vae(weights.vae, device=device, dtype=dtype, callback=callback)
     video1 = decode_latents_auto(vae, latent1, callback=callback)
     preview_path = _write(out / f"{stem}_stage1.mp4", video1, settings.fps)
     result = GenerateResult(preview_path, None, embeds.num_tokens, embeds.num_truncated)
@@ -145,7 +145,7 @@ def generate(
     vae.to("cpu")
     _release(device)
 
-    stage2 = load_stage2(weights.stage2, device=device, dtype=dtype)
+    stage2 = load_stage2(weights.stage2, device=device, dtype=dtype, callback=callback)
     final_latent = run_stage2(
         stage2, embeds.stage2, degraded, noise_step=settings.noise_step, steps=settings.stage2_steps,
         cfg=settings.stage2_cfg, shift=settings.shift, device=device, dtype=dtype, callback=callback,

@@ -12,9 +12,10 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_output
-from .checkpoint import SAT_PREFIX, read_folder_config, read_state_dict, require_kind
+from .checkpoint import SAT_PREFIX, cast_state, read_folder_config, read_state_dict, require_kind
 from .config import LATENT_CHANNELS, TransformerConfig
 from .errors import CheckpointError
+from .progress import ProgressCallback
 
 LAYER_RENAMES = {
     "input_layernorm": "norm1.norm",
@@ -248,12 +249,16 @@ def to_flashvideo_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return {f"inner.{k}" if not k.startswith(("ref_step", "time_size")) else k: v for k, v in state.items()}
 
 
-def load_transformer(path: str | Path, stage: int, device="cpu", dtype: torch.dtype = torch.float32):
+def load_transformer(
+    path: str | Path, stage: int, device="cpu", dtype: torch.dtype = torch.float32,
+    callback: ProgressCallback | None = None,
+):
     """Load a Stage I (stage=1) or Stage II (stage=2) transformer from any supported file layout.
 
     path: SAT `.pt` ({'module': ...}), `.safetensors` (SAT or converted keys) or a diffusers folder.
     The config is inferred from the tensors; loading is strict (every missing or unexpected key and
-    shape mismatch is listed). Weights are assigned without a second full copy.
+    shape mismatch is listed). Weights are assigned without a second full copy. Progress of the
+    read goes to `callback` as ProgressEvent("load <file name>", MB done, MB total).
     """
     from .transformer import FlashVideoTransformer
 
@@ -276,7 +281,7 @@ def load_transformer(path: str | Path, stage: int, device="cpu", dtype: torch.dt
             f"{Path(path).name} does not fit the Stage {'I' * stage} architecture: missing {missing[:5]}, "
             f"unexpected {unexpected[:5]}, shape mismatches {wrong[:5]}."
         )
-    state = {k: v.to(dtype) for k, v in state.items()}
+    state = cast_state(state, dtype, callback, f"load {Path(path).name}")
     model.load_state_dict(state, assign=True)
     return model.to(device).eval()
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, T5Config, T5EncoderModel
 
-from .checkpoint import read_folder_config, read_state_dict, require_kind
+from .checkpoint import cast_state, read_folder_config, read_state_dict, require_kind
 from .errors import CheckpointError
+from .progress import ProgressCallback
 
 TIED_KEYS = ("encoder.embed_tokens.weight",)
 DROPPED_SUFFIXES = ("scale_weight", "scale_input", "scaled_fp8")
@@ -51,29 +52,34 @@ def infer_t5_config(state: dict[str, torch.Tensor]) -> T5Config:
     )
 
 
-def _dequantise(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Upcast (scaled) fp8 weights and drop ComfyUI's scaling marker tensors."""
-    out = {}
-    for key, tensor in state.items():
+def _dequantiser(state: dict[str, torch.Tensor], dtype: torch.dtype):
+    """A cast_state converter: upcasts (scaled) fp8 weights, drops ComfyUI's scaling marker tensors."""
+
+    def convert(key: str, tensor: torch.Tensor) -> torch.Tensor | None:
         if key.endswith(DROPPED_SUFFIXES):
-            continue
+            return None
         scale = state.get(key[: -len("weight")] + "scale_weight") if key.endswith(".weight") else None
-        value = tensor.to(torch.float32)
-        if scale is not None:
-            value = value * scale.to(torch.float32)
-        out[key] = value.to(dtype)
-    return out
+        if scale is None:
+            return tensor.to(dtype)
+        return (tensor.to(torch.float32) * scale.to(torch.float32)).to(dtype)
+
+    return convert
 
 
-def load_t5_encoder(path: str | Path, dtype: torch.dtype = torch.float32) -> T5EncoderModel:
-    """T5EncoderModel from a transformers folder or a single safetensors file (CPU, eval mode)."""
+def load_t5_encoder(
+    path: str | Path, dtype: torch.dtype = torch.float32, callback: ProgressCallback | None = None
+) -> T5EncoderModel:
+    """T5EncoderModel from a transformers folder or a single safetensors file (CPU, eval mode).
+
+    Progress of the read goes to `callback` as ProgressEvent("load <name>", MB done, MB total).
+    """
     path = Path(path)
     state = read_state_dict(path)
     require_kind(state, "t5", path)
     state = {k: v for k, v in state.items() if not k.startswith("decoder.")}
     folder_config = read_folder_config(path) if path.is_dir() else None
     config = T5Config(**{**folder_config, "use_cache": False}) if folder_config else infer_t5_config(state)
-    state = _dequantise(state, dtype)
+    state = cast_state(state, dtype, callback, f"load {path.name}", convert=_dequantiser(state, dtype))
     if "shared.weight" not in state and "encoder.embed_tokens.weight" in state:
         state["shared.weight"] = state["encoder.embed_tokens.weight"]
     with torch.device("meta"):

@@ -73,13 +73,16 @@ class TextEncoder:
         return PromptEmbeds(stage1, stage2, prompt, count, max(0, count - TEXT_TOKENS), stage2_prefix)
 
 
-def load_text_encoder(encoder_path, tokenizer_path=None, device="cpu", dtype: torch.dtype = torch.float32):
+def load_text_encoder(
+    encoder_path, tokenizer_path=None, device="cpu", dtype: torch.dtype = torch.float32, callback=None
+):
     """TextEncoder from a text_encoder/ folder or a single T5 safetensors, with its tokenizer.
 
     tokenizer_path None: look for tokenizer/ beside the encoder (the CogVideoX layout).
+    callback: ProgressEvent("load <name>", MB done, MB total) while the weights are read.
     """
     tokenizer = load_t5_tokenizer(find_tokenizer(encoder_path, tokenizer_path))
-    model = load_t5_encoder(encoder_path, dtype=dtype)
+    model = load_t5_encoder(encoder_path, dtype=dtype, callback=callback)
     if len(tokenizer) > model.config.vocab_size:
         raise FlashVideoInputError(
             f"The tokenizer has {len(tokenizer)} tokens but the encoder only {model.config.vocab_size}: "

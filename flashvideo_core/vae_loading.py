@@ -20,9 +20,10 @@ import torch
 from diffusers import AutoencoderKLCogVideoX
 
 from .atomic import atomic_output
-from .checkpoint import read_folder_config, read_safetensors_metadata, read_state_dict, require_kind
+from .checkpoint import cast_state, read_folder_config, read_safetensors_metadata, read_state_dict, require_kind
 from .config import VAEConfig
 from .errors import CheckpointError
+from .progress import ProgressCallback
 
 SAT_BLOCK = re.compile(r"^(encoder|decoder)\.(down|up)\.(\d+)\.(block\.(\d+)|downsample|upsample)\.(.+)$")
 SAT_MID = re.compile(r"^(encoder|decoder)\.mid\.block_([12])\.(.+)$")
@@ -138,10 +139,13 @@ def _config_from_files(path: Path) -> dict | None:
     return None
 
 
-def load_vae(path: str | Path, device="cpu", dtype: torch.dtype = torch.float32) -> AutoencoderKLCogVideoX:
+def load_vae(
+    path: str | Path, device="cpu", dtype: torch.dtype = torch.float32, callback: ProgressCallback | None = None
+) -> AutoencoderKLCogVideoX:
     """Load the VAE from `3d-vae.pt` (SAT), a `.safetensors` (either layout) or a diffusers `vae/` folder.
 
     Strict: missing, unexpected and mis-shaped tensors are all listed in the CheckpointError.
+    Progress of the read goes to `callback` as ProgressEvent("load <file name>", MB done, MB total).
     """
     path = Path(path)
     state = read_state_dict(path)
@@ -160,7 +164,7 @@ def load_vae(path: str | Path, device="cpu", dtype: torch.dtype = torch.float32)
             f"{path.name} does not fit the CogVideoX VAE architecture: missing {missing[:5]}, "
             f"unexpected {unexpected[:5]}, shape mismatches {wrong[:5]}."
         )
-    vae.load_state_dict({k: v.to(dtype) for k, v in state.items()}, assign=True)
+    vae.load_state_dict(cast_state(state, dtype, callback, f"load {path.name}"), assign=True)
     return vae.to(device).eval()
 
 

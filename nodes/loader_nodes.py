@@ -92,7 +92,8 @@ class _TransformerLoader:
         from flashvideo_core.sat_transformer import load_transformer
 
         path = services.resolve_model(self.KIND, model_name)
-        module = load_transformer(path, stage=self.STAGE, dtype=parse_dtype(precision, services.torch_device()))
+        module = load_transformer(path, stage=self.STAGE, dtype=parse_dtype(precision, services.torch_device()),
+                                  callback=services.Progress())
         return (_wrap(module, precision, offload, str(path)),)
 
 
@@ -147,7 +148,7 @@ class FlashVideoVAELoader:
         from flashvideo_core.vae import load_vae
 
         path = services.resolve_model("vae", vae_name)
-        module = load_vae(path, dtype=parse_dtype(precision, services.torch_device()))
+        module = load_vae(path, dtype=parse_dtype(precision, services.torch_device()), callback=services.Progress())
         return (_wrap(module, precision, offload, str(path)),)
 
 
@@ -194,7 +195,8 @@ class FlashVideoT5Loader:
 
         path = services.resolve_model("t5", encoder_name)
         tokenizer_path = _auto_tokenizer(path) if tokenizer == TOKENIZER_AUTO else _resolve_tokenizer(tokenizer)
-        encoder = load_text_encoder(path, tokenizer_path, dtype=parse_dtype(precision, services.torch_device()))
+        encoder = load_text_encoder(path, tokenizer_path, dtype=parse_dtype(precision, services.torch_device()),
+                                    callback=services.Progress())
         handle = _wrap(encoder.model, precision, offload, str(path))
         handle.text_encoder = encoder
         return (handle,)

@@ -75,3 +75,36 @@ def test_detect_kind_on_sat_and_diffusers_names():
 def test_require_kind_names_what_the_file_looks_like():
     with pytest.raises(CheckpointError, match="looks like CogVideoX 3D VAE.*Stage II transformer"):
         require_kind({"encoder.conv_in.conv.weight": torch.zeros(1)}, "stage2", "3d-vae.pt")
+
+
+@pytest.mark.parametrize("kind", ["stage1", "stage2", "vae", "text_encoder"])
+def test_loading_reports_megabytes_read_and_a_raising_callback_stops_it(tiny_weights, kind):
+    from flashvideo_core import loaders
+
+    load = {"stage1": loaders.load_stage1, "stage2": loaders.load_stage2, "vae": loaders.load_vae,
+            "text_encoder": loaders.load_text_encoder}[kind]
+    events = []
+    load(tiny_weights[kind], callback=events.append)
+    name = tiny_weights[kind].name
+    assert events and all(e.phase == f"load {name}" for e in events)
+    steps = [e.step for e in events]
+    assert steps == sorted(steps) and steps[-1] == events[-1].total >= 1
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(event):
+        raise Cancelled
+
+    with pytest.raises(Cancelled):
+        load(tiny_weights[kind], callback=cancel)
+
+
+def test_cast_state_reports_about_every_percent():
+    from flashvideo_core.checkpoint import cast_state
+
+    state = {f"w{i}": torch.zeros(2**18) for i in range(400)}  # 400 x 1 MiB of fp32
+    events = []
+    cast = cast_state(state, torch.bfloat16, events.append, "load big")
+    assert all(v.dtype == torch.bfloat16 for v in cast.values())
+    assert 90 <= len(events) <= 101 and events[-1].step == events[-1].total == 400

@@ -164,3 +164,26 @@ def test_generate_checks_every_weight_file_before_running_stage1(tiny_weights, t
         assert main([*base, "--stage2", str(stage2), "-o", str(out)]) == 2
         assert message in capsys.readouterr().err
         assert not out.exists() or not list(out.iterdir()), "nothing may be written before the check"
+
+
+def test_generate_names_models_that_do_not_fit_together_before_stage1(tiny_weights_dir, tmp_path, capsys):
+    from dataclasses import replace
+
+    from flashvideo_core import config
+    from flashvideo_core.sat_transformer import save_sat_transformer
+    from flashvideo_core.transformer import build_transformer
+    from flashvideo_core.vae import build_vae, save_sat_vae
+
+    wide_text = tmp_path / "stage2_text64.pt"
+    save_sat_transformer(build_transformer(replace(config.TINY_STAGE2, text_dim=64), seed=0), wide_text)
+    other_vae = tmp_path / "vae_latent8.pt"
+    save_sat_vae(build_vae(replace(config.TINY_VAE, latent_channels=8), seed=0), other_vae)
+    base = ["generate", "A fox.", "--weights", str(tiny_weights_dir), "--frames", "5", "--height", "32",
+            "--width", "32", "--steps", "2", "--quiet"]
+    cases = ((["--stage2", str(wide_text)], "stage2_text64.pt takes text embeddings of width 64, but the T5"),
+             (["--vae", str(other_vae)], "stage1.pt takes 16-channel latents, but the VAE vae_latent8.pt makes 8"))
+    for flags, message in cases:
+        out = tmp_path / f"out_{flags[0][2:]}"
+        assert main([*base, *flags, "-o", str(out)]) == 2
+        assert message in capsys.readouterr().err
+        assert not out.exists() or not list(out.iterdir()), "nothing may be written before the check"
