@@ -82,9 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--size", help="named size: 720p, 1080p (default) or 2K")
     target.add_argument("--long-edge", type=int, help="long edge length in pixels")
     enh.add_argument("--noise-step", default="auto", help="0-999 or 'auto' (from frame count and resolution)")
-    enh.add_argument("--steps", type=int, default=config.STAGE2_STEPS)
-    enh.add_argument("--cfg", type=float, default=config.STAGE2_CFG)
-    enh.add_argument("--shift", type=float, default=config.STAGE2_SHIFT)
+    enh.add_argument("--steps", type=int, default=config.STAGE2_STEPS,
+                     help=f"Stage II Euler steps = NFE (default {config.STAGE2_STEPS}; paper 4-6)")
+    enh.add_argument("--cfg", type=float, default=config.STAGE2_CFG,
+                     help=f"Stage II CFG scale (default {config.STAGE2_CFG:g}; paper 10-13)")
+    enh.add_argument("--shift", type=float, default=config.STAGE2_SHIFT,
+                     help=f"Stage II flow time shift (default {config.STAGE2_SHIFT:g}; official range 2-3.5)")
     enh.add_argument("--window", type=int, default=config.DEFAULT_NUM_FRAMES, help="frames per window, 4k+1")
     enh.add_argument("--overlap", type=int, default=8, help="frames blended between windows")
     enh.add_argument("--color-match", action="store_true", help="match output colours to the input per window")

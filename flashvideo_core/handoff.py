@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import STAGE2_HEIGHT, STAGE2_WIDTH
+from .errors import FlashVideoInputError
 from .layout import check_pixel_size
 from .progress import ProgressCallback
 from .rng import cpu_generator
@@ -30,7 +31,13 @@ def resize_video(video: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 def _generator(generator: torch.Generator | None, seed: int | None) -> torch.Generator:
-    return generator if generator is not None else cpu_generator(seed or 0)
+    """The caller's generator, else one seeded with `seed`; neither is an error (the posterior sample
+    must be reproducible, not silently seeded with 0)."""
+    if generator is not None:
+        return generator
+    if seed is None:
+        raise FlashVideoInputError("the Stage II encode samples the posterior: give a seed or a generator.")
+    return cpu_generator(seed)
 
 
 def video_to_stage2_latent(
@@ -48,10 +55,11 @@ def video_to_stage2_latent(
     slices: a SliceSpec, or None to pick slices from the free memory (vae_slicing.encode_video_auto).
     """
     check_pixel_size(height, width, "Stage II size")
+    generator = _generator(generator, seed)
     resized = resize_video(video, height, width)
     if slices is None:
-        return encode_video_auto(vae, resized, _generator(generator, seed), sample=True, callback=callback)
-    return encode_video(vae, resized, _generator(generator, seed), sample=True, slices=slices, callback=callback)
+        return encode_video_auto(vae, resized, generator, sample=True, callback=callback)
+    return encode_video(vae, resized, generator, sample=True, slices=slices, callback=callback)
 
 
 def stage1_to_stage2(
