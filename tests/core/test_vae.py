@@ -22,6 +22,7 @@ from flashvideo_core.vae import (
     sat_vae_to_diffusers,
     save_sat_vae,
     temporal_chunks,
+    tile_starts,
 )
 
 
@@ -84,29 +85,109 @@ def test_official_chunking_of_13_latent_frames():
     assert temporal_chunks(13, 2) == [(0, 3), (3, 5), (5, 7), (7, 9), (9, 11), (11, 13)]
 
 
-def _max_steps(video, axis):
-    return video.diff(dim=axis).abs().amax(dim=tuple(d for d in range(video.ndim) if d != axis))
+SEAM_MARGIN = 16
+"""Output pixels at each frame edge left out of the seam comparison: the decoder's zero padding puts
+its own largest steps there (in the unsliced decode too), and those are not seams."""
 
 
-def test_tiles_and_chunks_leave_no_seam_on_smooth_input(vae):
-    # A smooth gradient video, encoded then decoded: seams would show as steps at tile/chunk edges.
-    frames, height, width = 9, 96, 128
-    t = torch.linspace(-0.5, 0.5, frames)[:, None, None]
-    y = torch.linspace(-0.6, 0.6, height)[None, :, None]
-    x = torch.linspace(-0.7, 0.7, width)[None, None, :]
-    video = torch.stack([x + 0 * y + 0 * t, y + 0 * x + 0 * t, 0.3 * t + 0 * x + 0 * y]).unsqueeze(0)
-    latent = encode_video(vae, video, sample=False)
-    spec = SliceSpec(chunk_frames=2, tile_height=6, tile_width=8, overlap=4)
-    sliced = decode_latents(vae, latent, spec)
-    unsliced = decode_latents(vae, latent)
-    # columns: the tile boundaries (latent x = 8, 12 -> pixels 64, 96) vs the largest step elsewhere in unsliced
-    col_steps = _max_steps(sliced, 4)
-    reference = _max_steps(unsliced, 4).max()
-    assert col_steps.max() <= reference * 1.05 + 1e-3
-    row_steps = _max_steps(sliced, 3)
-    assert row_steps.max() <= _max_steps(unsliced, 3).max() * 1.05 + 1e-3
-    frame_steps = _max_steps(sliced, 2)
-    assert frame_steps.max() <= _max_steps(unsliced, 2).max() * 1.05 + 1e-3
+@pytest.fixture(scope="module")
+def smooth_vae():
+    """The tiny VAE with its decoder's output conv scaled by 0.1 (the whole output scales by 0.1): on a
+    smooth latent it stays within about +-0.16, so nothing reaches the +-1 clamp, which would flatten
+    the steps a seam makes."""
+    vae = build_vae(config.TINY_VAE, seed=0)
+    with torch.no_grad():
+        vae.decoder.conv_out.conv.weight.mul_(0.1)
+        vae.decoder.conv_out.conv.bias.mul_(0.1)
+    return vae
+
+
+def _overlap_steps(starts: list[int], tile: int) -> set[int]:
+    """Output-pixel steps (i = from pixel i to i + 1) across each strip two neighbouring latent tiles
+    share: from the step onto the next tile's first pixel to the step off this tile's last pixel."""
+    return {i for a, b in zip(starts[:-1], starts[1:], strict=True) for i in range(8 * b - 1, 8 * (a + tile))}
+
+
+def _chunk_steps(chunks: list[tuple[int, int]]) -> set[int]:
+    """Output-frame steps (i = from frame i to i + 1) onto each later chunk's first frame, 4 (start - 1) + 1."""
+    return {4 * (start - 1) for start, _ in chunks[1:]}
+
+
+def _largest_steps(video: torch.Tensor, axis: int, boundary: set[int]) -> tuple[float, float]:
+    """video (B, 3, F, H, W): (largest |step| between neighbours along `axis` at the `boundary` steps,
+    largest elsewhere), both over the frame's interior (SEAM_MARGIN pixels at each edge of H and W out)."""
+    m = SEAM_MARGIN
+    interior = video[..., m:-m, m:-m]
+    steps = interior.diff(dim=axis).abs().amax(dim=[d for d in range(interior.ndim) if d != axis])
+    first = 0 if axis == 2 else m  # interior step j is the video's step first + j
+    at = torch.tensor([first + j in boundary for j in range(len(steps))])
+    return steps[at].max().item(), steps[~at].max().item()
+
+
+def _seam_excess(video, boundaries: dict[int, set[int]]) -> dict[int, float]:
+    """For each axis: largest step at its boundaries / largest step elsewhere (above 1 = a seam)."""
+    ratios = {}
+    for axis, boundary in boundaries.items():
+        at, elsewhere = _largest_steps(video, axis, boundary)
+        ratios[axis] = at / elsewhere
+    return ratios
+
+
+def _decode_smooth_gradient(vae) -> tuple[torch.Tensor, dict[int, set[int]]]:
+    """Sliced decode of a smooth latent -> (video (1, 3, 17, 96, 96), {axis: its slice-boundary steps}).
+
+    The latent is a linear gradient in t, y and x of amplitude 0.1 (sign alternating over the 16
+    channels), 5 latent frames of 12 x 12. Slices: 2 x 2 tiles of 8 latent pixels sharing 4 (blended
+    strips of 32 px on both axes) and two chunks, [0:3] -> frames 0-8 and [3:5] -> frames 9-16, with
+    the causal cache carried across.
+    """
+    frames, size, tile, overlap = 5, 12, 8, 4
+    gradient = (torch.linspace(-1, 1, frames)[:, None, None] + torch.linspace(-1, 1, size)[None, :, None]
+                + torch.linspace(-1, 1, size)[None, None, :])  # (T, h, w)
+    signs = torch.tensor([(-1.0) ** c for c in range(16)])
+    latent = 0.1 * signs[None, :, None, None, None] * gradient  # (1, 16, 5, 12, 12)
+    starts, chunks = tile_starts(size, tile, overlap), temporal_chunks(frames, 2)
+    assert starts == [0, 4] and chunks == [(0, 3), (3, 5)]
+    boundaries = {2: _chunk_steps(chunks), 3: _overlap_steps(starts, tile), 4: _overlap_steps(starts, tile)}
+    assert boundaries[2] == {8} and boundaries[4] == set(range(31, 64))
+    spec = SliceSpec(chunk_frames=2, tile_height=tile, tile_width=tile, overlap=overlap)
+    return decode_latents(vae, latent, spec), boundaries
+
+
+def test_tiles_and_chunks_leave_no_seam_on_smooth_input(smooth_vae):
+    video, boundaries = _decode_smooth_gradient(smooth_vae)
+    assert video.abs().max() < 0.5  # far from the +-1 clamp: every step is the decoder's own
+    # At the chunk boundary (frame 8 -> 9) and across the shared strips (row and column steps 31 -> 32
+    # to 63 -> 64), no step is larger than the largest step elsewhere (5 % tolerance).
+    for axis, ratio in _seam_excess(video, boundaries).items():
+        assert ratio <= 1.05, f"axis {axis}: step at the slice boundaries {ratio:.2f}x the largest elsewhere"
+
+    # The comparison catches a seam: the same video cut at the middle of each shared strip (pixel 48)
+    # with the tiles shifted +-0.02 in a checkerboard, and the second chunk shifted 0.04 (steps of
+    # 0.04, about the largest step elsewhere, in a video spanning about +-0.16), fails on every axis.
+    side = (torch.arange(96) >= 48).float()  # (96,) 0 before the cut, 1 after
+    checkerboard = 0.02 * (1 - 2 * ((side[:, None] + side[None, :]) % 2))  # (96, 96) +-0.02
+    second_chunk = 0.04 * (torch.arange(video.shape[2]) >= 9).float()[:, None, None]  # (17, 1, 1)
+    for axis, ratio in _seam_excess(video + checkerboard + second_chunk, boundaries).items():
+        assert ratio > 1.05, f"axis {axis}: a 0.04 seam went unnoticed (ratio {ratio:.2f})"
+
+
+@pytest.mark.parametrize(
+    ("sabotage", "axis"),
+    [("tiles averaged without ramps", 4), ("each chunk decoded without the previous one's cache", 2)],
+)
+def test_the_seam_check_fails_when_slicing_is_broken(smooth_vae, monkeypatch, sabotage, axis):
+    import flashvideo_core.vae_slicing as slicing
+
+    if sabotage.startswith("tiles"):
+        monkeypatch.setattr(slicing, "_ramp", lambda length, *args: torch.ones(length))
+    else:
+        decoder = smooth_vae.decoder.forward
+        monkeypatch.setattr(smooth_vae.decoder, "forward", lambda z, conv_cache=None: decoder(z))
+    video, boundaries = _decode_smooth_gradient(smooth_vae)
+    # Hard tile edges show across columns (1.9x; across rows this decoder's tiles happen to agree, 0.5x);
+    # a cold second chunk shows at frames 8 -> 9 (1.3x).
+    assert _seam_excess(video, boundaries)[axis] > 1.05
 
 
 def test_encode_validates_and_samples_reproducibly(vae):
