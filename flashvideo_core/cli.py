@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--scale", type=int, choices=(2, 4), help="upscale factor")
     target.add_argument("--size", help="named size: 720p, 1080p (default) or 2K")
     target.add_argument("--long-edge", type=int, help="long edge length in pixels")
-    enh.add_argument("--noise-step", default="auto", help="0-999 or 'auto' (from frame count and resolution)")
+    enh.add_argument("--noise-step", default="auto", help="0-999, or 'auto' (default): from the window's frames "
+                     "and size, 675 + 127 log2(T/13) + 63 log2(pixels/1080x1920) clamped to 500-750 (49 frames at "
+                     "1080p -> 675, 17 -> 500; see flashvideo_core/noise_rule.py)")
     enh.add_argument("--steps", type=int, default=config.STAGE2_STEPS,
                      help=f"Stage II Euler steps = NFE (default {config.STAGE2_STEPS}; paper 4-6)")
     enh.add_argument("--cfg", type=float, default=config.STAGE2_CFG,
