@@ -165,9 +165,11 @@ def _cmd_generate(args) -> int:
         result = generate(args.prompt, weights, args.output_dir, settings, callback=progress)
     finally:
         progress.close()
-    if result.truncated_tokens:
+    if result.truncated_tokens or result.stage2_truncated_tokens:
+        stage2 = ("" if result.stage2_truncated_tokens == result.truncated_tokens else
+                  f" ({result.stage2_truncated_tokens} from Stage II's prefixed prompt)")
         print(f"note: the prompt had {result.prompt_tokens} tokens; {result.truncated_tokens} beyond "
-              f"{config.TEXT_TOKENS} were cut.", file=sys.stderr)
+              f"{config.TEXT_TOKENS} were cut{stage2}.", file=sys.stderr)
     print(f"preview: {result.preview_path}")
     if result.final_path:
         print(f"final:   {result.final_path}")

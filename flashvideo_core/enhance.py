@@ -361,9 +361,9 @@ def _load_models(weights, prompt, stage2_prefix, model, vae, cond, device, dtype
         encoder = load_text_encoder(weights.text_encoder, weights.tokenizer, device=device, dtype=dtype,
                                     callback=callback)
         embeds = encoder.encode(prompt, stage2_prefix=stage2_prefix)
-        if embeds.num_truncated:
+        if embeds.stage2_truncated:  # Stage II's text, with the prefix when it is on
             logger.warning("the prompt had %d tokens; %d beyond %d were cut.", embeds.num_tokens,
-                           embeds.num_truncated, config.TEXT_TOKENS)
+                           embeds.stage2_truncated, config.TEXT_TOKENS)
         cond = embeds.stage2
         del encoder
         gc.collect()

@@ -74,6 +74,7 @@ class GenerateResult:
     final_path: Path | None = None
     prompt_tokens: int = 0
     truncated_tokens: int = 0
+    stage2_truncated_tokens: int = 0
     extra: dict = field(default_factory=dict)
 
 
@@ -132,7 +133,7 @@ def generate(
     vae = load_vae(weights.vae, device=device, dtype=dtype, callback=callback)
     video1 = decode_latents_auto(vae, latent1, callback=callback)
     preview_path = _write(out / f"{stem}_stage1.mp4", video1, settings.fps)
-    result = GenerateResult(preview_path, None, embeds.num_tokens, embeds.num_truncated)
+    result = GenerateResult(preview_path, None, embeds.num_tokens, embeds.num_truncated, embeds.stage2_truncated)
     if settings.preview_only:
         return result
 

@@ -21,7 +21,8 @@ class PromptEmbeds:
 
     stage1, stage2: (1, 226, D) float32 on CPU; stage2 is the "medium motion," prefixed encoding when
     stage2_prefix is on, else the same tensor as stage1. num_tokens counts the prompt's tokens
-    (with EOS) before truncation; num_truncated how many of them were cut.
+    (with EOS) before truncation; num_truncated how many of them were cut; stage2_truncated how many
+    were cut from the Stage II text (the prefix takes room too, so it can be more).
     """
 
     stage1: torch.Tensor
@@ -30,6 +31,7 @@ class PromptEmbeds:
     num_tokens: int
     num_truncated: int
     stage2_prefix: bool = False
+    stage2_truncated: int = 0
 
     @property
     def width(self) -> int:
@@ -70,7 +72,9 @@ class TextEncoder:
         stage1 = self._encode_text(prompt)
         stage2 = self._encode_text(STAGE2_PROMPT_PREFIX + prompt) if stage2_prefix else stage1
         count = self.count_tokens(prompt)
-        return PromptEmbeds(stage1, stage2, prompt, count, max(0, count - TEXT_TOKENS), stage2_prefix)
+        count2 = self.count_tokens(STAGE2_PROMPT_PREFIX + prompt) if stage2_prefix else count
+        return PromptEmbeds(stage1, stage2, prompt, count, max(0, count - TEXT_TOKENS), stage2_prefix,
+                            max(0, count2 - TEXT_TOKENS))
 
 
 def load_text_encoder(

@@ -55,9 +55,9 @@ class FlashVideoTextEncode:
         """Prompt text -> (PromptEmbeds: (1, 226, 4096) for Stage I and for Stage II,)."""
         with t5.active():
             embeds = t5.text_encoder.encode(prompt, stage2_prefix=stage2_prefix)
-        if embeds.num_truncated:
+        if embeds.num_truncated or embeds.stage2_truncated:
             print(f"[FlashVideo] prompt has {embeds.num_tokens} tokens; the last {embeds.num_truncated} were cut "
-                  f"(limit {config.TEXT_TOKENS}).")
+                  f"for Stage I and {embeds.stage2_truncated} for Stage II (limit {config.TEXT_TOKENS}).")
         return (embeds,)
 
 

@@ -49,6 +49,14 @@ def test_token_count_and_truncation_are_reported(encoder):
     assert short.num_truncated == 0 and 2 <= short.num_tokens < 226
     long = encoder.encode(" ".join(["snow"] * 300))
     assert long.num_tokens > 226 and long.num_truncated == long.num_tokens - 226
+    assert long.stage2_truncated == long.num_truncated  # no prefix: the same text
+    text = " ".join(["snow"] * 300)
+    prefixed = encoder.encode(text, stage2_prefix=True)
+    extra = encoder.count_tokens("medium motion," + text) - encoder.count_tokens(text)  # the official prefix
+    assert extra > 0 and prefixed.stage2_truncated == prefixed.num_truncated + extra
+    fits = " ".join(["snow"] * 225)  # 225 + EOS = 226: fits alone, not with the prefix
+    edge = encoder.encode(fits, stage2_prefix=True)
+    assert edge.num_truncated == 0 and edge.stage2_truncated > 0, "the prefix alone can push a prompt over"
 
 
 def test_uncond_is_zeros_and_prefix_changes_only_stage2(encoder):
