@@ -257,8 +257,12 @@ def auto_slice_spec(
 
     Cost model: a chunk of c latent frames decodes (4c + 2) frames at 64 pixels per latent pixel,
     each costing bytes_per_output_voxel(vae). Chunks stay at `chunk` latent frames
-    (official: 2 for decode, 4 for the Stage II encode's 17/16/16 frames); square tiles shrink until
-    one slice fits (never below MIN_TILE).
+    (official: 2 for decode, 4 for the Stage II encode's 17/16/16 frames), else 2. If a whole frame
+    of a 2-frame chunk does not fit, it is split into the fewest tiles that each fit, each axis
+    cut evenly, neighbours sharing max(2, s // 8) latent pixels (s: the side of a square tile that
+    would fit); among equally few, the split decoding the least area, so the longer axis is split
+    first (e.g. a frame costing 1.5x the budget -> 2 halves across its longer axis, not 4 squares). Tiles never go below
+    MIN_TILE (MIN_TILE squares if nothing larger fits). An axis left whole has tile size None.
     """
     bytes_per_voxel = bytes_per_output_voxel(vae)
     budget = max(1.0, free_bytes * budget_fraction)
@@ -267,10 +271,32 @@ def auto_slice_spec(
         per_latent_pixel = (TEMPORAL * frames + 2) * SPATIAL * SPATIAL * bytes_per_voxel
         if height * width * per_latent_pixel <= budget:
             return SliceSpec(chunk_frames=frames)
-    side = max(MIN_TILE, int((budget / per_latent_pixel) ** 0.5))
-    return SliceSpec(
-        chunk_frames=2, tile_height=min(side, height), tile_width=min(side, width), overlap=max(2, side // 8)
-    )
+    max_pixels = budget / per_latent_pixel  # latent pixels one tile may hold
+    overlap = max(2, max(MIN_TILE, int(max_pixels**0.5)) // 8)
+    smallest = max(MIN_TILE, 2 * overlap)  # a split axis's tiles: at least MIN_TILE and twice the overlap
+    best = None  # (tile count, decoded latent pixels, tile_height, tile_width); None = axis left whole
+    for rows in range(1, height + 1):
+        tile_h = height if rows == 1 else math.ceil((height + (rows - 1) * overlap) / rows)
+        if rows > 1 and tile_h < smallest:
+            break
+        widest = int(max_pixels // tile_h)
+        if widest >= width:
+            tile_w = width
+        elif widest < smallest:
+            continue
+        else:
+            cols = math.ceil((width - overlap) / (widest - overlap))
+            tile_w = math.ceil((width + (cols - 1) * overlap) / cols)
+        split_h = tile_h if tile_h < height else None
+        split_w = tile_w if tile_w < width else None
+        count = len(tile_starts(height, split_h, overlap)) * len(tile_starts(width, split_w, overlap))
+        candidate = (count, count * tile_h * tile_w, split_h, split_w)
+        if best is None or candidate[:2] < best[:2]:
+            best = candidate
+    if best is None:
+        return SliceSpec(chunk_frames=2, tile_height=min(MIN_TILE, height), tile_width=min(MIN_TILE, width),
+                         overlap=2)
+    return SliceSpec(chunk_frames=2, tile_height=best[2], tile_width=best[3], overlap=overlap)
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:

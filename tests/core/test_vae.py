@@ -24,6 +24,7 @@ from flashvideo_core.vae import (
     temporal_chunks,
     tile_starts,
 )
+from flashvideo_core.vae_slicing import bytes_per_output_voxel
 
 
 @pytest.fixture(scope="module")
@@ -223,6 +224,7 @@ def test_auto_slices_fit_the_budget_and_retry_on_oom(vae, monkeypatch):
     assert roomy.tile_height is None
     tight = auto_slice_spec(vae, (1, 16, 13, 134, 240), free_bytes=2 * 10**9)
     assert tight.tile_height is not None and tight.tile_height < 134
+    assert (4 * 2 + 2) * 64 * bytes_per_output_voxel(vae) * tight.tile_height * tight.tile_width <= 10**9
     import flashvideo_core.vae_slicing as slicing
 
     real = slicing.decode_latents
@@ -239,6 +241,15 @@ def test_auto_slices_fit_the_budget_and_retry_on_oom(vae, monkeypatch):
     assert out.shape == (1, 3, 9, 256, 256)
     assert attempts[0].tile_height is None
     assert (attempts[1].tile_height, attempts[2].tile_height) == (16, 8)
+
+
+def test_auto_slices_are_the_fewest_tiles_splitting_the_longer_axis_first(vae):
+    # A 32 x 48 latent frame whose 2-frame chunk costs 1.5x the budget: 2 full-height tiles across
+    # the width (26 wide, sharing 4: 1.08x the frame's area), not 4 squares of 31 (2.5x).
+    frame_cost = (4 * 2 + 2) * 64 * bytes_per_output_voxel(vae) * 32 * 48
+    spec = auto_slice_spec(vae, (1, 16, 13, 32, 48), free_bytes=int(2 * frame_cost / 1.5))
+    assert spec == SliceSpec(chunk_frames=2, tile_height=None, tile_width=26, overlap=4)
+    assert tile_starts(48, 26, 4) == [0, 22]
 
 
 def test_auto_encode_uses_the_planned_slices_and_retries_with_the_same_noise(vae, monkeypatch):
