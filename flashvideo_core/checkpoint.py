@@ -104,8 +104,9 @@ def cast_state(
         if value is not None:
             out[key] = value
         done += sizes[key]
-        step = total if index == len(state) else min(total, round(done / 2**20))
-        if step - last >= every or step == total:
+        is_last = index == len(state)
+        step = total if is_last else min(total - 1, round(done / 2**20))
+        if step - last >= every or is_last:
             report(callback, phase, step, total)
             last = step
     return out

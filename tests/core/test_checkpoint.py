@@ -89,6 +89,7 @@ def test_loading_reports_megabytes_read_and_a_raising_callback_stops_it(tiny_wei
     assert events and all(e.phase == f"load {name}" for e in events)
     steps = [e.step for e in events]
     assert steps == sorted(steps) and steps[-1] == events[-1].total >= 1
+    assert steps.count(events[-1].total) == 1, "the end is reported once"
 
     class Cancelled(Exception):
         pass
