@@ -120,7 +120,10 @@ def iter_frames(path: str | os.PathLike, info: VideoInfo | None = None) -> Itera
     info = info or probe_video(path)
     for note in info.notes:
         logger.warning("%s: %s", info.path, note)
-    reader = imageio_ffmpeg.read_frames(str(info.path), pix_fmt="rgb24")
+    # passthrough: every stored frame once. ffmpeg's default for a raw pipe is a constant rate, which
+    # duplicates and drops frames of a variable-frame-rate (phone) clip, so the count would not match
+    # probe_video's and the clip would be cut short without a word.
+    reader = imageio_ffmpeg.read_frames(str(info.path), pix_fmt="rgb24", output_params=["-fps_mode", "passthrough"])
     try:
         meta = next(reader)
         width, height = meta["size"]

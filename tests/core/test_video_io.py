@@ -142,3 +142,15 @@ def test_to_rgb_uint8_handles_gray_alpha_16_bit_and_float():
     assert to_rgb_uint8(np.full((2, 2, 3), 0.5, np.float32))[0, 0, 0] == 128
     with pytest.raises(FlashVideoInputError):
         to_rgb_uint8(np.zeros((2, 2, 2), np.uint8))
+
+
+def test_a_variable_frame_rate_clip_reads_every_stored_frame_once(tmp_path):
+    """Phone clips are often VFR: reading must give exactly the frames probe_video counted."""
+    path = tmp_path / "vfr.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+                    "testsrc=size=64x48:rate=30", "-t", "1", "-vf",
+                    "setpts='if(lt(N,15),N/30/TB,(15+(N-15)*3)/30/TB)'", "-fps_mode", "vfr",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)], check=True)
+    info = probe_video(path)
+    frames = list(iter_frames(path, info))
+    assert info.num_frames == len(frames) == 20
