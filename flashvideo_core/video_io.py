@@ -198,11 +198,17 @@ def write_video(
         cmd = [
             imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
             "-s", f"{width}x{height}", "-r", str(rate), "-i", "-", *audio_args[:2],
-            "-map", "0:v:0", *audio_args[2:], "-c:v", "libx264", "-pix_fmt", pix_fmt, "-crf", str(crf),
-            "-movflags", "+faststart", str(tmp),
+            "-map", "0:v:0", *audio_args[2:], "-vf", BT709_FILTER, "-c:v", "libx264", "-pix_fmt", pix_fmt,
+            *BT709_TAGS, "-crf", str(crf), "-movflags", "+faststart", str(tmp),
         ]
         _run_writer(cmd, first, iterator, (height, width), target)
     return target
+
+
+BT709_FILTER = "scale=out_color_matrix=bt709:out_range=tv"
+BT709_TAGS = ("-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv")
+"""RGB -> YUV with the BT.709 matrix, tagged so: players assume BT.709 for HD, and an untagged
+BT.601 encode (ffmpeg's default) shows shifted colours in them."""
 
 
 def check_output_path(path: str | os.PathLike, overwrite: bool = True) -> Path:

@@ -154,3 +154,22 @@ def test_a_variable_frame_rate_clip_reads_every_stored_frame_once(tmp_path):
     info = probe_video(path)
     frames = list(iter_frames(path, info))
     assert info.num_frames == len(frames) == 20
+
+
+def test_written_video_is_bt709_encoded_and_tagged(tmp_path):
+    """Players decode HD video as BT.709: the colours must survive that decode, not only ours."""
+    path = tmp_path / "colour.mp4"
+    frame = np.zeros((64, 64, 3), np.uint8)
+    frame[:, :32] = (200, 30, 60)
+    frame[:, 32:] = (20, 200, 40)
+    write_video(path, iter([frame] * 3), fps=8)
+    info = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+                          capture_output=True, text=True).stderr
+    assert "bt709" in info
+    as_player = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-vf",
+         "scale=in_color_matrix=bt709:in_range=tv", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        capture_output=True, check=True).stdout
+    decoded = np.frombuffer(as_player, np.uint8).reshape(-1, 64, 64, 3)[0].astype(int)
+    assert np.abs(decoded[16, 8] - (200, 30, 60)).max() <= 6
+    assert np.abs(decoded[16, 56] - (20, 200, 40)).max() <= 6
