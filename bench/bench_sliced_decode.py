@@ -15,10 +15,13 @@ the unsliced memory: above the target). The targets are checked for chunks+tiles
 Timing on a shared machine: unsliced and chunks+tiles run in `--repeats` rounds, interleaved (which
 goes first alternates), and the time target is judged on the median of the per-round ratios, so
 load that changes between rounds moves both cases of a round alike. Memory is the median peak. Each
-case's process CPU time is printed too (less moved by load; for information).
+case's process CPU time is printed too (for information). Each case runs on 1 torch thread by
+default: with 2 threads on this 2-core machine, other load slowed the tiled case (many smaller ops,
+presumably thread synchronisation) far more than unsliced (measured ratios 0.54-0.66 idle, 1.2-1.6
+loaded), while on 1 thread the ratio stayed at 0.6-0.8 under the same load.
 
     python bench/bench_sliced_decode.py [--frames 13] [--height 32] [--width 48] [--tile-height H]
-        [--tile-width W] [--overlap 4] [--repeats 5]
+        [--tile-width W] [--overlap 4] [--repeats 5] [--threads 1]
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import time
 import torch
 from flashvideo_core import config
 from flashvideo_core.vae import build_vae, decode_latents, SliceSpec
-torch.set_num_threads(2)
+torch.set_num_threads({threads})
 shape = config.VAEConfig(block_out_channels=(16, 32, 32, 64), layers_per_block=3, norm_num_groups=8)
 vae = build_vae(shape, seed=0)
 latent = torch.randn(1, 16, {frames}, {height}, {width}, generator=torch.Generator().manual_seed(0))
@@ -71,6 +74,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tile-width", type=int, default=None, help="latent tile width (default: 2 tiles across)")
     parser.add_argument("--overlap", type=int, default=4, help="latent pixels neighbouring tiles share")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds of unsliced and chunks+tiles")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads in each case's process (1 is the least moved by other load)")
     args = parser.parse_args(argv)
     tile_w = args.tile_width or math.ceil((args.width + args.overlap) / 2)
     tile_h = args.tile_height
@@ -78,7 +83,7 @@ def main(argv=None) -> int:
     cols = tile_starts(args.width, tile_w, args.overlap)
     tile_area = (tile_h if len(rows) > 1 else args.height) * (tile_w if len(cols) > 1 else args.width)
     area = len(rows) * len(cols) * tile_area / (args.height * args.width)
-    sizes = {"frames": args.frames, "height": args.height, "width": args.width}
+    sizes = {"frames": args.frames, "height": args.height, "width": args.width, "threads": args.threads}
     output_bytes = 3 * (4 * (args.frames - 1) + 1) * 8 * args.height * 8 * args.width * 4
     unsliced = "SliceSpec(chunk_frames=None)"
     tiled = f"SliceSpec(chunk_frames=2, tile_height={tile_h}, tile_width={tile_w}, overlap={args.overlap})"
