@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from .noise_rule import resolve_noise_step
 from .progress import ProgressCallback, report
 from .rng import cpu_generator
 from .sizing import TargetSize, crop_to_target, fit_frames, resolve_target_size
-from .video_io import to_rgb_uint8
+from .video_io import VideoInfo, check_output_path, iter_frames, probe_video, to_rgb_uint8, write_video
 from .windows import DEFAULT_OVERLAP, DEFAULT_WINDOW, Window, WindowBlender, plan_windows
 
 logger = logging.getLogger(__name__)
@@ -104,6 +104,38 @@ def plan_enhance(
         num_frames, in_height, in_width, target, windows, step, steps, float(cfg), float(shift), seed,
         bool(color_match),
     )
+
+
+def describe_plan(plan: EnhancePlan, noise_step: int | str = "auto") -> str:
+    """A few lines saying what a run will do: sizes (exact and work), windows, noise step and where it came from.
+
+    noise_step: what the user asked for ("auto" or a number), to say whether the step was resolved by
+    the automatic rule (noise_rule.py) or given.
+    """
+    target, windows = plan.target, plan.windows
+    work = (f"; the model works at {target.work_height}x{target.work_width} (edge-padded to multiples of 16, "
+            "cropped back)" if target.padded else "")
+    lengths = sorted({w.length for w in windows})
+    padded = sum(1 for w in windows if w.padding)
+    cut = (f"{len(windows)} window{'s' if len(windows) > 1 else ''} of {'/'.join(map(str, lengths))} frames"
+           + (f", overlaps of {_span(w.overlap_after for w in windows[:-1])} frames blended" if len(windows) > 1
+              else "")
+           + (f", {windows[-1].padding} padding frame{'s' if windows[-1].padding > 1 else ''} trimmed after"
+              if padded else ""))
+    source = (f"auto: {windows[0].length}-frame window at {target.height}x{target.width}, see noise_rule.py"
+              if isinstance(noise_step, str) else "given")
+    return "\n".join([
+        f"size:   {plan.in_height}x{plan.in_width} -> {target.height}x{target.width}{work}",
+        f"frames: {plan.num_frames} in {cut}",
+        f"noise:  step {plan.noise_step} ({source}); {plan.steps} Euler step{'s' if plan.steps > 1 else ''}, "
+        f"cfg {plan.cfg:g}, shift {plan.shift:g}, seed {plan.seed}, colour match {'on' if plan.color_match else 'off'}",
+    ])
+
+
+def _span(values) -> str:
+    """'8' or '8-9' for the smallest and largest of some integers."""
+    values = sorted(set(values))
+    return f"{values[0]}" if len(values) == 1 else f"{values[0]}-{values[-1]}"
 
 
 def window_seed(seed: int, index: int) -> int:
@@ -236,16 +268,17 @@ def enhance_video_file(
     device=None,
     precision: str = "auto",
     callback: ProgressCallback | None = None,
+    on_plan: Callable[[EnhancePlan, VideoInfo], None] | None = None,
 ) -> Path:
     """Enhance the video file `in_path` into `out_path` (H.264) with the same frame count, fps and audio.
 
     Models: either `weights` (loaders.WeightPaths; the T5 encoder encodes `prompt`, then Stage II
     and the VAE are loaded) or ready `model`, `vae` and `cond` (1, 226, text_dim). Frames stream from
     the input to the output; a failure or interruption leaves no output file. Returns out_path.
-    Raises FlashVideoInputError / CheckpointError / FileExistsError before any model work.
+    on_plan(plan, info) is called once everything is validated, before any model is loaded (the CLI
+    prints describe_plan there). Raises FlashVideoInputError / CheckpointError / FileExistsError
+    before any model work.
     """
-    from .video_io import check_output_path, iter_frames, probe_video, write_video
-
     info = probe_video(in_path)
     target_path = check_output_path(out_path, overwrite)
     if target_path.resolve() == info.path.resolve():
@@ -256,7 +289,14 @@ def enhance_video_file(
         color_match=color_match,
     )
     run_device, run_dtype = _device_and_dtype(device, precision)
-    if model is None or vae is None or cond is None:
+    needed = [name for name, given in (("stage2", model), ("vae", vae), ("text_encoder", cond)) if given is None]
+    if needed:
+        if weights is None:
+            raise FlashVideoInputError("give either `weights` or all of model, vae and cond.")
+        weights.check(*needed)
+    if on_plan is not None:
+        on_plan(plan, info)
+    if needed:
         model, vae, cond = _load_models(weights, prompt, stage2_prefix, model, vae, cond, run_device, run_dtype,
                                         callback)
     frames = enhance_frames(
@@ -347,16 +387,11 @@ def _stage2_pixels(
 
 
 def _load_models(weights, prompt, stage2_prefix, model, vae, cond, device, dtype, callback=None):
-    """Load whatever of (Stage II, VAE, prompt embedding) was not given, from `weights` (progress to callback)."""
+    """Load whatever of (Stage II, VAE, prompt embedding) was not given, from checked `weights` (progress: callback)."""
     import gc
 
     from .loaders import load_stage2, load_text_encoder, load_vae
 
-    if weights is None:
-        raise FlashVideoInputError("give either `weights` or all of model, vae and cond.")
-    needed = ([] if model is not None else ["stage2"]) + ([] if vae is not None else ["vae"])
-    needed += [] if cond is not None else ["text_encoder"]
-    weights.check(*needed)
     if cond is None:
         encoder = load_text_encoder(weights.text_encoder, weights.tokenizer, device=device, dtype=dtype,
                                     callback=callback)

@@ -4,7 +4,9 @@ Reading (`probe_video`, `iter_frames`) streams frames as uint8 RGB (H, W, 3) wha
 stores: an alpha channel is dropped (colours kept as stored, not composited), grayscale is expanded
 to three equal channels, 10/12/16-bit samples are reduced to 8 bits; each case is logged once.
 Still images (PNG, JPEG, ...) read as one-frame videos. Rotation metadata (phone clips) is applied
-by ffmpeg, so sizes are the displayed ones.
+by ffmpeg, and non-square pixels (a sample aspect ratio other than 1:1: anamorphic, DV, some broadcast
+files) are resampled to square ones at the displayed shape, so sizes and frames are the displayed ones
+and everything written from them (square pixels) shows at the same shape as the source.
 
 Writing (`write_video`) streams frames into H.264 (libx264, yuv420p, CRF 17) through
 `atomic.atomic_output`: a failure or interruption leaves no file. yuv420p needs even sizes; an odd
@@ -32,6 +34,17 @@ from .errors import FlashVideoInputError
 
 logger = logging.getLogger(__name__)
 
+
+class _ExpectedResizeFilter(logging.Filter):
+    """Drops imageio-ffmpeg's warning that the frames read differ in size from the stored ones: that is
+    rotation or square-pixel resampling, both done on purpose and noted once in VideoInfo.notes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("The frame size for reading")
+
+
+logging.getLogger("imageio_ffmpeg").addFilter(_ExpectedResizeFilter())
+
 OUTPUT_CONTAINERS = {".mp4", ".m4v", ".mov", ".mkv"}
 """Output file types write_video accepts (all hold H.264)."""
 
@@ -47,7 +60,9 @@ class VideoInfo:
 
     fps: frames per second (NTSC rates as exact fractions, e.g. 30000/1001); num_frames: exact count
     (decoded); duration: seconds (0.0 if unknown); pix_fmt: ffmpeg's source pixel format;
-    notes: conversions iter_frames applies (alpha dropped, gray expanded, bit depth reduced).
+    notes: conversions iter_frames applies (alpha dropped, gray expanded, bit depth reduced, pixels made
+    square); pixel_aspect: the source's sample aspect ratio as displayed (pixel width / height; 1 when
+    square or not stored), stored_width/stored_height: the frame size before it was made square.
     """
 
     path: Path
@@ -63,6 +78,9 @@ class VideoInfo:
     is_gray: bool
     bit_depth: int
     notes: tuple[str, ...] = field(default=())
+    pixel_aspect: Fraction = Fraction(1)
+    stored_width: int = 0
+    stored_height: int = 0
 
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:
@@ -100,13 +118,38 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         notes.append(f"grayscale frames ({pix_fmt}) expanded to RGB")
     if bit_depth > 8:
         notes.append(f"{bit_depth}-bit frames ({pix_fmt}) reduced to 8-bit")
-    width, height = meta["size"]
+    stored_width, stored_height = meta["size"]
+    pixel_aspect = _pixel_aspect(src, meta)
+    width, height = square_pixel_size(stored_width, stored_height, pixel_aspect)
+    if (width, height) != (stored_width, stored_height):
+        notes.append(f"non-square pixels (aspect {pixel_aspect.numerator}:{pixel_aspect.denominator}) resampled "
+                     f"to square: {stored_width}x{stored_height} stored, {width}x{height} displayed")
     return VideoInfo(
         path=src, width=width, height=height, fps=fps, num_frames=num_frames,
         duration=float(meta.get("duration") or seconds or 0.0), has_audio="audio_codec" in meta,
         audio_codec=meta.get("audio_codec"), pix_fmt=pix_fmt, has_alpha=has_alpha, is_gray=is_gray,
-        bit_depth=bit_depth, notes=tuple(notes),
+        bit_depth=bit_depth, notes=tuple(notes), pixel_aspect=pixel_aspect, stored_width=stored_width,
+        stored_height=stored_height,
     )
+
+
+def square_pixel_size(width: int, height: int, pixel_aspect: Fraction) -> tuple[int, int]:
+    """(width, height) at which frames of width x height, with pixels `pixel_aspect` wide per 1 tall, show
+    with square pixels.
+
+    One edge grows and none shrinks (no detail is thrown away): wide pixels widen the frame, tall pixels
+    heighten it. The grown edge is rounded to the nearest even number; a change under one pixel keeps
+    the size. 1440x1080 at 4:3 -> 1920x1080; 720x480 at 8:9 -> 720x540.
+    """
+    if pixel_aspect == 1:
+        return width, height
+    wide = pixel_aspect > 1
+    edge = width if wide else height
+    exact = edge * (pixel_aspect if wide else 1 / pixel_aspect)
+    if exact - edge < 1:
+        return width, height
+    grown = max(edge + 1, 2 * round(exact / 2))
+    return (grown, height) if wide else (width, grown)
 
 
 def iter_frames(path: str | os.PathLike, info: VideoInfo | None = None) -> Iterator[np.ndarray]:
@@ -123,10 +166,18 @@ def iter_frames(path: str | os.PathLike, info: VideoInfo | None = None) -> Itera
     # passthrough: every stored frame once. ffmpeg's default for a raw pipe is a constant rate, which
     # duplicates and drops frames of a variable-frame-rate (phone) clip, so the count would not match
     # probe_video's and the clip would be cut short without a word.
-    reader = imageio_ffmpeg.read_frames(str(info.path), pix_fmt="rgb24", output_params=["-fps_mode", "passthrough"])
+    output = ["-fps_mode", "passthrough"]
+    if info.stored_width and (info.width, info.height) != (info.stored_width, info.stored_height):
+        output += ["-vf", f"scale={info.width}:{info.height}:flags=lanczos,setsar=1"]
+    reader = imageio_ffmpeg.read_frames(str(info.path), pix_fmt="rgb24", output_params=output)
     try:
         meta = next(reader)
         width, height = meta["size"]
+        if (width, height) != (info.width, info.height):
+            raise FlashVideoInputError(
+                f"{info.path} decodes at {width}x{height}, not the {info.width}x{info.height} probed; "
+                "was the file changed while reading?"
+            )
         for raw in reader:
             yield np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3).copy()
     except (OSError, RuntimeError) as exc:
@@ -303,6 +354,28 @@ def _read_meta(src: Path) -> dict:
         raise FlashVideoInputError(f"could not read {src} as a video or image: {_last_line(exc)}") from None
     finally:
         reader.close()
+
+
+_SAR = re.compile(r"Stream #\d+:\d+.*?: Video: .*?\[SAR (\d+):(\d+) DAR")
+
+
+def _pixel_aspect(src: Path, meta: dict) -> Fraction:
+    """Sample aspect ratio of `src`'s first video stream as displayed (pixel width / height), 1 if not stored.
+
+    ffmpeg reports it for the stored orientation; a 90/270 degree rotation (meta size = the stored
+    size swapped) turns a wide pixel into a tall one.
+    """
+    import imageio_ffmpeg
+
+    header = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(src)],
+                            capture_output=True, text=True, errors="replace").stderr
+    match = _SAR.search(header)
+    if match is None or not int(match.group(1)) or not int(match.group(2)):
+        return Fraction(1)  # none stored, or 0:1 ("unknown")
+    aspect = Fraction(int(match.group(1)), int(match.group(2)))
+    source_size = tuple(meta.get("source_size") or meta["size"])
+    rotated = tuple(meta["size"]) == source_size[::-1] and source_size[0] != source_size[1]
+    return 1 / aspect if rotated else aspect
 
 
 def _exact_fps(fps) -> Fraction:

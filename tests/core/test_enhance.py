@@ -206,6 +206,17 @@ def test_video_file_keeps_frame_count_fps_and_audio(fake, tmp_path):
     assert b.has_audio and b.audio_codec == "aac"
 
 
+def test_video_file_with_non_square_pixels_keeps_its_displayed_shape(fake, tmp_path):
+    """48x36 stored with 4:3 pixels shows as 64x36: x2 must give 128x72 with square pixels, not 96x72."""
+    src = tmp_path / "anamorphic.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=48x36:rate=8",
+                    "-frames:v", "5", "-vf", "setsar=4/3", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(src)],
+                   check=True)
+    out = probe_video(enhance_video_file(src, tmp_path / "out.mp4", model=MODEL, vae=VAE, cond=COND, scale=2,
+                                         window=9, overlap=2))
+    assert (out.num_frames, out.width, out.height, out.pixel_aspect) == (5, 128, 72, 1)
+
+
 def test_video_file_errors_come_before_any_model_work(fake, tmp_path):
     src = _clip_file(tmp_path / "in.mp4", frames=5, audio=False)
     (tmp_path / "taken.mp4").write_bytes(b"x")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from flashvideo_core.errors import FlashVideoInputError
-from flashvideo_core.video_io import iter_frames, probe_video, to_rgb_uint8, write_video
+from flashvideo_core.video_io import iter_frames, probe_video, square_pixel_size, to_rgb_uint8, write_video
 
 
 def _ffmpeg(*args: str) -> None:
@@ -173,3 +173,43 @@ def test_written_video_is_bt709_encoded_and_tagged(tmp_path):
     decoded = np.frombuffer(as_player, np.uint8).reshape(-1, 64, 64, 3)[0].astype(int)
     assert np.abs(decoded[16, 8] - (200, 30, 60)).max() <= 6
     assert np.abs(decoded[16, 56] - (20, 200, 40)).max() <= 6
+
+
+def _anamorphic_clip(path, rotation: int = 0):
+    """A 64x36 square-pixel picture (bright bar at columns 16-31) stored squeezed as 48x36 with 4:3 pixels."""
+    frame = np.full((36, 64, 3), 30, np.uint8)
+    frame[:, 16:32] = 220
+    square = write_video(path.with_name("square.mp4"), iter([frame] * 4), fps=8)
+    _ffmpeg("-i", str(square), "-vf", "scale=48:36,setsar=4/3", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+            str(path.with_name("squeezed.mp4")))
+    _ffmpeg(*(["-display_rotation", str(rotation)] if rotation else []), "-i", str(path.with_name("squeezed.mp4")),
+            "-c", "copy", str(path))
+    return path
+
+
+def test_square_pixel_size_grows_one_edge_to_the_displayed_shape():
+    assert square_pixel_size(1440, 1080, Fraction(4, 3)) == (1920, 1080)
+    assert square_pixel_size(720, 480, Fraction(8, 9)) == (720, 540)
+    assert square_pixel_size(720, 576, Fraction(16, 15)) == (768, 576)
+    assert square_pixel_size(100, 100, Fraction(1001, 1000)) == (100, 100)
+    assert square_pixel_size(48, 36, Fraction(1)) == (48, 36)
+
+
+def test_non_square_pixels_are_resampled_to_the_displayed_shape(tmp_path):
+    """An anamorphic clip must come out at the shape a player shows, not squeezed (written as square pixels)."""
+    src = _anamorphic_clip(tmp_path / "anamorphic.mp4")
+    info = probe_video(src)
+    assert (info.width, info.height, info.stored_width, info.stored_height) == (64, 36, 48, 36)
+    assert info.pixel_aspect == Fraction(4, 3) and any("non-square pixels" in note for note in info.notes)
+    frames = list(iter_frames(src, info))
+    assert len(frames) == 4 and frames[0].shape == (36, 64, 3)
+    columns = frames[0][18, :, 0].astype(int)
+    assert columns[18:30].min() > 180 and columns[:13].max() < 80 and columns[35:].max() < 80
+    out = probe_video(write_video(tmp_path / "out.mp4", frames, fps=8))
+    assert (out.width, out.height, out.pixel_aspect) == (64, 36, 1)
+
+
+def test_a_rotated_clip_with_non_square_pixels_is_displayed_upright_and_unsqueezed(tmp_path):
+    info = probe_video(_anamorphic_clip(tmp_path / "rotated.mp4", rotation=90))
+    assert (info.width, info.height, info.pixel_aspect) == (36, 64, Fraction(3, 4))
+    assert next(iter_frames(info.path, info)).shape == (64, 36, 3)
