@@ -79,11 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     enh.add_argument("--prompt", default="", help="description of the video (helps Stage II)")
     target = enh.add_mutually_exclusive_group()
     target.add_argument("--scale", type=int, choices=(2, 4), help="upscale factor")
-    target.add_argument("--size", help="named size: 720p, 1080p (default) or 2K")
+    target.add_argument("--size", help="named size: 720p, 1080p (default) or 2K; it sets the LONG edge "
+                        "(1280/1920/2560), aspect kept: a square 1080x1080 clip at 1080p becomes 1920x1920")
     target.add_argument("--long-edge", type=int, help="long edge length in pixels")
     enh.add_argument("--noise-step", default="auto", help="0-999, or 'auto' (default): from the window's frames "
                      "and size, 675 + 127 log2(T/13) + 63 log2(pixels/1080x1920) clamped to 500-750 (49 frames at "
-                     "1080p -> 675, 17 -> 500; see flashvideo_core/noise_rule.py)")
+                     "1080p -> 675, 17 -> 500; see flashvideo_core/noise_rule.py). The step used is printed "
+                     "before the run, with the sizes and windows")
     enh.add_argument("--steps", type=int, default=config.STAGE2_STEPS,
                      help=f"Stage II Euler steps = NFE (default {config.STAGE2_STEPS}; paper 4-6)")
     enh.add_argument("--cfg", type=float, default=config.STAGE2_CFG,
@@ -177,18 +179,23 @@ def _cmd_generate(args) -> int:
 
 
 def _cmd_enhance(args) -> int:
-    from .enhance import enhance_video_file
+    from .enhance import describe_plan, enhance_video_file
 
     weights, _ = _resolve_weights(args)
     noise = args.noise_step if args.noise_step == "auto" else _int_arg(args.noise_step, "--noise-step")
     progress = TqdmProgress(enabled=not args.quiet)
+
+    def show_plan(plan, info) -> None:
+        if not args.quiet:
+            print(f"{info.path}: {info.num_frames} frames at {float(info.fps):g} fps"
+                  f"{', audio kept' if info.has_audio else ''}\n{describe_plan(plan, noise)}", file=sys.stderr)
     try:
         out = enhance_video_file(
             args.input, args.output, weights=weights, prompt=args.prompt, scale=args.scale, size=args.size,
             long_edge=args.long_edge, noise_step=noise, steps=args.steps, cfg=args.cfg, shift=args.shift,
             window=args.window, overlap=args.overlap, color_match=args.color_match,
             stage2_prefix=args.stage2_prefix, seed=args.seed, overwrite=args.force, device=args.device,
-            precision=args.precision, callback=progress,
+            precision=args.precision, callback=progress, on_plan=show_plan,
         )
     finally:
         progress.close()

@@ -120,7 +120,7 @@ def _small_clip(path, frames=5):
     writer = imageio_ffmpeg.write_frames(str(path), (48, 32), fps=12, macro_block_size=1)
     writer.send(None)
     for i in range(frames):
-        writer.send(np.full((32, 48, 3), 40 * i, dtype=np.uint8).tobytes())
+        writer.send(np.full((32, 48, 3), 40 * i % 256, dtype=np.uint8).tobytes())
     writer.close()
     return path
 
@@ -151,6 +151,18 @@ def test_enhance_says_how_much_of_a_long_prompt_was_cut(tiny_weights_dir, tmp_pa
                  "--window", "5", "--overlap", "0", "--steps", "1", "--weights", str(tiny_weights_dir), "--quiet"])
     assert code == 0
     assert any("beyond 226 were cut" in record.getMessage() for record in caplog.records)
+
+
+def test_enhance_prints_the_resolved_plan_before_the_models_load(tiny_weights_dir, tmp_path, capsys):
+    clip = _small_clip(tmp_path / "clip.mp4", frames=14)
+    code = main(["enhance", str(clip), "-o", str(tmp_path / "out.mp4"), "--scale", "2", "--window", "9",
+                 "--overlap", "2", "--steps", "1", "--weights", str(tiny_weights_dir)])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert "14 frames at 12 fps" in err and "32x48 -> 64x96\n" in err
+    assert "14 in 2 windows of 9 frames, overlaps of 4 frames blended" in err
+    assert "noise:  step 500 (auto: 9-frame window at 64x96" in err
+    assert err.index("noise:  step") < err.index("load stage2"), "the plan comes before any model loads"
 
 
 def test_generate_checks_every_weight_file_before_running_stage1(tiny_weights, tiny_weights_dir, tmp_path, capsys):
