@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from flashvideo_core import config
 from flashvideo_core.enhance import enhance_images
-from flashvideo_core.sizing import image_frame_bytes
+from flashvideo_core.sizing import NAMED_SIZES, image_frame_bytes
 
 from . import comfy_services as services
 from .common import CATEGORY, EMBEDS, STAGE2, VAE
 
 TARGETS = ["1080p", "720p", "2K", "x2", "x4", "long edge"]
-FRAME_MB_1080 = image_frame_bytes(1080, 1920) / 2**20
+FRAME_MB = {name: image_frame_bytes(*size) / 2**20 for name, size in NAMED_SIZES.items()}
+"""MiB one output IMAGE frame takes at each named size (landscape): 720p ~11, 1080p ~24, 2K ~42."""
+IMAGES_TOOLTIP = (
+    "Frames in 0..1, any count and size. ComfyUI keeps IMAGE batches in memory (float32): each output frame "
+    f"costs {', '.join(f'{FRAME_MB[n]:.0f} MB at {n}' for n in ('720p', '1080p', '2K'))}, so 100 frames at 1080p "
+    f"hold {100 * FRAME_MB['1080p'] / 1024:.1f} GB, on top of the input batch. For long clips use the CLI "
+    "`python -m flashvideo_core enhance`, which streams. Non-square-pixel (anamorphic) sources: make the pixels "
+    "square first (the CLI does this itself)."
+)
 
 
 class FlashVideoEnhanceImages:
@@ -32,12 +40,12 @@ class FlashVideoEnhanceImages:
                 "model": (STAGE2, {"tooltip": "From FlashVideo Stage II Loader."}),
                 "vae": (VAE, {"tooltip": "From FlashVideo VAE Loader."}),
                 "embeds": (EMBEDS, {"tooltip": "A description of the clip (FlashVideo Text Encode)."}),
-                "images": ("IMAGE", {"tooltip": f"Frames in 0..1, any count and size. ComfyUI keeps IMAGE batches "
-                                                f"in memory: each 1080p output frame costs about {FRAME_MB_1080:.0f} "
-                                                "MB (the CLI `enhance` streams instead)."}),
+                "images": ("IMAGE", {"tooltip": IMAGES_TOOLTIP}),
                 "target": (TARGETS, {"default": "1080p", "tooltip":
-                           "Output size: a named size (long edge 1280/1920/2560, aspect kept), a scale, or the long "
-                           "edge below. Never stretched; must not be smaller than the input."}),
+                           "Output size: a named size sets the LONG edge (720p 1280, 1080p 1920, 2K 2560) and keeps "
+                           "the aspect, so a square 1080x1080 clip at 1080p becomes 1920x1920 and portrait 1080x1920 "
+                           "stays; x2/x4 scale both edges; 'long edge' uses the value below. Never stretched; must "
+                           "not be smaller than the input."}),
                 "long_edge": ("INT", {"default": 1920, "min": 16, "max": 8192, "step": 2, "tooltip":
                               "Used when target is 'long edge'."}),
                 "auto_noise": ("BOOLEAN", {"default": True, "tooltip":

@@ -118,3 +118,23 @@ def test_shipped_files_are_what_the_builder_makes(workflow):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.WORKFLOWS[path.stem]().to_json() == graph
+
+
+def test_the_enhance_workflow_passes_fps_and_audio_from_the_source_to_the_saved_video():
+    """Frame rate and audio must come from the loaded clip (not a typed-in fps, not dropped)."""
+    data = json.loads((Path(__file__).parents[2] / "workflows" / "flashvideo_enhance_video_file.json").read_text())
+    nodes = {node["id"]: node for node in data["nodes"]}
+    links = {link[0]: link[1:5] for link in data["links"]}  # id -> (from node, from slot, to node, to slot)
+
+    def source_of(node, input_name):
+        link_id = next(i["link"] for i in node["inputs"] if i["name"] == input_name)
+        assert link_id is not None, f"{node['type']}.{input_name} is not linked"
+        from_node, from_slot, _, _ = links[link_id]
+        return nodes[from_node]["type"], nodes[from_node]["outputs"][from_slot]["name"]
+
+    (create,) = [node for node in nodes.values() if node["type"] == "CreateVideo"]
+    assert source_of(create, "fps") == ("GetVideoComponents", "fps")
+    assert source_of(create, "audio") == ("GetVideoComponents", "audio")
+    assert source_of(create, "images") == ("FlashVideoEnhanceImages", "images")
+    (save,) = [node for node in nodes.values() if node["type"] == "SaveVideo"]
+    assert source_of(save, "video") == ("CreateVideo", "VIDEO")
