@@ -275,9 +275,19 @@ def test_tiny_models_keep_any_frame_count(tiny_models, num_frames):
     assert len(out) == num_frames and all(f.shape == (32, 64, 3) for f in out)
 
 
-def test_tiny_models_give_the_exact_size_for_an_odd_input(tiny_models):
-    out = _tiny_run(tiny_models, 2, height=18, width=34)  # x2 = 36x68, work 48x80
-    assert len(out) == 2 and out[0].shape == (36, 68, 3)
+@pytest.mark.parametrize(
+    ("in_size", "choice", "exact"),
+    [
+        ((18, 34), {"scale": 2}, (36, 68)),  # work 48x80
+        ((27, 48), {"scale": 2}, (54, 96)),  # 270x480 / 10: work 64x96
+        ((45, 80), {"long_edge": 160}, (90, 160)),  # 405x720 / 9 (16:9 with an odd edge): work 96x160
+        ((54, 54), {"long_edge": 108}, (108, 108)),  # square, 1080x1080 / 20: work 112x112
+        ((48, 27), {"scale": 2}, (96, 54)),  # portrait
+    ],
+)
+def test_tiny_models_give_the_exact_size_for_odd_inputs(tiny_models, in_size, choice, exact):
+    out = _tiny_run(tiny_models, 2, height=in_size[0], width=in_size[1], **({"scale": None} | choice))
+    assert len(out) == 2 and out[0].shape == (*exact, 3)
 
 
 def test_tiny_models_are_deterministic_in_the_seed(tiny_models):
