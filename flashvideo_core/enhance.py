@@ -174,7 +174,8 @@ def enhance_frames(
     CogVideoX VAE; cond: Stage II prompt embedding (1, 226, text_dim). Settings as in plan_enhance;
     slices: a vae.SliceSpec for the VAE (None: picked from the free memory); device/dtype: where and how Stage II runs
     (None: the model's own). Validation happens on this call (it reads the first frame); the models
-    run as the result is iterated. Progress: the VAE/Stage II phases per window, then ("enhance", i, n).
+    run as the result is iterated. Progress: ("enhance", 0, n) first, then per window the VAE/Stage II
+    phases and ("enhance", i, n) when window i is done.
     """
     source = iter(frames)
     first = next(source, None)
@@ -313,6 +314,7 @@ def _stream(
 ) -> Iterator[torch.Tensor]:
     """Frames (H, W, 3), uint8 or float in [0, 1] -> enhanced float frames (H', W', 3) in [0, 1], in order."""
     blender = WindowBlender(plan.windows)
+    report(callback, "enhance", 0, len(plan.windows))
     held: list[torch.Tensor] = []  # input frames [held_start, held_start + len(held))
     held_start = 0
     for index, window in enumerate(plan.windows):

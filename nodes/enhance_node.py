@@ -7,7 +7,7 @@ from flashvideo_core.enhance import enhance_images
 from flashvideo_core.sizing import NAMED_SIZES, image_frame_bytes
 
 from . import comfy_services as services
-from .common import CATEGORY, EMBEDS, STAGE2, VAE
+from .common import CATEGORY, EMBEDS, STAGE2, VAE, latent_preview_fn
 
 TARGETS = ["1080p", "720p", "2K", "x2", "x4", "long edge"]
 FRAME_MB = {name: image_frame_bytes(*size) / 2**20 for name, size in NAMED_SIZES.items()}
@@ -77,6 +77,7 @@ class FlashVideoEnhanceImages:
             out = enhance_images(
                 images, model=model.module, vae=vae.module, cond=embeds.stage2, **choice,
                 noise_step="auto" if auto_noise else noise_step, steps=steps, cfg=cfg, shift=shift, seed=seed,
-                window=window, overlap=overlap, color_match=color_match, callback=services.Progress(),
+                window=window, overlap=overlap, color_match=color_match,
+                callback=services.WindowedProgress(latent_preview_fn(vae)),
             )
         return (out,)

@@ -128,8 +128,9 @@ def test_progress_reports_each_window(fake):
     _run(20, callback=events.append)
     windows = plan_enhance(20, 32, 48, scale=2, window=9, overlap=2).windows
     assert [(e.step, e.total) for e in events if e.phase == "enhance"] == [
-        (i + 1, len(windows)) for i in range(len(windows))
+        (i, len(windows)) for i in range(len(windows) + 1)
     ]
+    assert events[0].phase == "enhance", "the window count comes first, so a caller can size one bar for the clip"
 
 
 def test_a_callback_exception_propagates(fake):

@@ -126,6 +126,44 @@ def test_enhance_node_keeps_frame_count_and_exact_size(models):
     assert out.shape == (6, 60, 80, 3)
 
 
+class _RecordingBar:
+    """Stands in for comfy.utils.ProgressBar: records every (value, total, has preview) it is given."""
+
+    made: list = []
+
+    def __init__(self, total):
+        self.total = total
+        self.values = []
+        _RecordingBar.made.append(self)
+
+    def update_absolute(self, value, total=None, preview=None):
+        self.values.append((value, total, preview is not None))
+
+
+def test_enhance_node_drives_one_progress_bar_for_the_whole_clip(models, monkeypatch, tmp_path):
+    """Several windows x (encode, Stage II, decode) must show as one bar that only moves forward, with previews."""
+    import sys
+    import types
+
+    comfy = types.ModuleType("comfy")
+    comfy.__file__ = str(tmp_path / "comfy" / "__init__.py")
+    comfy.utils = types.SimpleNamespace(ProgressBar=_RecordingBar)
+    monkeypatch.setitem(sys.modules, "comfy", comfy)
+    monkeypatch.setitem(sys.modules, "comfy.utils", comfy.utils)
+    _RecordingBar.made = []
+    _, stage2, vae, t5 = models
+    embeds = N["FlashVideoTextEncode"]().encode(t5, "A lake.", False)[0]
+    images = torch.rand(13, 24, 32, 3)  # window 5, overlap 1: 3 windows
+    N["FlashVideoEnhanceImages"]().enhance(stage2, vae, embeds, images, "x2", 1920, True, 675, 2, 13.0, 2.5,
+                                           5, 1, False, 0)
+    (bar,) = _RecordingBar.made
+    values = [value for value, _, _ in bar.values]
+    assert {total for _, total, _ in bar.values} == {bar.total} == {3000}
+    assert values == sorted(values) and values[0] == 0 and values[-1] == bar.total
+    assert len(set(values)) > 9, "the bar must move inside each window, not only between windows"
+    assert any(has_preview for _, _, has_preview in bar.values), "Stage II steps show previews"
+
+
 def test_download_node_is_clear_offline(tmp_path, monkeypatch):
     import huggingface_hub.constants as constants
 
