@@ -88,7 +88,8 @@ def generate(
     """Text -> Stage I preview mp4 (and, unless preview_only, the Stage II mp4) in `out_dir`.
 
     Models are loaded when needed and released after, so peak memory is one model plus activations.
-    Output names never overwrite existing files.
+    Output names never overwrite existing files; the folder is created only when the preview is
+    written, so a run that fails before that leaves nothing behind.
     """
     from .degradation import degrade_latent
     from .handoff import resize_video
@@ -112,8 +113,7 @@ def generate(
     from .video_io import check_writable_folder
 
     check_writable_folder(out, "output folder")
-    out.mkdir(parents=True, exist_ok=True)
-    stem = _unique_stem(out, _slug(prompt), settings.seed)
+    stem = _unique_stem(out, _slug(prompt), settings.seed)  # the folder is made with the first video in it
 
     text_encoder = load_text_encoder(weights.text_encoder, weights.tokenizer, device=device, dtype=dtype,
                                      callback=callback)
@@ -168,6 +168,7 @@ def with_overrides(settings: GenerateSettings, **overrides) -> GenerateSettings:
 def _write(path: Path, video: torch.Tensor, fps: float) -> Path:
     from .video_io import write_video
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     frames = ((video[0].permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
     write_video(path, iter(frames), fps=fps, overwrite=False)
     return path

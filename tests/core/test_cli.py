@@ -165,6 +165,20 @@ def test_enhance_prints_the_resolved_plan_before_the_models_load(tiny_weights_di
     assert err.index("noise:  step") < err.index("load stage2"), "the plan comes before any model loads"
 
 
+def test_generate_failing_in_stage1_leaves_no_output_folder(tiny_weights_dir, tmp_path, monkeypatch):
+    from flashvideo_core import stages
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(stages, "run_stage1", out_of_memory)
+    out = tmp_path / "new" / "videos"
+    with pytest.raises(RuntimeError, match="out of memory"):
+        main(["generate", "A fox.", "--weights", str(tiny_weights_dir), "--frames", "5", "--height", "32",
+              "--width", "32", "--steps", "1", "--quiet", "-o", str(out)])
+    assert list(tmp_path.iterdir()) == [], "a failed run must not leave the folders it would have made"
+
+
 def test_generate_checks_every_weight_file_before_running_stage1(tiny_weights, tiny_weights_dir, tmp_path, capsys):
     truncated = tmp_path / "stage2_cut.pt"
     data = tiny_weights["stage2"].read_bytes()
