@@ -15,7 +15,7 @@ from .atomic import atomic_output
 from .checkpoint import SAT_PREFIX, cast_state, read_folder_config, read_state_dict, require_kind
 from .config import LATENT_CHANNELS, TransformerConfig
 from .errors import CheckpointError
-from .progress import ProgressCallback
+from .progress import ProgressCallback, report
 
 LAYER_RENAMES = {
     "input_layernorm": "norm1.norm",
@@ -49,16 +49,23 @@ ADALN_KEY = re.compile(r"^mixins\.adaln_layer\.adaLN_modulations\.(\d+)\.1\.(wei
 QK_NORM_KEY = re.compile(r"^mixins\.adaln_layer\.(query|key)_layernorm_list\.(\d+)\.(weight|bias)$")
 
 
-def merge_lora(state: dict[str, torch.Tensor], in_place: bool = False) -> dict[str, torch.Tensor]:
+def merge_lora(
+    state: dict[str, torch.Tensor], in_place: bool = False, callback: ProgressCallback | None = None,
+    phase: str = "merge LoRA",
+) -> dict[str, torch.Tensor]:
     """Fold `<linear>.original` + `matrix_A.k` / `matrix_B.k` into plain `<linear>.weight/bias`.
 
     W = original + concat_k(B_k @ A_k) / rank along the output dim, computed in fp32 and cast back
     (lora_alpha = 1 as in the official ResLoraMixin, so the scale is 1 / rank).
     in_place=True writes W into the `original` tensors (no second copy of the merged weights; for a
     state the caller owns, e.g. just read from a copy-on-write mmap); False leaves `state` untouched.
+    Merging reads every LoRA'd weight (most of Stage I's file), so it reports
+    ProgressEvent(phase, weights merged, weights with LoRA) to `callback`.
     """
     merged: dict[str, torch.Tensor] = {}
     bases = {key[: -len(".original.weight")] for key in state if key.endswith(".original.weight")}
+    with_lora = {key.split(".matrix_A.")[0] for key in state if ".matrix_A." in key} & bases
+    done = 0
     for key, tensor in state.items():
         if ".matrix_A." in key or ".matrix_B." in key:
             continue
@@ -67,6 +74,9 @@ def merge_lora(state: dict[str, torch.Tensor], in_place: bool = False) -> dict[s
             key = f"{base}.{key.rsplit('.', 1)[1]}"
             if key.endswith(".weight"):
                 tensor = _merged_weight(state, base, tensor, in_place)
+                if base in with_lora:
+                    done += 1
+                    report(callback, phase, done, len(with_lora))
         merged[key] = tensor
     orphans = [k for k in state if (".matrix_A." in k or ".matrix_B." in k) and k.split(".matrix_")[0] not in bases]
     if orphans:
@@ -92,16 +102,19 @@ def _merged_weight(
     return original.copy_(merged) if in_place else merged.to(original.dtype)
 
 
-def sat_to_diffusers(state: dict[str, torch.Tensor], in_place: bool = False) -> dict[str, torch.Tensor]:
+def sat_to_diffusers(
+    state: dict[str, torch.Tensor], in_place: bool = False, callback: ProgressCallback | None = None,
+    phase: str = "merge LoRA",
+) -> dict[str, torch.Tensor]:
     """SAT checkpoint (prefix `model.diffusion_model.`, LoRA merged or not) -> FlashVideoTransformer state.
 
     The result shares memory with `state` where it can (q/k/v are views of the fused qkv weight), so
     loading needs no second copy of the weights. in_place=True also merges LoRA and regroups the adaLN
     chunks inside the given tensors (for a state the caller owns); False never modifies `state`.
-    Raises CheckpointError on any key it does not know.
+    Raises CheckpointError on any key it does not know. LoRA merge progress: see merge_lora.
     """
     plain = {k[len(SAT_PREFIX):] if k.startswith(SAT_PREFIX) else k: v for k, v in state.items()}
-    plain = merge_lora(plain, in_place)
+    plain = merge_lora(plain, in_place, callback, phase)
     out: dict[str, torch.Tensor] = {}
     unknown = []
     for key, tensor in plain.items():
@@ -237,13 +250,16 @@ def infer_transformer_config(state: dict[str, torch.Tensor]) -> TransformerConfi
         raise CheckpointError(f"Not a CogVideoX/FlashVideo transformer state (missing {exc}).") from exc
 
 
-def to_flashvideo_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def to_flashvideo_state(
+    state: dict[str, torch.Tensor], callback: ProgressCallback | None = None, phase: str = "merge LoRA"
+) -> dict[str, torch.Tensor]:
     """Any transformer state (SAT, diffusers, ours) -> FlashVideoTransformer keys.
 
-    SAT states are converted in place (the caller must own them, as after read_state_dict).
+    SAT states are converted in place (the caller must own them, as after read_state_dict); a LoRA
+    merge reports its progress to `callback` as `phase` (see merge_lora).
     """
     if any(k.startswith(SAT_PREFIX) or k.startswith("transformer.layers.") for k in state):
-        return sat_to_diffusers(state, in_place=True)
+        return sat_to_diffusers(state, in_place=True, callback=callback, phase=phase)
     if any(k.startswith("inner.") for k in state):
         return state
     return {f"inner.{k}" if not k.startswith(("ref_step", "time_size")) else k: v for k, v in state.items()}
@@ -266,7 +282,7 @@ def load_transformer(
         raise ValueError(f"stage must be 1 or 2, got {stage!r}")
     state = read_state_dict(path)
     require_kind(state, f"stage{stage}", path)
-    state = to_flashvideo_state(state)
+    state = to_flashvideo_state(state, callback, f"merge LoRA {Path(path).name}")
     config = infer_transformer_config(state)
     _check_flashvideo_shape(config, path)
     with torch.device("meta"):

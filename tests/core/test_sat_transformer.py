@@ -46,8 +46,18 @@ def test_published_layout_file_loads_to_the_model_it_was_made_from(tmp_path, cfg
     path = save_sat_transformer(source, tmp_path / f"stage{stage}.pt", lora_rank=rank)
     saved = torch.load(path, weights_only=True)
     assert list(saved) == ["module"]
-    loaded = load_transformer(path, stage=stage)
+    events = []
+    loaded = load_transformer(path, stage=stage, callback=events.append)
     assert loaded.config == cfg
+    merges = [(e.step, e.total) for e in events if e.phase == f"merge LoRA stage{stage}.pt"]
+    loads = [e for e in events if e.phase == f"load stage{stage}.pt"]
+    if rank:  # qkv, dense and adaLN per layer carry LoRA: the merge shows progress, and comes before the load
+        layers = cfg.num_layers
+        assert merges == [(i + 1, 3 * layers) for i in range(3 * layers)]
+        assert events.index(loads[0]) > max(i for i, e in enumerate(events) if e.phase.startswith("merge"))
+    else:
+        assert merges == []
+    assert loads and loads[-1].step == loads[-1].total
     tolerance = 0.0 if rank is None else 2e-3  # LoRA factors and the original are bf16 in the file
     assert torch.allclose(_run(loaded), _run(source), atol=tolerance)
 
