@@ -26,14 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import config
+from . import config, devices
 from .color import match_color
 from .errors import FlashVideoInputError
 from .layout import rgb_images
 from .noise_rule import resolve_noise_step
 from .progress import ProgressCallback, report
 from .rng import cpu_generator
-from .sizing import TargetSize, crop_to_target, fit_frames, resolve_target_size
+from .sizing import TargetSize, crop_to_target, fit_frames, image_frame_bytes, resolve_target_size
 from .video_io import VideoInfo, check_output_path, iter_frames, probe_video, to_rgb_uint8, write_video
 from .windows import DEFAULT_OVERLAP, DEFAULT_WINDOW, Window, WindowBlender, plan_windows
 
@@ -226,7 +226,9 @@ def enhance_images(
     """ComfyUI IMAGE (F, H, W, C) in [0, 1] -> IMAGE (F, H', W', 3) float32 in [0, 1] at the target size.
 
     C may be 3, 4 (alpha dropped, logged) or 1 (gray expanded). Settings as in enhance_frames.
-    The whole output lives in memory (F x H' x W' x 3 x 4 bytes; see sizing.image_frame_bytes).
+    The whole output lives in memory (F x H' x W' x 3 x 4 bytes; see sizing.image_frame_bytes); if
+    that is more than OUTPUT_RAM_FRACTION of the RAM free now, FlashVideoInputError says so before
+    any model call (on a CPU machine running out of RAM kills the process late in the run).
     """
     images = rgb_images(images)
     num_frames, in_height, in_width = images.shape[:3]
@@ -236,6 +238,7 @@ def enhance_images(
         color_match=color_match,
     )
     _check_cond(cond, model)
+    _check_output_fits(plan)
     out = torch.empty(num_frames, plan.target.height, plan.target.width, 3)
     frames = (images[i].float().clamp(0, 1) for i in range(num_frames))
     for i, frame in enumerate(_stream(frames, plan, model, vae, cond, slices, device, dtype, callback)):
@@ -428,6 +431,31 @@ def _check_cond(cond, model) -> None:
         raise FlashVideoInputError(
             f"cond width is {cond.shape[-1]} but the Stage II model expects {width} (T5 v1.1 XXL gives 4096)."
         )
+
+
+OUTPUT_RAM_FRACTION = 0.8
+"""Largest share of the free RAM an IMAGE output may take; the rest is for the window's working memory."""
+
+
+def _check_output_fits(plan: EnhancePlan) -> None:
+    """Raise FlashVideoInputError if plan's output IMAGE batch would not fit in the RAM free now."""
+    need = plan.num_frames * image_frame_bytes(plan.target.height, plan.target.width)
+    free = devices.free_memory("cpu")
+    if need > OUTPUT_RAM_FRACTION * free:
+        per_frame = image_frame_bytes(plan.target.height, plan.target.width)
+        fits = max(0, int(OUTPUT_RAM_FRACTION * free // per_frame))
+        raise FlashVideoInputError(
+            f"images: {plan.num_frames} enhanced frames of {plan.target.height}x{plan.target.width} take "
+            f"{_size(need)} as an IMAGE batch, but {_size(free)} of RAM is free (about {fits} "
+            f"frame{'s' if fits != 1 else ''} fit). "
+            "Enhance the clip in parts (fewer frames per run), choose a smaller target, or use "
+            "the CLI `python -m flashvideo_core enhance`, which streams frames to a file."
+        )
+
+
+def _size(num_bytes: float) -> str:
+    """'1.2 GB' or '340 MB'."""
+    return f"{num_bytes / 2**30:.1f} GB" if num_bytes >= 2**30 else f"{num_bytes / 2**20:.0f} MB"
 
 
 def _chain(first, rest: Iterator) -> Iterator:

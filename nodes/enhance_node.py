@@ -15,7 +15,8 @@ FRAME_MB = {name: image_frame_bytes(*size) / 2**20 for name, size in NAMED_SIZES
 IMAGES_TOOLTIP = (
     "Frames in 0..1, any count and size. ComfyUI keeps IMAGE batches in memory (float32): each output frame "
     f"costs {', '.join(f'{FRAME_MB[n]:.0f} MB at {n}' for n in ('720p', '1080p', '2K'))}, so 100 frames at 1080p "
-    f"hold {100 * FRAME_MB['1080p'] / 1024:.1f} GB, on top of the input batch. For long clips use the CLI "
+    f"hold {100 * FRAME_MB['1080p'] / 1024:.1f} GB, on top of the input batch; a batch that would not fit in the "
+    "free RAM is refused before anything runs. For long clips use the CLI "
     "`python -m flashvideo_core enhance`, which streams. Non-square-pixel (anamorphic) sources: make the pixels "
     "square first (the CLI does this itself)."
 )

@@ -169,6 +169,17 @@ def test_target_smaller_than_input_and_tiny_inputs_are_rejected(fake):
     assert fake.calls == []
 
 
+def test_an_image_output_larger_than_the_free_ram_is_refused_before_any_model_call(fake, monkeypatch):
+    from flashvideo_core import devices
+
+    monkeypatch.setattr(devices, "free_memory", lambda device: 50 * 2**20)  # 50 MB free
+    images = torch.rand(30, 270, 480, 3)  # -> 30 frames of 1080x1920: 0.7 GB
+    message = r"images: 30 enhanced frames of 1080x1920 take 712 MB .* 50 MB of RAM is free \(about 1 frame fit"
+    with pytest.raises(FlashVideoInputError, match=message):
+        enhance_images(images, model=MODEL, vae=VAE, cond=COND, size="1080p")
+    assert fake.calls == []
+
+
 def test_images_with_alpha_or_gray_are_handled(fake):
     rgba = enhance_images(torch.rand(2, 32, 48, 4), model=MODEL, vae=VAE, cond=COND, scale=2, window=5, overlap=0)
     gray = enhance_images(torch.rand(2, 32, 48, 1), model=MODEL, vae=VAE, cond=COND, scale=2, window=5, overlap=0)
