@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import config
 from .errors import CheckpointError, FlashVideoInputError
-from .progress import ProgressEvent
+from .progress import UNITS_PER_WINDOW, ProgressEvent, WindowedProgress
 
 TINY_SETTINGS = {"num_frames": 9, "height": 64, "width": 96, "stage2_height": 128, "stage2_width": 192,
                  "stage1_steps": 8, "fps": 8}
@@ -33,8 +33,13 @@ class TqdmProgress:
         if event.phase != self.phase or self.bar is None or event.step < self.bar.n:
             self.close()
             self.phase = event.phase
-            unit = "MB" if event.phase.startswith("load") else "step"
-            self.bar = tqdm(total=event.total, desc=event.phase, unit=unit, leave=True, file=sys.stderr)
+            unit, scale = "step", 1.0
+            if event.phase.startswith("load"):
+                unit = "MB"
+            elif event.phase == "clip":  # WindowedProgress: UNITS_PER_WINDOW units per window
+                unit, scale = "window", 1.0 / UNITS_PER_WINDOW
+            self.bar = tqdm(total=event.total, desc=event.phase, unit=unit, unit_scale=scale, leave=True,
+                            file=sys.stderr)
         self.bar.total = event.total
         self.bar.update(event.step - self.bar.n)
         if event.step >= event.total:
@@ -195,7 +200,7 @@ def _cmd_enhance(args) -> int:
             long_edge=args.long_edge, noise_step=noise, steps=args.steps, cfg=args.cfg, shift=args.shift,
             window=args.window, overlap=args.overlap, color_match=args.color_match,
             stage2_prefix=args.stage2_prefix, seed=args.seed, overwrite=args.force, device=args.device,
-            precision=args.precision, callback=progress, on_plan=show_plan,
+            precision=args.precision, callback=WindowedProgress(progress), on_plan=show_plan,
         )
     finally:
         progress.close()

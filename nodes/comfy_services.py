@@ -186,35 +186,3 @@ class Progress:
             preview = ("JPEG", image, self.max_preview) if image is not None else None
         self.bar.update_absolute(event.step, event.total, preview)
 
-
-class WindowedProgress(Progress):
-    """One progress bar for a clip run in windows (the Enhance node), instead of one bar per phase and window.
-
-    The core reports ("enhance", i, n) before window i + 1 starts (i = 0) and after each window, and
-    encode / stage2 / decode steps inside each window. Each window gets an equal slice of the bar,
-    split between its phases by PHASE_SHARES (start, share of the window); other events (none
-    expected) drive the bar as Progress does. Every event is still a cancel point; stage2 events
-    carry their previews through.
-    """
-
-    PHASE_SHARES = {"encode": (0.0, 0.2), "stage2": (0.2, 0.5), "decode": (0.7, 0.3)}
-    UNITS_PER_WINDOW = 1000
-
-    def __init__(self, preview_fn=None, max_preview: int = 512):
-        super().__init__(preview_fn, max_preview)
-        self.window, self.windows = 0, 1
-
-    def __call__(self, event) -> None:
-        from flashvideo_core.progress import ProgressEvent
-
-        if event.phase == "enhance":
-            self.window, self.windows = event.step, max(1, event.total)
-            done = float(event.step)
-        elif event.phase in self.PHASE_SHARES:
-            start, share = self.PHASE_SHARES[event.phase]
-            done = min(self.window + 1.0, self.window + start + share * event.step / max(1, event.total))
-        else:
-            super().__call__(event)
-            return
-        total = self.UNITS_PER_WINDOW * self.windows
-        super().__call__(ProgressEvent("clip", round(done * self.UNITS_PER_WINDOW), total, event.preview))

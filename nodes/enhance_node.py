@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flashvideo_core import config
 from flashvideo_core.enhance import enhance_images
+from flashvideo_core.progress import WindowedProgress
 from flashvideo_core.sizing import NAMED_SIZES, image_frame_bytes
 
 from . import comfy_services as services
@@ -79,6 +80,6 @@ class FlashVideoEnhanceImages:
                 images, model=model.module, vae=vae.module, cond=embeds.stage2, **choice,
                 noise_step="auto" if auto_noise else noise_step, steps=steps, cfg=cfg, shift=shift, seed=seed,
                 window=window, overlap=overlap, color_match=color_match,
-                callback=services.WindowedProgress(latent_preview_fn(vae)),
+                callback=WindowedProgress(services.Progress(latent_preview_fn(vae))),
             )
         return (out,)

@@ -9,6 +9,7 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 import pytest
+import torch
 
 from flashvideo_core.cli import main
 
@@ -213,3 +214,25 @@ def test_generate_names_models_that_do_not_fit_together_before_stage1(tiny_weigh
         assert main([*base, *flags, "-o", str(out)]) == 2
         assert message in capsys.readouterr().err
         assert not out.exists() or not list(out.iterdir()), "nothing may be written before the check"
+
+
+def test_windowed_progress_folds_every_window_and_phase_into_one_forward_stream():
+    from flashvideo_core.progress import ProgressEvent, WindowedProgress
+
+    seen = []
+    fold = WindowedProgress(seen.append)
+    fold(ProgressEvent("load stage2.pt", 5, 10))
+    fold(ProgressEvent("enhance", 0, 2))
+    for window in range(2):
+        for phase, total in (("encode", 3), ("stage2", 4), ("decode", 2)):
+            if phase == "encode" and window == 1:  # an out-of-memory retry restarts the encode
+                fold(ProgressEvent(phase, 1, total))
+            for step in range(1, total + 1):
+                fold(ProgressEvent(phase, step, total, torch.zeros(1) if phase == "stage2" else None))
+        fold(ProgressEvent("enhance", window + 1, 2))
+    assert seen[0] == ProgressEvent("load stage2.pt", 5, 10)
+    clip = [e for e in seen if e.phase == "clip"]
+    assert len(clip) == len(seen) - 1 and {e.total for e in clip} == {2000}
+    values = [e.step for e in clip]
+    assert values == sorted(values) and values[0] == 0 and values[-1] == 2000 and values.count(2000) == 1
+    assert sum(e.preview is not None for e in clip) == 8, "every Stage II preview is passed on"
