@@ -295,9 +295,12 @@ def check_writable_folder(folder: str | os.PathLike, what: str) -> None:
 def _run_writer(cmd: list[str], first: np.ndarray, rest: Iterator, size: tuple[int, int], target: Path) -> None:
     """Feed frames to ffmpeg's stdin; kill it on any error (the caller's atomic_output then cleans up)."""
     with tempfile.TemporaryFile() as log:
-        with signals_held():  # an interrupt inside Popen would leave an ffmpeg nobody kills, writing the file
-            process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
+        process = None
         try:
+            # An interrupt inside Popen would leave an ffmpeg nobody kills, writing the file. The held
+            # signal is delivered as the block ends, so that must be inside the try that kills ffmpeg.
+            with signals_held():
+                process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log)
             count = 0
             frame = first
             while frame is not None:
@@ -315,8 +318,9 @@ def _run_writer(cmd: list[str], first: np.ndarray, rest: Iterator, size: tuple[i
         except BrokenPipeError:
             code = process.wait() or -1
         except BaseException:
-            process.kill()
-            process.wait()
+            if process is not None:
+                process.kill()
+                process.wait()
             raise
         if code != 0:
             log.seek(0)

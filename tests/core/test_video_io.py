@@ -213,3 +213,30 @@ def test_a_rotated_clip_with_non_square_pixels_is_displayed_upright_and_unsqueez
     info = probe_video(_anamorphic_clip(tmp_path / "rotated.mp4", rotation=90))
     assert (info.width, info.height, info.pixel_aspect) == (36, 64, Fraction(3, 4))
     assert next(iter_frames(info.path, info)).shape == (64, 36, 3)
+
+
+def test_an_interrupt_arriving_as_ffmpeg_starts_kills_it_and_leaves_no_file(tmp_path, monkeypatch):
+    """A Ctrl-C held while ffmpeg starts is delivered as the hold ends: ffmpeg must still be killed."""
+    import contextlib
+
+    from flashvideo_core import video_io
+
+    started = []
+    real_popen = subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        started.append(real_popen(*args, **kwargs))
+        return started[-1]
+
+    @contextlib.contextmanager
+    def interrupt_on_release():
+        yield
+        raise KeyboardInterrupt  # what the pending SIGINT does the moment the mask is lifted
+
+    monkeypatch.setattr(video_io.subprocess, "Popen", recording_popen)
+    monkeypatch.setattr(video_io, "signals_held", interrupt_on_release)
+    with pytest.raises(KeyboardInterrupt):
+        write_video(tmp_path / "out.mp4", _frames(3), fps=8)
+    (writer,) = [process for process in started if "rawvideo" in process.args]  # not imageio's version probe
+    assert writer.poll() is not None, "ffmpeg was left running"
+    assert list(tmp_path.iterdir()) == []
