@@ -80,6 +80,41 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
     return _flatten(_unwrap(obj, path), path)
 
 
+VERIFY_CHUNK = 16 * 2**20
+
+
+def verify_checksums(path: str | Path, callback: ProgressCallback | None = None) -> bool:
+    """Check every record of a zip-format torch checkpoint (.pt) against the CRC-32 stored with it.
+
+    Loading does not check them (torch reads the records as they are), so a flipped bit in a copy
+    or download loads silently. Reads the whole file once, reporting ProgressEvent("verify <name>",
+    MB done, MB total). Returns True when every record matched, False for a file that stores no
+    checksums (safetensors, a folder, legacy non-zip .pt). Raises CheckpointError naming the file
+    and the damaged record.
+    """
+    path = Path(path)
+    if path.is_dir() or path.suffix not in PICKLE_SUFFIXES or not zipfile.is_zipfile(path):
+        return False
+    phase = f"verify {path.name}"
+    with zipfile.ZipFile(path) as archive:
+        records = archive.infolist()
+        total_mb = max(1, round(sum(r.file_size for r in records) / 2**20))
+        done = 0
+        for record in records:
+            try:
+                with archive.open(record) as data:
+                    while chunk := data.read(VERIFY_CHUNK):
+                        done += len(chunk)
+                        report(callback, phase, min(total_mb, round(done / 2**20)), total_mb)
+            except (zipfile.BadZipFile, OSError, EOFError) as exc:
+                raise CheckpointError(
+                    f"{path.name} is damaged: its record {record.filename} does not match the checksum stored "
+                    f"with it ({exc}). The copy or download changed it; fetch the file again."
+                ) from None
+    report(callback, phase, total_mb, total_mb)
+    return True
+
+
 def cast_state(
     state: dict[str, torch.Tensor],
     dtype: torch.dtype,

@@ -34,7 +34,7 @@ class TqdmProgress:
             self.close()
             self.phase = event.phase
             unit, scale = "step", 1.0
-            if event.phase.startswith("load"):
+            if event.phase.startswith(("load", "verify")):
                 unit = "MB"
             elif event.phase == "clip":  # WindowedProgress: UNITS_PER_WINDOW units per window
                 unit, scale = "window", 1.0 / UNITS_PER_WINDOW
@@ -218,7 +218,12 @@ def _int_arg(value: str, name: str) -> int:
 def _cmd_convert(args) -> int:
     from .convert import convert_checkpoint
 
-    print(f"wrote {convert_checkpoint(args.source, args.output, overwrite=args.force)}")
+    progress = TqdmProgress()
+    try:
+        out = convert_checkpoint(args.source, args.output, overwrite=args.force, callback=progress)
+    finally:
+        progress.close()
+    print(f"wrote {out}")
     return 0
 
 

@@ -12,15 +12,20 @@ from pathlib import Path
 import torch
 
 from .atomic import atomic_output
-from .checkpoint import detect_kind, read_state_dict
+from .checkpoint import detect_kind, read_state_dict, verify_checksums
 from .errors import CheckpointError
+from .progress import ProgressCallback
 
 
-def convert_checkpoint(src: str | Path, dst: str | Path | None = None, overwrite: bool = False) -> Path:
+def convert_checkpoint(
+    src: str | Path, dst: str | Path | None = None, overwrite: bool = False, callback: ProgressCallback | None = None
+) -> Path:
     """Read `src` (SAT .pt, safetensors or folder), write `dst` (default: src with .safetensors).
 
     Returns the written path. Refuses to overwrite an existing file unless overwrite=True.
     Stage I/II -> FlashVideoTransformer state (LoRA merged); VAE -> diffusers AutoencoderKLCogVideoX state.
+    A .pt source is first checked against its stored checksums (checkpoint.verify_checksums, progress
+    to `callback`): safetensors stores none, so damage converted now would never be caught later.
     """
     src = Path(src)
     dst = Path(dst) if dst else src.with_suffix(".safetensors")
@@ -28,6 +33,7 @@ def convert_checkpoint(src: str | Path, dst: str | Path | None = None, overwrite
         raise CheckpointError(f"Output {dst} would overwrite the input; choose another name.")
     if dst.exists() and not overwrite:
         raise CheckpointError(f"{dst} already exists; pass overwrite (--force) to replace it.")
+    verify_checksums(src, callback)
     state = read_state_dict(src)
     kind = detect_kind(state)
     metadata = {"flashvideo_kind": kind, "flashvideo_source": src.name}

@@ -55,3 +55,30 @@ def test_find_weights_prefers_converted_files(tiny_weights, tmp_path):
     assert found.text_encoder is None
     with pytest.raises(CheckpointError, match="text_encoder"):
         found.require("stage1", "text_encoder")
+
+
+def test_a_damaged_pt_is_named_before_it_is_converted(tiny_weights, tmp_path):
+    """One flipped bit in a tensor record loads silently; convert must catch it (safetensors keeps no checksum)."""
+    import shutil
+    import zipfile
+
+    from flashvideo_core.checkpoint import verify_checksums
+
+    source = shutil.copy(tiny_weights["stage2"], tmp_path / "stage2.pt")
+    events = []
+    assert verify_checksums(source, events.append) is True
+    assert events and events[-1].phase == "verify stage2.pt" and events[-1].step == events[-1].total
+    with zipfile.ZipFile(source) as archive:
+        record = max((r for r in archive.infolist() if "/data/" in r.filename), key=lambda r: r.file_size)
+    with open(source, "r+b") as file:
+        file.seek(record.header_offset + 26)  # the local header's name and extra-field lengths
+        name_length, extra_length = (int.from_bytes(file.read(2), "little") for _ in range(2))
+        data_start = record.header_offset + 30 + name_length + extra_length
+        file.seek(data_start + record.file_size // 2)
+        byte = file.read(1)
+        file.seek(-1, 1)
+        file.write(bytes([byte[0] ^ 0x10]))
+    with pytest.raises(CheckpointError, match=rf"stage2.pt is damaged: its record {record.filename} .*fetch"):
+        convert_checkpoint(source, tmp_path / "stage2.safetensors")
+    assert not (tmp_path / "stage2.safetensors").exists()
+    assert verify_checksums(tmp_path / "missing.safetensors") is False
