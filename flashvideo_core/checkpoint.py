@@ -105,13 +105,13 @@ def verify_checksums(path: str | Path, callback: ProgressCallback | None = None)
                 with archive.open(record) as data:
                     while chunk := data.read(VERIFY_CHUNK):
                         done += len(chunk)
-                        report(callback, phase, min(total_mb, round(done / 2**20)), total_mb)
+                        report(callback, phase, min(total_mb - 1, round(done / 2**20)), total_mb)
             except (zipfile.BadZipFile, OSError, EOFError) as exc:
                 raise CheckpointError(
                     f"{path.name} is damaged: its record {record.filename} does not match the checksum stored "
                     f"with it ({exc}). The copy or download changed it; fetch the file again."
                 ) from None
-    report(callback, phase, total_mb, total_mb)
+    report(callback, phase, total_mb, total_mb)  # the end once, after the last record matched
     return True
 
 

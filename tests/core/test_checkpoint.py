@@ -112,3 +112,14 @@ def test_cast_state_reports_about_every_percent():
     cast = cast_state(state, torch.bfloat16, events.append, "load big")
     assert all(v.dtype == torch.bfloat16 for v in cast.values())
     assert 90 <= len(events) <= 101 and events[-1].step == events[-1].total == 400
+
+
+def test_verify_checksums_reports_the_end_once(tmp_path):
+    from flashvideo_core.checkpoint import verify_checksums
+
+    path = tmp_path / "three_mb.pt"
+    torch.save({"w": torch.zeros(3 * 2**18)}, path)  # 3 MiB of fp32 in one record
+    events = []
+    assert verify_checksums(path, events.append) is True
+    steps = [e.step for e in events]
+    assert steps == sorted(steps) and steps[-1] == events[-1].total == 3 and steps.count(3) == 1

@@ -68,6 +68,7 @@ def test_a_damaged_pt_is_named_before_it_is_converted(tiny_weights, tmp_path):
     events = []
     assert verify_checksums(source, events.append) is True
     assert events and events[-1].phase == "verify stage2.pt" and events[-1].step == events[-1].total
+    assert [e.step for e in events].count(events[-1].total) == 1, "the end is reported once (one bar in the CLI)"
     with zipfile.ZipFile(source) as archive:
         record = max((r for r in archive.infolist() if "/data/" in r.filename), key=lambda r: r.file_size)
     with open(source, "r+b") as file:
