@@ -360,11 +360,12 @@ def _read_meta(src: Path) -> dict:
         reader.close()
 
 
-_SAR = re.compile(r"Stream #\d+:\d+.*?: Video: .*?\[SAR (\d+):(\d+) DAR")
+_SAR = re.compile(r"\[SAR (\d+):(\d+) DAR")
 
 
 def _pixel_aspect(src: Path, meta: dict) -> Fraction:
-    """Sample aspect ratio of `src`'s first video stream as displayed (pixel width / height), 1 if not stored.
+    """Sample aspect ratio (pixel width / height) of `src`'s first video stream, the one read, as displayed; 1 if
+    not stored.
 
     ffmpeg reports it for the stored orientation; a 90/270 degree rotation (meta size = the stored
     size swapped) turns a wide pixel into a tall one.
@@ -373,7 +374,8 @@ def _pixel_aspect(src: Path, meta: dict) -> Fraction:
 
     header = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(src)],
                             capture_output=True, text=True, errors="replace").stderr
-    match = _SAR.search(header)
+    first_video = next((line for line in header.splitlines() if re.search(r"Stream #\d+:\d+.*: Video: ", line)), "")
+    match = _SAR.search(first_video)  # not a later stream's (e.g. an attached cover picture)
     if match is None or not int(match.group(1)) or not int(match.group(2)):
         return Fraction(1)  # none stored, or 0:1 ("unknown")
     aspect = Fraction(int(match.group(1)), int(match.group(2)))
