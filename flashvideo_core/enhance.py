@@ -116,12 +116,11 @@ def describe_plan(plan: EnhancePlan, noise_step: int | str = "auto") -> str:
     work = (f"; the model works at {target.work_height}x{target.work_width} (edge-padded to multiples of 16, "
             "cropped back)" if target.padded else "")
     lengths = sorted({w.length for w in windows})
-    padded = sum(1 for w in windows if w.padding)
+    padding = windows[-1].padding  # only a clip shorter than one window is padded (windows.plan_windows)
     cut = (f"{len(windows)} window{'s' if len(windows) > 1 else ''} of {'/'.join(map(str, lengths))} frames"
            + (f", overlaps of {_span(w.overlap_after for w in windows[:-1])} frames blended" if len(windows) > 1
               else "")
-           + (f", {windows[-1].padding} padding frame{'s' if windows[-1].padding > 1 else ''} trimmed after"
-              if padded else ""))
+           + (f", {padding} padding frame{'s' if padding > 1 else ''} trimmed after" if padding else ""))
     source = (f"auto: {windows[0].length}-frame window at {target.height}x{target.width}, see noise_rule.py"
               if isinstance(noise_step, str) else "given")
     return "\n".join([
@@ -439,10 +438,10 @@ OUTPUT_RAM_FRACTION = 0.8
 
 def _check_output_fits(plan: EnhancePlan) -> None:
     """Raise FlashVideoInputError if plan's output IMAGE batch would not fit in the RAM free now."""
-    need = plan.num_frames * image_frame_bytes(plan.target.height, plan.target.width)
+    per_frame = image_frame_bytes(plan.target.height, plan.target.width)
+    need = plan.num_frames * per_frame
     free = devices.free_memory("cpu")
     if need > OUTPUT_RAM_FRACTION * free:
-        per_frame = image_frame_bytes(plan.target.height, plan.target.width)
         fits = max(0, int(OUTPUT_RAM_FRACTION * free // per_frame))
         raise FlashVideoInputError(
             f"images: {plan.num_frames} enhanced frames of {plan.target.height}x{plan.target.width} take "

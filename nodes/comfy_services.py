@@ -185,4 +185,3 @@ class Progress:
             image = self.preview_fn(event.preview)
             preview = ("JPEG", image, self.max_preview) if image is not None else None
         self.bar.update_absolute(event.step, event.total, preview)
-
