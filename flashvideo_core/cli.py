@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import config
 from .errors import CheckpointError, FlashVideoInputError
+from .hub import DownloadError
 from .progress import UNITS_PER_WINDOW, ProgressEvent, WindowedProgress
 
 TINY_SETTINGS = {"num_frames": 9, "height": 64, "width": 96, "stage2_height": 128, "stage2_width": 192,
@@ -253,7 +254,8 @@ def _interrupt_on_sigterm(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one subcommand; returns the exit code (0 ok, 2 bad input or files, 130 interrupted).
+    """Run one subcommand; returns the exit code (0 ok, 2 bad input or files, 1 disk, system or network
+    failure (a download offline), 130 interrupted).
 
     Ctrl-C and SIGTERM (e.g. `kill`, a job scheduler) both stop the run with the partial output
     files removed.
@@ -267,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FlashVideoInputError, CheckpointError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:  # disk full, permissions, a vanished folder: the message names the file
+    except (OSError, DownloadError) as exc:  # disk full, permissions, offline: the message names the file
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

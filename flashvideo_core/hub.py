@@ -96,17 +96,28 @@ def download_weights(
     files: keys of PUBLISHED_FILES ("stage1", "stage2", "vae", "t5"); None = all of them.
     Already complete files are not downloaded again; partial files resume.
     Raises DownloadError with a clear message when offline (HF_HUB_OFFLINE=1 or no network).
+    A failed or interrupted run leaves the target as it found it unless some bytes arrived (kept to resume).
     """
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
-
     keys = list(PUBLISHED_FILES) if files is None else files
     unknown = [k for k in keys if k not in PUBLISHED_FILES]
     if unknown:
         raise FlashVideoInputError(f"files={unknown} unknown; choose from {list(PUBLISHED_FILES)}.")
     wanted = [item for key in keys for item in PUBLISHED_FILES[key]]
     dest = Path(dest_dir)
+    scratch = _Scratch(dest, wanted)
     dest.mkdir(parents=True, exist_ok=True)
+    try:
+        return _download_all(wanted, dest, callback)
+    except BaseException:
+        scratch.remove_if_empty()
+        raise
+
+
+def _download_all(wanted: list[PublishedFile], dest: Path, callback: ProgressCallback | None) -> list[Path]:
+    """hf_hub_download each of `wanted` into dest (existing folder); DownloadError names the failing file."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
     takes_bar = "tqdm_class" in inspect.signature(hf_hub_download).parameters  # huggingface_hub >= 0.26
     paths = []
     for index, item in enumerate(wanted, start=1):
@@ -127,3 +138,47 @@ def download_weights(
         paths.append(Path(local))
         report(callback, "download", index, len(wanted))  # files done (also when nothing was left to fetch)
     return paths
+
+
+HUB_BOOKKEEPING = {"CACHEDIR.TAG", ".gitignore"}
+"""Files huggingface_hub writes into `<local_dir>/.cache/huggingface` before it fetches anything."""
+
+
+class _Scratch:
+    """What a download run may create in its target: the folder itself, `.cache/huggingface` and the
+    folders of nested files (text_encoder/, tokenizer/). Records what existed before the run so that
+    `remove_if_empty` removes only what this run created, and only if no downloaded byte is in it."""
+
+    def __init__(self, dest: Path, wanted: list[PublishedFile]):
+        self.created_dirs = [p for p in (dest, *dest.parents) if not p.exists()]  # dest first
+        self.roots = list(dict.fromkeys(
+            [dest / ".cache"] + [dest / Path(item.filename).parts[0] for item in wanted if "/" in item.filename]))
+        self.before = {p for root in self.roots if root.is_dir() for p in root.rglob("*")} | {
+            root for root in self.roots if root.exists()}
+
+    def remove_if_empty(self) -> None:
+        """After a failed run: drop the lock files it made; if it left no data (no partial or finished
+        file, whose bytes a later run resumes from), also the bookkeeping files and folders it made."""
+        new = [p for root in self.roots if root.exists() for p in (root, *root.rglob("*")) if p not in self.before]
+        for path in new:
+            if path.is_file() and path.suffix == ".lock":
+                path.unlink(missing_ok=True)
+        if any(p.is_file() and p.exists() and p.name not in HUB_BOOKKEEPING for p in new):
+            return  # partial or finished files: keep them (and their bookkeeping) for the next run
+        for path in new:
+            if path.is_file():
+                path.unlink(missing_ok=True)
+        for folder in sorted((p for p in new if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            _rmdir_if_empty(folder)
+        for folder in self.created_dirs:
+            if not _rmdir_if_empty(folder):
+                break
+
+
+def _rmdir_if_empty(folder: Path) -> bool:
+    """Remove `folder` if it is an empty directory; True if it is gone."""
+    try:
+        folder.rmdir()
+    except OSError:
+        return not folder.exists()
+    return True

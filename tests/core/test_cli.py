@@ -90,6 +90,20 @@ def test_convert_then_load_from_safetensors(tiny_weights, tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
 
 
+def test_download_offline_is_one_clear_line_and_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    target = tmp_path / "weights"
+    code = main(["download", str(target), "--files", "vae"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("error: Cannot download 3d-vae.pt from FoundationVision/FlashVideo: this machine is offline")
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not target.exists(), "the folder and the .cache/huggingface lock folder made by the failed run are removed"
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_killed_enhance_leaves_no_partial_file(tiny_weights_dir, tmp_path, signum):
     source = tmp_path / "clip.mp4"
