@@ -16,6 +16,7 @@ from flashvideo_core.sat_transformer import (
     save_sat_transformer,
 )
 from flashvideo_core.transformer import FlashVideoTransformer, build_transformer
+
 from ..equivalence import assert_same_outputs, assert_same_weights
 
 

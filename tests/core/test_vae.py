@@ -25,6 +25,7 @@ from flashvideo_core.vae import (
     tile_starts,
 )
 from flashvideo_core.vae_slicing import bytes_per_output_voxel
+
 from ..equivalence import assert_same_outputs, assert_same_weights
 
 
