@@ -7,9 +7,11 @@ model folders taken from FLASHVIDEO_MODELS_DIR (default ./models).
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import torch
+
+from flashvideo_core.errors import CheckpointError
 
 PACK_FOLDER = "FlashVideo"
 """models/FlashVideo: the pack's own model folder (registered with folder_paths)."""
@@ -58,13 +60,18 @@ def search_folders(kind: str) -> list[Path]:
 
 
 def list_models(kind: str, folders_too: bool = False) -> list[str]:
-    """Relative names of weight files (and, with folders_too, model folders holding config.json)."""
+    """Relative names of weight files (and, with folders_too, model folders holding config.json).
+
+    Only names that resolve_model accepts are listed (a link leading out of its folder is not).
+    """
     names: list[str] = []
     for root in search_folders(kind):
         if not root.is_dir():
             continue
         for path in sorted(root.rglob("*")):
             relative = path.relative_to(root).as_posix()
+            if _inside(root, relative) is None:
+                continue
             if path.is_file() and path.suffix in WEIGHT_SUFFIXES and not _inside_model_folder(path, root):
                 names.append(relative)
             elif folders_too and path.is_dir() and (path / "config.json").exists():
@@ -78,13 +85,56 @@ def _inside_model_folder(path: Path, root: Path) -> bool:
     return any((parent / "config.json").exists() for parent in inner)
 
 
-def resolve_model(kind: str, name: str) -> Path | None:
-    """Full path of a listed name (first folder that has it), or None."""
+def _inside(root: Path, name) -> Path | None:
+    """root / name if that stays inside root with '..' and links resolved (a relative name), else None.
+
+    Like ComfyUI's folder_paths.get_full_path, a name is always relative to a model folder: absolute
+    names, drive letters and '..' parts are refused outright, and the real path (links followed) must
+    lie inside the folder's real path, so a link in the folder cannot lead out of it.
+    """
+    if not isinstance(name, str) or "\x00" in name:
+        return None
+    relative = PurePath(name.rstrip("/\\"))
+    if not relative.parts or relative.anchor or ".." in relative.parts:
+        return None
+    candidate = root / relative
+    if Path(os.path.realpath(root)) not in Path(os.path.realpath(candidate)).parents:
+        return None
+    return candidate
+
+
+def _loadable(path: Path) -> bool:
+    """A folder (diffusers/transformers model, tokenizer) or a file with a weight suffix."""
+    return path.is_dir() or (path.is_file() and path.suffix in WEIGHT_SUFFIXES)
+
+
+def resolve_model(kind: str, name) -> Path | None:
+    """Path of a listed name in the first of the kind's folders that has it, or None.
+
+    None for every name that is not a weight file or folder inside one of search_folders(kind)
+    (see _inside): nothing outside the model folders is ever looked at.
+    """
     for root in search_folders(kind):
-        candidate = root / name.rstrip("/")
-        if candidate.exists():
+        candidate = _inside(root, name)
+        if candidate is not None and _loadable(candidate):
             return candidate
     return None
+
+
+def rejected_model_message(kind: str, name) -> str:
+    """The one message for any name resolve_model refuses (the same whether or not such a file exists)."""
+    folders = ", ".join(str(f) for f in search_folders(kind))
+    return (f"{name!r} not found in the {kind} model folders ({folders}). Choose a name from the list: only "
+            "files and folders inside these folders are used (no '..', no absolute path, no link leading out; "
+            "add other folders in extra_model_paths.yaml). Put the file in one of them, then press R to refresh.")
+
+
+def model_path(kind: str, name) -> Path:
+    """resolve_model, raising CheckpointError(rejected_model_message) instead of returning None."""
+    path = resolve_model(kind, name)
+    if path is None:
+        raise CheckpointError(rejected_model_message(kind, name))
+    return path
 
 
 def pack_model_dir() -> Path:

@@ -31,17 +31,18 @@ def _choices(kind: str, folders_too: bool = False) -> list[str]:
 
 
 def _validate_choice(kind: str, name: str | None) -> bool | str:
-    """True, or a message for a missing file, an unreadable one, or one that holds another model.
+    """True, or a message for a name outside the model folders, an unreadable file, or another model's file.
 
-    Reads tensor names only (safetensors header, mmapped pickle), so a wrong file is named at
-    validation, before any other node of the graph runs.
+    This replaces ComfyUI's own "value not in list" check (skipped for inputs VALIDATE_INPUTS names),
+    so every name outside the kind's folders gets the one rejected_model_message, whether or not such
+    a file exists. Reads tensor names only (safetensors header, mmapped pickle), so a wrong file is
+    named at validation, before any other node of the graph runs.
     """
     if name is None:  # linked from another node: checked when the loader runs
         return True
     path = services.resolve_model(kind, name)
     if path is None:
-        folders = ", ".join(str(f) for f in services.search_folders(kind))
-        return f"{name!r} not found. Put the file in one of: {folders} (then press R to refresh)."
+        return services.rejected_model_message(kind, name)
     stat = path.stat()
     return _checked_file(str(path), kind, stat.st_size, stat.st_mtime_ns)
 
@@ -91,7 +92,7 @@ class _TransformerLoader:
         """A file name from the model lists -> (LoadedModel holding the Stage I or II transformer,)."""
         from flashvideo_core.sat_transformer import load_transformer
 
-        path = services.resolve_model(self.KIND, model_name)
+        path = services.model_path(self.KIND, model_name)
         module = load_transformer(path, stage=self.STAGE, dtype=parse_dtype(precision, services.torch_device()),
                                   callback=services.Progress())
         return (_wrap(module, precision, offload, str(path)),)
@@ -147,7 +148,7 @@ class FlashVideoVAELoader:
         """A file or folder name from the VAE list -> (LoadedModel holding the CogVideoX VAE,)."""
         from flashvideo_core.vae import load_vae
 
-        path = services.resolve_model("vae", vae_name)
+        path = services.model_path("vae", vae_name)
         module = load_vae(path, dtype=parse_dtype(precision, services.torch_device()), callback=services.Progress())
         return (_wrap(module, precision, offload, str(path)),)
 
@@ -193,7 +194,7 @@ class FlashVideoT5Loader:
         """Encoder and tokenizer names -> (LoadedModel holding the T5 encoder, with .text_encoder set,)."""
         from flashvideo_core.text import load_text_encoder
 
-        path = services.resolve_model("t5", encoder_name)
+        path = services.model_path("t5", encoder_name)
         tokenizer_path = _auto_tokenizer(path) if tokenizer == TOKENIZER_AUTO else _resolve_tokenizer(tokenizer)
         encoder = load_text_encoder(path, tokenizer_path, dtype=parse_dtype(precision, services.torch_device()),
                                     callback=services.Progress())
@@ -218,19 +219,18 @@ def _auto_tokenizer(encoder_path: Path) -> Path | None:
 
 
 def _tokenizer_folders() -> list[str]:
+    """Folders (relative names ending in /) in the T5 folders that hold spiece.model or tokenizer.json."""
     names = []
     for root in services.search_folders("t5"):
         if root.is_dir():
             names += [p.parent.relative_to(root).as_posix() + "/" for p in root.rglob("spiece.model")]
             names += [p.parent.relative_to(root).as_posix() + "/" for p in root.rglob("tokenizer.json")]
-    return names
+    return [name for name in names if services.resolve_model("t5", name) is not None]
 
 
 def _resolve_tokenizer(name: str) -> Path:
-    path = services.resolve_model("t5", name)
-    if path is None:
-        raise CheckpointError(f"Tokenizer folder {name!r} not found in {services.search_folders('t5')}.")
-    return path
+    """A tokenizer folder name from the list -> its path (CheckpointError for any name outside the T5 folders)."""
+    return services.model_path("t5", name)
 
 
 DOWNLOAD_CHOICES = ["stage1 + stage2 + vae", "stage1", "stage2", "vae", "t5 (CogVideoX-5b text_encoder)", "all"]
