@@ -11,3 +11,7 @@ class FlashVideoInputError(ValueError):
 
 class CheckpointError(ValueError):
     """A weight file or folder that cannot be used: missing, corrupt, unsafe or the wrong model."""
+
+
+class NonFiniteError(ValueError):
+    """A stage produced (or was given) NaN or Inf values: raised at once, instead of writing a black video."""

@@ -72,14 +72,18 @@ def load_stage1(path: str | Path, device="cpu", dtype: torch.dtype = torch.float
     """Stage I transformer from stage1.pt (LoRA merged), a converted .safetensors or a diffusers folder."""
     from .sat_transformer import load_transformer
 
-    return load_transformer(path, stage=1, device=device, dtype=dtype, callback=callback)
+    model = load_transformer(path, stage=1, device=device, dtype=dtype, callback=callback)
+    model.source_file = str(path)
+    return model
 
 
 def load_stage2(path: str | Path, device="cpu", dtype: torch.dtype = torch.float32, callback=None):
     """Stage II transformer (with its two extra embeddings) from stage2.pt, .safetensors or a folder."""
     from .sat_transformer import load_transformer
 
-    return load_transformer(path, stage=2, device=device, dtype=dtype, callback=callback)
+    model = load_transformer(path, stage=2, device=device, dtype=dtype, callback=callback)
+    model.source_file = str(path)
+    return model
 
 
 def load_vae(path: str | Path, device="cpu", dtype: torch.dtype = torch.float32, callback=None):

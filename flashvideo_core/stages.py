@@ -14,6 +14,7 @@ from . import config
 from .degradation import check_noise_step
 from .devices import model_device
 from .errors import FlashVideoInputError
+from .finite import check_finite, checked_model_calls
 from .guidance import model_dtype, stage1_denoiser, stage2_velocity
 from .layout import check_latent, check_num_frames, check_pixel_size, latent_frames
 from .progress import ProgressCallback, ProgressEvent
@@ -116,9 +117,10 @@ def run_stage1(
     frames = latent_frames(num_frames)
     noise = randn((1, frames, config.LATENT_CHANNELS, height // 8, width // 8), generator, device=device)
     noise = noise.permute(0, 2, 1, 3, 4).contiguous()  # (1, 16, T, h, w)
-    denoise = stage1_denoiser(
+    check_finite(cond, "Stage I: the prompt embedding", "Check the T5 weights (a damaged file) and the prompt.")
+    denoise = checked_model_calls(stage1_denoiser(
         model, cond, alphas.denoiser, cfg, cfg_exponent, config.STAGE1_STEPS, dynamic_cfg=dynamic_cfg
-    )
+    ), "Stage I", getattr(model, "source_file", None))
     with torch.no_grad():
         x0 = sample_dpmpp_2m_v(
             denoise, noise, timesteps, alphas.sampler, generator,
@@ -155,7 +157,10 @@ def run_stage2(
     """
     _check_stage(model, 2)
     check_latent(latent, "latent")
+    check_finite(latent, "Stage II: the degraded input latent",
+                 "It came from the VAE encode of frames holding NaN/Inf, or from a damaged VAE file.")
     check_embedding(cond, model, batch=latent.shape[0])
+    check_finite(cond, "Stage II: the prompt embedding", "Check the T5 weights (a damaged file) and the prompt.")
     check_noise_step(noise_step)
     check_solver(solver)
     check_cfg(cfg)
@@ -165,7 +170,7 @@ def run_stage2(
     time_dtype = working if round_times else torch.float32
     grid = stage2_time_grid(steps, shift, dtype=working if round_times else torch.float64)
     z = (latent.to(device).float() * config.STAGE2_SCALE_FACTOR).to(working)
-    velocity = stage2_velocity(model, cond, cfg, noise_step, time_dtype)
+    velocity = checked_model_calls(stage2_velocity(model, cond, cfg, noise_step, time_dtype), "Stage II", getattr(model, "source_file", None))
     with torch.no_grad():
         z = sample_euler_flow(velocity, z, grid, _preview_in_raw_space(callback, config.STAGE2_SCALE_FACTOR), solver)
     return (z.float() / config.STAGE2_SCALE_FACTOR).cpu()

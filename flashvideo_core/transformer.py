@@ -40,8 +40,11 @@ class FlashVideoTransformer(torch.nn.Module):
     """Stage I (config.stage2_extras False) or Stage II network.
 
     Attributes: config (TransformerConfig), stage (1 or 2), inner (CogVideoXTransformer3DModel),
-    and for Stage II ref_step_time_embedding, time_size_embedding.
+    and for Stage II ref_step_time_embedding, time_size_embedding; source_file: the file it was
+    loaded from (None when built in memory), named in errors about damaged weights.
     """
+
+    source_file: str | None = None
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
