@@ -170,7 +170,9 @@ def run_stage2(
     time_dtype = working if round_times else torch.float32
     grid = stage2_time_grid(steps, shift, dtype=working if round_times else torch.float64)
     z = (latent.to(device).float() * config.STAGE2_SCALE_FACTOR).to(working)
-    velocity = checked_model_calls(stage2_velocity(model, cond, cfg, noise_step, time_dtype), "Stage II", getattr(model, "source_file", None))
+    velocity = checked_model_calls(
+        stage2_velocity(model, cond, cfg, noise_step, time_dtype), "Stage II", getattr(model, "source_file", None)
+    )
     with torch.no_grad():
         z = sample_euler_flow(velocity, z, grid, _preview_in_raw_space(callback, config.STAGE2_SCALE_FACTOR), solver)
     return (z.float() / config.STAGE2_SCALE_FACTOR).cpu()
