@@ -35,6 +35,66 @@ def image_to_video(images: torch.Tensor) -> torch.Tensor:
     return images.float().permute(3, 0, 1, 2).unsqueeze(0) * 2.0 - 1.0
 
 
+IMAGE_OVERSHOOT = 0.25
+"""How far float IMAGE values may stray outside 0..1 and still be clamped (resampling rings a little
+past the ends: bicubic ~0.1); anything further means another value range and is refused."""
+
+
+def checked_images(images: torch.Tensor, name: str = "images") -> torch.Tensor:
+    """An IMAGE batch from any node -> (F, H, W, 3) float32 in [0, 1], refusing values that would mislead.
+
+    images: (F, H, W, C), C in {1, 3, 4} (see rgb_images), float or uint8. uint8 is divided by 255;
+    float values within IMAGE_OVERSHOOT of 0..1 are clamped. Raises FlashVideoInputError naming
+    `name` for NaN/Inf (with the first bad frame index; one NaN pixel turns a whole Stage II result
+    NaN) and for values further out (a 0..255 or -1..1 batch would come out white or washed out),
+    saying the range found and the fix. Costs one min/max reduction per frame; a copy is made only
+    to convert or clamp.
+    """
+    images = rgb_images(images, name)
+    if images.shape[1] < 1 or images.shape[2] < 1:
+        raise FlashVideoInputError(f"{name} frames are empty ({images.shape[2]}x{images.shape[1]} pixels).")
+    if images.dtype == torch.uint8:
+        return images.float().div_(255.0)
+    if not images.dtype.is_floating_point:
+        raise FlashVideoInputError(
+            f"{name} has dtype {images.dtype}; IMAGE frames are float in 0..1 (or uint8 0..255). Convert them "
+            "to float and divide by their maximum value (255 for 8-bit, 65535 for 16-bit)."
+        )
+    lows, highs = _frame_ranges(images)
+    bad = (~torch.isfinite(lows) | ~torch.isfinite(highs)).nonzero().flatten().tolist()
+    if bad:
+        raise FlashVideoInputError(
+            f"{name} frame {bad[0]} (counting from 0) holds NaN or Inf values ({len(bad)} of {images.shape[0]} "
+            "frames do); one such pixel turns the whole result into NaN. Fix or drop that frame, or check the "
+            "node that made it."
+        )
+    low, high = float(lows.min()), float(highs.max())
+    if low < -IMAGE_OVERSHOOT or high > 1.0 + IMAGE_OVERSHOOT:
+        raise FlashVideoInputError(_range_message(name, low, high, lows, highs))
+    images = images.float()
+    return images.clamp(0.0, 1.0) if low < 0.0 or high > 1.0 else images
+
+
+def _frame_ranges(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame (min, max) of (F, H, W, C) as two (F,) tensors (NaN where a frame has one), without a copy."""
+    if images.is_contiguous():
+        return torch.aminmax(images.flatten(1), dim=1)  # one pass
+    return images.amin(dim=(1, 2, 3)), images.amax(dim=(1, 2, 3))
+
+
+def _range_message(name: str, low: float, high: float, lows: torch.Tensor, highs: torch.Tensor) -> str:
+    """Why values low..high are not an IMAGE, the first frame out of range, and the likely fix."""
+    out = ((lows < -IMAGE_OVERSHOOT) | (highs > 1.0 + IMAGE_OVERSHOOT)).nonzero().flatten().tolist()
+    if low >= -1.0 - IMAGE_OVERSHOOT and high <= 1.0 + IMAGE_OVERSHOOT:
+        fix = "These look like -1..1 values (VAE layout): use (x + 1) / 2."
+    elif low >= -IMAGE_OVERSHOOT and 2.0 < high <= 255.0 + IMAGE_OVERSHOOT:
+        fix = "These look like 0..255 pixel values: divide them by 255."
+    else:
+        fix = "Scale or clamp them into 0..1 (divide 8-bit values by 255, 16-bit ones by 65535)."
+    return (f"{name} values must be in 0..1 (ComfyUI IMAGE); found {low:g}..{high:g} ({len(out)} frames out of "
+            f"range, the first is frame {out[0]}, counting from 0). {fix}")
+
+
 def video_to_image(video: torch.Tensor) -> torch.Tensor:
     """Video (B, 3, F, H, W) in [-1, 1] -> ComfyUI IMAGE (B*F, H, W, 3) in [0, 1], float32."""
     b, c, f, h, w = video.shape

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flashvideo_core import config
 from flashvideo_core.enhance import enhance_images
+from flashvideo_core.layout import checked_images
 from flashvideo_core.progress import WindowedProgress
 from flashvideo_core.sizing import NAMED_SIZES, image_frame_bytes
 
@@ -72,7 +73,8 @@ class FlashVideoEnhanceImages:
 
     def enhance(self, model, vae, embeds, images, target, long_edge, auto_noise, noise_step, steps, cfg, shift,
                 window, overlap, color_match, seed):
-        """IMAGE (F, H, W, C) in 0..1 -> (IMAGE (F, H', W', 3) in 0..1 at the target size,); same F."""
+        """IMAGE (F, H, W, C) in 0..1 (or uint8) -> (IMAGE (F, H', W', 3) in 0..1 at the target size,); same F."""
+        images = checked_images(images)  # NaN/Inf and 0..255 floats refused before any model work
         choice = {"scale": int(target[1:])} if target.startswith("x") else (
             {"long_edge": long_edge} if target == "long edge" else {"size": target})
         with model.active(), vae.active():

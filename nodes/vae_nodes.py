@@ -5,7 +5,7 @@ from __future__ import annotations
 from flashvideo_core import config
 from flashvideo_core.errors import FlashVideoInputError
 from flashvideo_core.handoff import video_to_stage2_latent
-from flashvideo_core.layout import check_latent, image_to_video, rgb_images, video_to_image
+from flashvideo_core.layout import check_latent, checked_images, image_to_video, video_to_image
 from flashvideo_core.vae import SliceSpec, decode_latents, decode_latents_auto
 
 from . import comfy_services as services
@@ -98,8 +98,9 @@ class FlashVideoPrepareStage2:
         return next((c for c in checks if c is not True), True)
 
     def prepare(self, vae, images, width, height, seed):
-        """IMAGE (F, H, W, C) in 0..1, F = 4k+1 -> (LATENT (1, 16, k+1, height/8, width/8) at the Stage II size,)."""
-        images = rgb_images(images)
+        """IMAGE (F, H, W, C) in 0..1 (or uint8), F = 4k+1 -> (LATENT (1, 16, k+1, height/8, width/8),) at the
+        Stage II size. NaN/Inf and values far outside 0..1 are refused (checked_images)."""
+        images = checked_images(images)
         frames = images.shape[0]
         if (frames - 1) % 4:
             raise FlashVideoInputError(
