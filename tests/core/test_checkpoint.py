@@ -123,3 +123,20 @@ def test_verify_checksums_reports_the_end_once(tmp_path):
     assert verify_checksums(path, events.append) is True
     steps = [e.step for e in events]
     assert steps == sorted(steps) and steps[-1] == events[-1].total == 3 and steps.count(3) == 1
+
+
+@pytest.mark.parametrize("broken", ['{"hidden_size": 32,,}', "\xff\xfe", "[1, 2]"])
+def test_a_broken_json_in_a_model_folder_is_named_with_the_fix(tiny_weights, tmp_path, broken):
+    import shutil
+
+    from flashvideo_core.loaders import load_text_encoder
+
+    encoder = shutil.copytree(tiny_weights["text_encoder"], tmp_path / "text_encoder")
+    tokenizer = shutil.copytree(tiny_weights["tokenizer"], tmp_path / "tokenizer")
+    (encoder / "config.json").write_bytes(broken.encode("latin-1"))
+    with pytest.raises(CheckpointError, match=r"text_encoder/config.json .*(JSON|UTF-8).*restore it"):
+        load_text_encoder(encoder, tokenizer)
+    shutil.copy(tiny_weights["text_encoder"] / "config.json", encoder / "config.json")
+    (tokenizer / "tokenizer_config.json").write_bytes(broken.encode("latin-1"))
+    with pytest.raises(CheckpointError, match=r"tokenizer/tokenizer_config.json .*(JSON|UTF-8)"):
+        load_text_encoder(encoder, tokenizer)

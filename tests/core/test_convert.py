@@ -87,3 +87,13 @@ def test_a_damaged_pt_is_named_before_it_is_converted(tiny_weights, tmp_path):
         convert_checkpoint(source, tmp_path / "stage2.safetensors")
     assert not (tmp_path / "stage2.safetensors").exists()
     assert verify_checksums(tmp_path / "missing.safetensors") is False
+
+
+def test_convert_into_an_existing_folder_writes_there_under_the_source_name(tiny_weights, tmp_path):
+    folder = tmp_path / "converted"
+    folder.mkdir()
+    out = convert_checkpoint(tiny_weights["stage2"], folder)
+    assert out == folder / "stage2.safetensors" and out.is_file()
+    with pytest.raises(CheckpointError, match="already exists"):
+        convert_checkpoint(tiny_weights["stage2"], folder)  # the folder itself is never a target to replace
+    assert folder.is_dir()
