@@ -1,4 +1,7 @@
-"""Prompt encoding with the official rules: T5 v1.1, exactly 226 tokens, no attention mask, zero uncond."""
+"""Prompt checks and encoding with the official rules: T5 v1.1, exactly 226 tokens, no attention mask, zero uncond.
+
+Imports no transformers until a model is loaded, so check_prompt is cheap to import (CLI, nodes).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,6 @@ import torch
 
 from .config import STAGE2_PROMPT_PREFIX, TEXT_TOKENS
 from .errors import FlashVideoInputError
-from .t5_loading import find_tokenizer, load_t5_encoder, load_t5_tokenizer
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,33 @@ class PromptEmbeds:
         return torch.zeros_like(self.stage1 if stage == 1 else self.stage2)
 
 
+EMPTY_PROMPT = "prompt is empty; FlashVideo needs a (preferably long, detailed) description."
+
+
+def check_prompt(prompt, name: str = "prompt", required: bool = True) -> str:
+    """Return `prompt` if it is text the tokenizer can read; raise FlashVideoInputError otherwise.
+
+    Refused: anything but a str; with `required`, an empty or blank prompt (the CLI's generate and
+    the Text Encode node need a description; enhance may go without); characters that are not valid
+    Unicode text (lone surrogates such as '\\udcff', which Python makes of bytes that are not UTF-8,
+    e.g. in a command-line argument), named by position with the fix.
+    """
+    if not isinstance(prompt, str):
+        raise FlashVideoInputError(f"{name} must be text; got {type(prompt).__name__}.")
+    if required and not prompt.strip():
+        raise FlashVideoInputError(EMPTY_PROMPT.replace("prompt", name, 1))
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        before = prompt[max(0, exc.start - 20):exc.start]
+        raise FlashVideoInputError(
+            f"{name} has a character that is not valid text at position {exc.start} (counting from 0, after "
+            f"{before!r}): {prompt[exc.start]!r} is a lone surrogate, what Python makes of bytes that are not "
+            "UTF-8. Save the prompt as UTF-8 (or set the terminal's locale to UTF-8) and give it again."
+        ) from None
+    return prompt
+
+
 class TextEncoder:
     """A T5 encoder and its tokenizer, applying the FlashVideo encode rules."""
 
@@ -66,9 +95,8 @@ class TextEncoder:
         return hidden.float().cpu()
 
     def encode(self, prompt: str, stage2_prefix: bool = False) -> PromptEmbeds:
-        """prompt -> PromptEmbeds (1, 226, d_model) for both stages."""
-        if not isinstance(prompt, str):
-            raise FlashVideoInputError(f"prompt must be text; got {type(prompt).__name__}.")
+        """prompt -> PromptEmbeds (1, 226, d_model) for both stages; check_prompt(required=False) first."""
+        check_prompt(prompt, required=False)
         stage1 = self._encode_text(prompt)
         stage2 = self._encode_text(STAGE2_PROMPT_PREFIX + prompt) if stage2_prefix else stage1
         count = self.count_tokens(prompt)
@@ -85,6 +113,8 @@ def load_text_encoder(
     tokenizer_path None: look for tokenizer/ beside the encoder (the CogVideoX layout).
     callback: ProgressEvent("load <name>", MB done, MB total) while the weights are read.
     """
+    from .t5_loading import find_tokenizer, load_t5_encoder, load_t5_tokenizer  # transformers: only when needed
+
     tokenizer = load_t5_tokenizer(find_tokenizer(encoder_path, tokenizer_path))
     model = load_t5_encoder(encoder_path, dtype=dtype, callback=callback)
     if len(tokenizer) > model.config.vocab_size:
@@ -133,6 +163,8 @@ def write_tiny_t5(dest_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
     """
     from transformers import T5EncoderModel
 
+    from .t5_loading import load_t5_tokenizer
+
     dest = Path(dest_dir)
     tokenizer_dir, encoder_dir = dest / "tokenizer", dest / "text_encoder"
     tokenizer_dir.mkdir(parents=True, exist_ok=True)
@@ -153,6 +185,8 @@ def write_tiny_t5(dest_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
 def write_tiny_t5_single_file(path: str | Path, encoder_dir: str | Path) -> Path:
     """Save the encoder of `encoder_dir` as one ComfyUI-style safetensors file (encoder.* + shared.weight)."""
     from safetensors.torch import save_file
+
+    from .t5_loading import load_t5_encoder
 
     model = load_t5_encoder(encoder_dir)
     state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "encoder.embed_tokens.weight"}

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from flashvideo_core import config
 from flashvideo_core.degradation import degrade_latent
+from flashvideo_core.errors import FlashVideoInputError
 from flashvideo_core.layout import check_latent
 from flashvideo_core.stages import run_stage1, run_stage2
+from flashvideo_core.text import check_prompt
 
 from . import comfy_services as services
 from .common import (
@@ -51,8 +53,20 @@ class FlashVideoTextEncode:
             }
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, prompt=None):
+        """True, or check_prompt's message for an empty or unreadable prompt (None = linked, checked when run)."""
+        if prompt is None:
+            return True
+        try:
+            check_prompt(prompt)
+        except FlashVideoInputError as exc:
+            return str(exc)
+        return True
+
     def encode(self, t5, prompt, stage2_prefix):
-        """Prompt text -> (PromptEmbeds: (1, 226, 4096) for Stage I and for Stage II,)."""
+        """Prompt text -> (PromptEmbeds: (1, 226, 4096) for Stage I and for Stage II,); empty prompts refused."""
+        check_prompt(prompt)  # the CLI's rule: a description is needed
         with t5.active():
             embeds = t5.text_encoder.encode(prompt, stage2_prefix=stage2_prefix)
         if embeds.num_truncated or embeds.stage2_truncated:
@@ -181,8 +195,6 @@ class FlashVideoStage2Sampler:
         check_latent(latent["samples"], "latent")
         info = flashvideo_info(latent)
         if "noise_step" not in info:
-            from flashvideo_core.errors import FlashVideoInputError
-
             raise FlashVideoInputError(
                 "This latent was not degraded: connect FlashVideo Latent Degradation between Prepare Stage II "
                 "and the Stage II Sampler (it records the noise step Stage II must be told)."

@@ -5,7 +5,7 @@ import torch
 
 from flashvideo_core.errors import CheckpointError, FlashVideoInputError
 from flashvideo_core.t5_loading import load_t5_tokenizer
-from flashvideo_core.text import load_text_encoder, write_tiny_t5, write_tiny_t5_single_file
+from flashvideo_core.text import check_prompt, load_text_encoder, write_tiny_t5, write_tiny_t5_single_file
 
 from ..equivalence import assert_same_outputs, assert_same_weights
 
@@ -112,3 +112,23 @@ def test_missing_tokenizer_and_wrong_kind_are_clear(t5_dirs, tmp_path):
 def test_prompt_must_be_text(encoder):
     with pytest.raises(FlashVideoInputError, match="prompt must be text"):
         encoder.encode(["a", "list"])
+
+
+def test_check_prompt_refuses_empty_prompts_unless_optional():
+    for blank in ("", "   ", "\n\t"):
+        with pytest.raises(FlashVideoInputError, match="prompt is empty; FlashVideo needs"):
+            check_prompt(blank)
+        assert check_prompt(blank, required=False) == blank  # enhance may run without a description
+    assert check_prompt("a red fox") == "a red fox"
+    assert check_prompt("un renard roux, 赤い狐 🦊") == "un renard roux, 赤い狐 🦊"  # any real Unicode is text
+
+
+def test_a_non_utf8_prompt_is_named_by_position_not_a_tokenizer_type_error(encoder):
+    bad = "a red \udcff fox"  # what Python's argv makes of the byte 0xff
+    with pytest.raises(FlashVideoInputError, match=r"position 6 \(counting from 0, after 'a red '\).*UTF-8"):
+        check_prompt(bad)
+    with pytest.raises(FlashVideoInputError, match="position 6"):
+        encoder.encode(bad)
+    with pytest.raises(FlashVideoInputError, match="position 0"):
+        encoder.encode("\ud83d", stage2_prefix=True)  # half an emoji from a JSON API
+    assert encoder.encode("").num_tokens >= 1, "an empty text still encodes (enhance without a prompt)"

@@ -1,10 +1,14 @@
 """IMAGE and prompt inputs are checked at the node entry, with the same core checks as the CLI."""
 
+import re
+
 import pytest
 import torch
 
 from flashvideo_core.errors import FlashVideoInputError
 from nodes import NODE_CLASS_MAPPINGS as N
+
+from .comfy_validation import validate_like_comfyui
 
 AUTO_TOKENIZER = "auto (tokenizer/ beside the encoder)"
 
@@ -66,3 +70,21 @@ def test_small_overshoots_are_clamped_not_refused(models):
     images = torch.rand(5, 16, 16, 3)
     rung = images * 1.02 - 0.01  # -0.01..1.01, as a bicubic resize leaves it
     assert torch.equal(_prepare(models[1], rung), _prepare(models[1], rung.clamp(0, 1)))
+
+
+@pytest.mark.parametrize(("prompt", "message"), [
+    ("", "prompt is empty; FlashVideo needs"), (" \n ", "prompt is empty"),
+    ("a \udcff cat", r"position 2 \(counting from 0, after 'a '\).*Save the prompt as UTF-8"),
+])
+def test_text_encode_refuses_what_the_cli_refuses(models, prompt, message):
+    encode = N["FlashVideoTextEncode"]
+    answer = validate_like_comfyui(encode, {"prompt": prompt, "stage2_prefix": False})
+    assert isinstance(answer, str) and re.search(message, answer), answer
+    with pytest.raises(FlashVideoInputError, match=message):
+        encode().encode(models[2], prompt, False)
+
+
+def test_text_encode_validation_passes_good_and_linked_prompts():
+    encode = N["FlashVideoTextEncode"]
+    assert validate_like_comfyui(encode, {"prompt": "A lake at dawn.", "stage2_prefix": True}) is True
+    assert validate_like_comfyui(encode, {"stage2_prefix": True}, linked={"prompt"}) is True
