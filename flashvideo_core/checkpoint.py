@@ -183,14 +183,45 @@ def _shard_index(folder: Path) -> list[str] | None:
     for name in ("diffusion_pytorch_model.safetensors.index.json", "model.safetensors.index.json"):
         candidate = folder / name
         if candidate.exists():
-            return list(json.loads(candidate.read_text())["weight_map"].values())
+            index = read_json(candidate)
+            if not isinstance(index.get("weight_map"), dict):
+                raise CheckpointError(f"{candidate} has no \"weight_map\" table of shard files; restore the file "
+                                      "from the model's source (it lists which shard holds each tensor).")
+            return list(index["weight_map"].values())
     return None
 
 
+def read_json(path: str | Path) -> dict:
+    """A model folder's JSON file (config, shard index, tokenizer settings) as a dict.
+
+    Raises CheckpointError naming the file, the line and column, and the fix, for a file that is not
+    UTF-8 JSON holding an object (a truncated download, a hand edit gone wrong).
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+                              "restore it from the model's source or download it again.") from None
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path} is not UTF-8 text, so not a JSON config; restore it from the model's "
+                              "source or download it again.") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(data).__name__}, not an object of settings; restore it "
+                              "from the model's source.")
+    return data
+
+
+def check_json_files(folder: str | Path) -> None:
+    """Raise CheckpointError (see read_json) for the first *.json file in `folder` that does not parse."""
+    for path in sorted(Path(folder).glob("*.json")):
+        read_json(path)
+
+
 def read_folder_config(folder: str | Path) -> dict | None:
-    """config.json of a diffusers/transformers folder, or None if there is none."""
+    """config.json of a diffusers/transformers folder, or None if there is none (CheckpointError if broken)."""
     candidate = Path(folder) / "config.json"
-    return json.loads(candidate.read_text()) if candidate.exists() else None
+    return read_json(candidate) if candidate.exists() else None
 
 
 SAT_PREFIX = "model.diffusion_model."
@@ -277,6 +308,14 @@ WIDTH_KEYS = {
     "vae": ("latent channels", "decoder.conv_in.conv.weight", 1),
 }
 LATENT_KEY = ("latent channels", "patch_embed.proj.weight", 1)
+
+
+def transformer_width(path: str | Path) -> int:
+    """Hidden width of a Stage I/II transformer file or folder, from its patch embedding's shape (header only)."""
+    width = _width(read_shapes(path), ("hidden width", "patch_embed.proj.weight", 0))
+    if width is None:
+        raise CheckpointError(f"{path} has no patch_embed.proj.weight: not a FlashVideo transformer.")
+    return width
 
 
 def _width(shapes: dict[str, tuple[int, ...]], key: tuple[str, str, int]) -> int | None:

@@ -1,0 +1,62 @@
+"""The least memory a run needs, from its sizes alone, checked against free memory before any compute.
+
+Not a planner (which would predict each mode's peak): a floor that any run of the size must pass, so
+an impossible size (a 100000-px width, thousands of frames) is refused at once, naming the size that
+would fit, instead of computing for minutes and ending in an allocator traceback (once only after
+Stage I). Counted, nothing else:
+- a transformer forward: the hidden states plus one block's attention and MLP intermediates for the
+  CFG batch, 8 x batch x tokens x hidden x bytes per value (the real peak is higher);
+- a decoded video: float32 (3, F, H, W) plus its uint8 copy for the writer (5 x F x H x W x 3 bytes).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from . import config
+from .errors import FlashVideoInputError
+from .layout import latent_frames
+
+ACTIVATION_FACTOR = 8
+"""Values per token x hidden held at least during one block (x, q, k, v, attention out, 2 of the 4x MLP)."""
+
+
+def transformer_tokens(num_frames: int, height: int, width: int) -> int:
+    """Tokens of one forward: latent frames x (H/16) x (W/16) video patches + the 226 text tokens."""
+    return latent_frames(num_frames) * (height // 16) * (width // 16) + config.TEXT_TOKENS
+
+
+def transformer_floor(num_frames: int, height: int, width: int, hidden: int, dtype: torch.dtype,
+                      batch: int = 2) -> int:
+    """Bytes a transformer forward of hidden width `hidden` needs at least at this size (batch 2 = CFG)."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return ACTIVATION_FACTOR * batch * transformer_tokens(num_frames, height, width) * hidden * itemsize
+
+
+def video_floor(num_frames: int, height: int, width: int) -> int:
+    """Bytes of a decoded video held as float32 (3, F, H, W) plus its uint8 frames."""
+    return 5 * 3 * num_frames * height * width
+
+
+def check_fits(what: str, need: int, free: int, device: torch.device | str, num_frames: int, height: int,
+               width: int) -> None:
+    """Raise FlashVideoInputError if `need` bytes exceed `free`, naming sizes that would fit.
+
+    The suggestion keeps the aspect ratio (multiples of 16, same frame count) or keeps the size with
+    fewer frames (4k+1), both from the floor's proportionality to the pixel count.
+    """
+    if need <= free:
+        return
+    share = 0.95 * free / need  # a margin for the parts that do not scale (text tokens)
+    side = math.sqrt(share)
+    fit_w, fit_h = max(16, int(width * side) // 16 * 16), max(16, int(height * side) // 16 * 16)
+    fit_latent = int(latent_frames(num_frames) * share)  # the floor grows with latent frames, 4 video frames each
+    fit_frames = 4 * (fit_latent - 1) + 1
+    frames_hint = f", or {fit_frames} frames at {width}x{height}" if fit_latent >= 2 else ""
+    raise FlashVideoInputError(
+        f"{what} at {width}x{height} (WxH) with {num_frames} frames needs at least {need / 2**30:.1f} GiB on "
+        f"{torch.device(device)}, and {free / 2**30:.1f} GiB is free: use a smaller size (about {fit_w}x{fit_h} "
+        f"at {num_frames} frames{frames_hint}) or free memory first."
+    )

@@ -1,0 +1,46 @@
+"""Sizes that cannot fit are refused at once, naming a size that would, before any model loads or Stage I runs."""
+
+import time
+
+import pytest
+import torch
+
+from flashvideo_core.cli import main
+from flashvideo_core.errors import FlashVideoInputError
+from flashvideo_core.memory_floor import check_fits, transformer_floor, transformer_tokens, video_floor
+
+
+def test_the_floor_counts_tokens_and_pixels():
+    assert transformer_tokens(49, 1072, 1920) == 13 * 67 * 120 + 226
+    assert transformer_floor(49, 1072, 1920, 1920, torch.bfloat16) == 8 * 2 * (13 * 67 * 120 + 226) * 1920 * 2
+    assert video_floor(49, 1080, 1920) == 5 * 3 * 49 * 1080 * 1920
+
+
+def test_check_fits_names_what_would_fit():
+    need = transformer_floor(49, 1072, 1920, 1920, torch.bfloat16)
+    check_fits("Stage II", need, need, "cpu", 49, 1072, 1920)
+    with pytest.raises(FlashVideoInputError) as info:
+        check_fits("Stage II", need, need // 4, "cuda:0", 49, 1072, 1920)
+    message = str(info.value)
+    assert "Stage II at 1920x1072 (WxH) with 49 frames needs at least" in message and "on cuda:0" in message
+    assert "about 928x512 at 49 frames, or 9 frames at 1920x1072" in message
+    for frames, height, width in [(49, 512, 928), (9, 1072, 1920)]:  # what it suggests does fit
+        check_fits("Stage II", transformer_floor(frames, height, width, 1920, torch.bfloat16), need // 4, "cuda:0",
+                   frames, height, width)
+
+
+@pytest.mark.parametrize("flags, stage", [
+    (["--stage2-width", "100000"], "Stage II"),
+    (["--frames", "40001"], "Stage I"),
+])
+def test_generate_refuses_an_impossible_size_before_any_model_loads(tiny_weights_dir, tmp_path, capsys, monkeypatch,
+                                                                    flags, stage):
+    loads = []
+    monkeypatch.setattr("flashvideo_core.loaders.load_text_encoder", lambda *a, **k: loads.append(a))
+    start = time.monotonic()
+    code = main(["generate", "A red fox in the snow.", "--weights", str(tiny_weights_dir), "-o", str(tmp_path / "o"),
+                 "--quiet", *flags])
+    assert code == 2 and not loads and time.monotonic() - start < 30
+    err = capsys.readouterr().err
+    assert f"error: {stage}" in err and "needs at least" in err and "use a smaller size" in err
+    assert not (tmp_path / "o").exists()
