@@ -6,8 +6,13 @@ import os
 
 import pytest
 
+import tempfile
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The embedded tiny default (CLI runs without --weights) caches its files in a temp folder of this
+# run, not in the user's ~/.cache/flashvideo: the suite writes nothing outside the system temp folder.
+os.environ["FLASHVIDEO_CACHE"] = tempfile.mkdtemp(prefix="flashvideo-test-cache-")
 
 
 @pytest.fixture(scope="session")
