@@ -42,6 +42,9 @@ VAE_TEMPORAL_COMPRESSION = 4
 LATENT_CHANNELS = 16
 PIXEL_MULTIPLE = 16
 """Pixel sizes must be multiples of this (VAE factor 8 x transformer patch 2)."""
+MAX_PIXEL_EDGE = 8192
+"""Largest height or width: H.264's largest level (6.2) holds frames up to 8192x4320, and the models were
+trained at 1080p at most (the paper's Table 5 goes to 2K), so a larger edge is a typo, not a request."""
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ import logging
 
 import torch
 
-from .config import LATENT_CHANNELS, PIXEL_MULTIPLE, VAE_TEMPORAL_COMPRESSION
+from .config import LATENT_CHANNELS, MAX_PIXEL_EDGE, PIXEL_MULTIPLE, VAE_TEMPORAL_COMPRESSION
 from .errors import FlashVideoInputError
+from .finite import check_finite
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def check_num_frames(num_frames: int, name: str = "num_frames") -> None:
 
 
 def check_pixel_size(height: int, width: int, name: str = "size") -> None:
-    """Raise unless height and width are positive multiples of 16."""
+    """Raise unless height and width are multiples of 16 from 16 to MAX_PIXEL_EDGE."""
     for label, value in (("height", height), ("width", width)):
         if not isinstance(value, int) or value < PIXEL_MULTIPLE or value % PIXEL_MULTIPLE:
             lower = max(PIXEL_MULTIPLE, (value // PIXEL_MULTIPLE) * PIXEL_MULTIPLE) if isinstance(value, int) else 16
@@ -131,10 +132,18 @@ def check_pixel_size(height: int, width: int, name: str = "size") -> None:
                 f"{name} {label}={value!r} must be a multiple of {PIXEL_MULTIPLE} and at least "
                 f"{PIXEL_MULTIPLE} (e.g. {lower} or {lower + PIXEL_MULTIPLE})."
             )
+        if value > MAX_PIXEL_EDGE:
+            raise FlashVideoInputError(
+                f"{name} {label}={value} is over {MAX_PIXEL_EDGE}, the largest edge a video file (H.264) holds; "
+                "FlashVideo's models were trained at 1080p (Stage II works up to 2K, 2560 on the long edge)."
+            )
 
 
 def check_latent(latent: torch.Tensor, name: str = "latent", channels: int = LATENT_CHANNELS) -> None:
-    """Raise unless `latent` is a (B, channels, T, h, w) tensor with even h and w."""
+    """Raise unless `latent` is a (B, channels, T, h, w) tensor with even h and w and only finite values.
+
+    Raises FlashVideoInputError for the shape, finite.NonFiniteError for NaN/Inf (one reduction).
+    """
     if not isinstance(latent, torch.Tensor) or latent.ndim != 5:
         shape = tuple(latent.shape) if isinstance(latent, torch.Tensor) else type(latent).__name__
         raise FlashVideoInputError(
@@ -150,6 +159,9 @@ def check_latent(latent: torch.Tensor, name: str = "latent", channels: int = LAT
         raise FlashVideoInputError(
             f"{name} spatial size {tuple(latent.shape[3:])} must be even (pixel size a multiple of 16)."
         )
+    check_finite(latent, name, "A latent with NaN/Inf decodes to a black or NaN video: it came from a stage that "
+                 "failed (damaged weights: check them with `python -m flashvideo_core convert FILE`) or from a "
+                 "node that made invalid values.")
 
 
 def check_image(images: torch.Tensor, name: str = "images") -> None:

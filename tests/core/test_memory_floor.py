@@ -30,7 +30,7 @@ def test_check_fits_names_what_would_fit():
 
 
 @pytest.mark.parametrize("flags, stage", [
-    (["--stage2-width", "100000"], "Stage II"),
+    (["--stage2-width", "8192", "--stage2-height", "8192"], "Stage II"),
     (["--frames", "40001"], "Stage I"),
 ])
 def test_generate_refuses_an_impossible_size_before_any_model_loads(tiny_weights_dir, tmp_path, capsys, monkeypatch,
@@ -44,3 +44,22 @@ def test_generate_refuses_an_impossible_size_before_any_model_loads(tiny_weights
     err = capsys.readouterr().err
     assert f"error: {stage}" in err and "needs at least" in err and "use a smaller size" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_an_edge_over_the_video_limit_is_refused_with_the_reason(tiny_weights_dir, tmp_path, capsys):
+    code = main(["generate", "A red fox in the snow.", "--weights", str(tiny_weights_dir), "-o", str(tmp_path / "o"),
+                 "--quiet", "--width", "100000"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "Stage I size width=100000 is over 8192, the largest edge a video file (H.264) holds" in err
+
+
+def test_a_nan_latent_is_refused_by_decode(tiny_weights):
+    from flashvideo_core.errors import NonFiniteError
+    from flashvideo_core.loaders import load_vae
+    from flashvideo_core.vae import decode_latents_auto
+
+    latent = torch.zeros(1, 16, 2, 4, 4)
+    latent[0, 0, 1, 0, 0] = float("inf")
+    with pytest.raises(NonFiniteError, match="latents holds NaN/Inf .*decodes to a black or NaN video"):
+        decode_latents_auto(load_vae(tiny_weights["vae"]), latent)
