@@ -8,6 +8,16 @@ by ffmpeg, and non-square pixels (a sample aspect ratio other than 1:1: anamorph
 files) are resampled to square ones at the displayed shape, so sizes and frames are the displayed ones
 and everything written from them (square pixels) shows at the same shape as the source.
 
+Timing: frames are read at one constant rate, the stream's stored average `fps` (ffmpeg's fps
+filter from the file's start), so frame i is the picture shown at i / fps. A variable-frame-rate
+clip (phones) has frames repeated where the source held a picture longer and dropped where it ran
+faster; a video stream that starts after the audio gets its first frame repeated back to the start.
+write_video writes frame i at i / fps and copies the audio as stored, so the two stay in sync
+(written at the average rate as stored, the frames of a variable-rate clip drifted from the audio,
+by 0.28 s over 1.5 s). Resampling on read is the simple robust choice: the written file is plain
+constant rate, the model sees evenly spaced frames, and probe_video counts through the same filter,
+so its num_frames is exactly what iter_frames gives (a note says how many were repeated or dropped).
+
 Writing (`write_video`) streams frames into H.264 (libx264, yuv420p, CRF 17) through
 `atomic.atomic_output`: a failure or interruption leaves no file. yuv420p needs even sizes; an odd
 size is written as yuv444p instead (exact size kept, but some players, browsers among them, cannot
@@ -84,10 +94,12 @@ class VideoInfo:
 
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:
-    """VideoInfo of `path`; decodes the video once to count frames exactly.
+    """VideoInfo of `path`; decodes the video once to count exactly the frames iter_frames gives.
 
-    Raises FlashVideoInputError naming the file if it is missing, unreadable, has no video stream
-    or has zero frames.
+    The count is of frames at the constant rate `fps` (see the module docstring): for a variable
+    rate clip it differs from the number of stored frames, and a note says so. Raises
+    FlashVideoInputError naming the file if it is missing, unreadable, has no video stream or has
+    zero frames.
     """
     src = Path(path)
     if src.is_dir():
@@ -95,42 +107,39 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     if not src.is_file():
         raise FlashVideoInputError(f"video file not found: {src}")
     meta = _read_meta(src)
-    try:
-        import imageio_ffmpeg
-
-        num_frames, seconds = imageio_ffmpeg.count_frames_and_secs(str(src))
-    except Exception as exc:
-        if "N/A" in str(exc):  # ffmpeg printed no frame count: nothing decoded
-            raise FlashVideoInputError(f"{src} has no video frames (zero-frame file).") from None
-        raise FlashVideoInputError(f"could not decode {src}: {_last_line(exc)}") from None
-    if not num_frames:
-        raise FlashVideoInputError(f"{src} has no video frames (zero-frame file).")
     pix_fmt = meta.get("pix_fmt", "").split("(")[0].strip()
-    has_alpha, is_gray, bit_depth = _has_alpha(pix_fmt), _is_gray(pix_fmt), _bit_depth(pix_fmt)
-    fps = _exact_fps(meta.get("fps") or 0.0)
-    notes = []
-    if not fps:
-        fps = Fraction(num_frames, 1) / Fraction(seconds).limit_denominator(1000) if seconds else Fraction(8)
-        notes.append(f"frame rate not stored; using {float(fps):g} fps")
-    if has_alpha:
-        notes.append(f"alpha channel dropped ({pix_fmt}; colours kept as stored, not composited)")
-    if is_gray:
-        notes.append(f"grayscale frames ({pix_fmt}) expanded to RGB")
-    if bit_depth > 8:
-        notes.append(f"{bit_depth}-bit frames ({pix_fmt}) reduced to 8-bit")
+    fps, notes = _stored_fps(src, meta)
+    notes += _format_notes(pix_fmt)
     stored_width, stored_height = meta["size"]
     pixel_aspect = _pixel_aspect(src, meta)
     width, height = square_pixel_size(stored_width, stored_height, pixel_aspect)
     if (width, height) != (stored_width, stored_height):
         notes.append(f"non-square pixels (aspect {pixel_aspect.numerator}:{pixel_aspect.denominator}) resampled "
                      f"to square: {stored_width}x{stored_height} stored, {width}x{height} displayed")
+    count = _count_frames(src, read_filter(fps, (width, height), (stored_width, stored_height)))
+    if count.repeated or count.dropped:
+        notes.append(_resample_note(count, fps))
     return VideoInfo(
-        path=src, width=width, height=height, fps=fps, num_frames=num_frames,
-        duration=float(meta.get("duration") or seconds or 0.0), has_audio="audio_codec" in meta,
-        audio_codec=meta.get("audio_codec"), pix_fmt=pix_fmt, has_alpha=has_alpha, is_gray=is_gray,
-        bit_depth=bit_depth, notes=tuple(notes), pixel_aspect=pixel_aspect, stored_width=stored_width,
-        stored_height=stored_height,
+        path=src, width=width, height=height, fps=fps, num_frames=count.frames_out,
+        duration=float(meta.get("duration") or count.seconds or 0.0), has_audio="audio_codec" in meta,
+        audio_codec=meta.get("audio_codec"), pix_fmt=pix_fmt, has_alpha=_has_alpha(pix_fmt),
+        is_gray=_is_gray(pix_fmt), bit_depth=_bit_depth(pix_fmt), notes=tuple(notes), pixel_aspect=pixel_aspect,
+        stored_width=stored_width, stored_height=stored_height,
     )
+
+
+def read_filter(fps: Fraction, size: tuple[int, int], stored_size: tuple[int, int]) -> str:
+    """The ffmpeg filter chain iter_frames reads through (and probe_video counts through).
+
+    fps: frames at exactly `fps` from the file's start (frame i at i / fps): frames repeated or
+    dropped where the stored timestamps are irregular, the first one repeated back to 0 where the
+    video starts after the audio. size/stored_size: (width, height) displayed and stored; if they
+    differ, frames are resampled to the displayed size with square pixels.
+    """
+    chain = f"fps=fps={fps.numerator}/{fps.denominator}:start_time=0"
+    if size != stored_size:
+        chain += f",scale={size[0]}:{size[1]}:flags=lanczos,setsar=1"
+    return chain
 
 
 def square_pixel_size(width: int, height: int, pixel_aspect: Fraction) -> tuple[int, int]:
@@ -163,12 +172,11 @@ def iter_frames(path: str | os.PathLike, info: VideoInfo | None = None) -> Itera
     info = info or probe_video(path)
     for note in info.notes:
         logger.warning("%s: %s", info.path, note)
-    # passthrough: every stored frame once. ffmpeg's default for a raw pipe is a constant rate, which
-    # duplicates and drops frames of a variable-frame-rate (phone) clip, so the count would not match
-    # probe_video's and the clip would be cut short without a word.
-    output = ["-fps_mode", "passthrough"]
-    if info.stored_width and (info.width, info.height) != (info.stored_width, info.stored_height):
-        output += ["-vf", f"scale={info.width}:{info.height}:flags=lanczos,setsar=1"]
+    # The filter keeps frame i at i / fps (the rate it is written back at); passthrough stops ffmpeg's
+    # own rate conversion after it, so the count is exactly probe_video's.
+    stored = (info.stored_width or info.width, info.stored_height or info.height)
+    output = ["-map", "0:v:0", "-vf", read_filter(info.fps, (info.width, info.height), stored),
+              "-fps_mode", "passthrough"]
     reader = imageio_ffmpeg.read_frames(str(info.path), pix_fmt="rgb24", output_params=output)
     try:
         meta = next(reader)
@@ -358,6 +366,82 @@ def _read_meta(src: Path) -> dict:
         raise FlashVideoInputError(f"could not read {src} as a video or image: {_last_line(exc)}") from None
     finally:
         reader.close()
+
+
+def _stored_fps(src: Path, meta: dict) -> tuple[Fraction, list[str]]:
+    """(frame rate of `src`, notes): the stored average rate, or frames / seconds where none is stored."""
+    fps = _exact_fps(meta.get("fps") or 0.0)
+    if fps:
+        return fps, []
+    stored = _count_frames(src, "null")
+    seconds = Fraction(stored.seconds).limit_denominator(1000)
+    fps = Fraction(stored.frames_out) / seconds if stored.frames_out and seconds else Fraction(8)
+    return fps, [f"frame rate not stored; using {float(fps):g} fps"]
+
+
+def _format_notes(pix_fmt: str) -> list[str]:
+    """What iter_frames changes about frames stored as `pix_fmt` (alpha, gray, bit depth)."""
+    notes = []
+    if _has_alpha(pix_fmt):
+        notes.append(f"alpha channel dropped ({pix_fmt}; colours kept as stored, not composited)")
+    if _is_gray(pix_fmt):
+        notes.append(f"grayscale frames ({pix_fmt}) expanded to RGB")
+    if _bit_depth(pix_fmt) > 8:
+        notes.append(f"{_bit_depth(pix_fmt)}-bit frames ({pix_fmt}) reduced to 8-bit")
+    return notes
+
+
+@dataclass(frozen=True)
+class _FrameCount:
+    """Frames of a decode through a filter chain: out (what a reader gets), in (stored), and seconds."""
+
+    frames_out: int
+    frames_in: int
+    repeated: int
+    dropped: int
+    seconds: float
+
+
+_FPS_STATS = re.compile(r"(\d+) frames in, (\d+) frames out; (\d+) frames dropped, (\d+) frames duplicated")
+_PROGRESS = re.compile(r"frame=\s*(\d+)\b.*?time=\s*(-?[\d:.]+)")
+
+
+def _count_frames(src: Path, video_filter: str) -> _FrameCount:
+    """Decode the first video stream of `src` through `video_filter` (as iter_frames reads it) and count.
+
+    Raises FlashVideoInputError naming `src` if ffmpeg fails or no frame comes out.
+    """
+    import imageio_ffmpeg
+
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "verbose", "-i", str(src),
+           "-map", "0:v:0", "-vf", video_filter, "-fps_mode", "passthrough", "-f", "null", "-"]
+    done = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+    log = done.stderr.replace("\r", "\n")
+    if done.returncode != 0:
+        errors = [line for line in log.splitlines() if line.strip() and not line.startswith("frame=")]
+        raise FlashVideoInputError(f"could not decode {src}: {errors[-1].strip() if errors else 'ffmpeg failed'}")
+    progress = _PROGRESS.findall(log)
+    frames = int(progress[-1][0]) if progress else 0
+    if not frames:
+        raise FlashVideoInputError(f"{src} has no video frames (zero-frame file).")
+    stats = _FPS_STATS.findall(log)
+    frames_in, _, dropped, repeated = (int(v) for v in stats[-1]) if stats else (frames, frames, 0, 0)
+    return _FrameCount(frames, frames_in, repeated, dropped, _seconds(progress[-1][1]))
+
+
+def _seconds(clock: str) -> float:
+    """ffmpeg's progress time (HH:MM:SS.ss, or a negative/odd value before the first frame) in seconds."""
+    try:
+        hours, minutes, seconds = clock.split(":")
+        return max(0.0, int(hours) * 3600 + int(minutes) * 60 + float(seconds))
+    except ValueError:
+        return 0.0
+
+
+def _resample_note(count: _FrameCount, fps: Fraction) -> str:
+    return (f"variable frame rate (or video starting after the audio): {count.frames_in} stored frames read as "
+            f"{count.frames_out} at a constant {float(fps):g} fps ({count.repeated} repeated, {count.dropped} "
+            "dropped) so that every frame stays at its time and in sync with the audio")
 
 
 _SAR = re.compile(r"\[SAR (\d+):(\d+) DAR")
