@@ -5,15 +5,19 @@ Used by the CLI. The ComfyUI nodes call the same stage functions one node at a t
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import itertools
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from . import config
+from .atomic import Reservation, reserved_output
 from .devices import parse_device, parse_dtype
 from .errors import FlashVideoInputError
 from .layout import check_num_frames, check_pixel_size
@@ -88,15 +92,11 @@ def generate(
     """Text -> Stage I preview mp4 (and, unless preview_only, the Stage II mp4) in `out_dir`.
 
     Models are loaded when needed and released after, so peak memory is one model plus activations.
-    Output names never overwrite existing files; the folder is created only when the preview is
-    written, so a run that fails before that leaves nothing behind.
+    Output names never overwrite existing files: they are claimed before any work, so a concurrent
+    run with the same prompt and seed takes the next free names. A run that fails before the preview
+    is written leaves nothing behind (not even the folder it made).
     """
-    from .degradation import degrade_latent
-    from .handoff import resize_video
-    from .loaders import load_stage1, load_stage2, load_text_encoder, load_vae
-    from .stages import run_stage1, run_stage2
     from .text import check_prompt
-    from .vae import decode_latents_auto, encode_video_auto
 
     settings = settings or GenerateSettings()
     settings.validate()
@@ -113,7 +113,18 @@ def generate(
     from .video_io import check_writable_folder
 
     check_writable_folder(out, "output folder")
-    stem = _unique_stem(out, _slug(prompt), settings.seed)  # the folder is made with the first video in it
+    stages = ("stage1",) if settings.preview_only else ("stage1", "stage2")
+    with _claimed_names(out, _slug(prompt), settings.seed, stages) as claims:
+        return _generate(prompt, weights, settings, device, dtype, claims, callback)
+
+
+def _generate(prompt, weights, settings, device, dtype, claims: dict, callback) -> GenerateResult:
+    """generate's work once everything is checked and the output names are claimed (atomic.Reservation)."""
+    from .degradation import degrade_latent
+    from .handoff import resize_video
+    from .loaders import load_stage1, load_stage2, load_text_encoder, load_vae
+    from .stages import run_stage1, run_stage2
+    from .vae import decode_latents_auto, encode_video_auto
 
     text_encoder = load_text_encoder(weights.text_encoder, weights.tokenizer, device=device, dtype=dtype,
                                      callback=callback)
@@ -132,7 +143,7 @@ def generate(
 
     vae = load_vae(weights.vae, device=device, dtype=dtype, callback=callback)
     video1 = decode_latents_auto(vae, latent1, callback=callback)
-    preview_path = _write(out / f"{stem}_stage1.mp4", video1, settings.fps)
+    preview_path = _write(claims["stage1"], video1, settings.fps)
     result = GenerateResult(preview_path, None, embeds.num_tokens, embeds.num_truncated, embeds.stage2_truncated)
     if settings.preview_only:
         return result
@@ -156,7 +167,7 @@ def generate(
 
     vae.to(device)
     video2 = decode_latents_auto(vae, final_latent, callback=callback)
-    result.final_path = _write(out / f"{stem}_stage2.mp4", video2, settings.fps)
+    result.final_path = _write(claims["stage2"], video2, settings.fps)
     return result
 
 
@@ -165,13 +176,11 @@ def with_overrides(settings: GenerateSettings, **overrides) -> GenerateSettings:
     return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 
 
-def _write(path: Path, video: torch.Tensor, fps: float) -> Path:
+def _write(claim: Reservation, video: torch.Tensor, fps: float) -> Path:
     from .video_io import write_video
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     frames = ((video[0].permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-    write_video(path, iter(frames), fps=fps, overwrite=False)
-    return path
+    return write_video(claim.target, iter(frames), fps=fps, overwrite=False, reservation=claim)
 
 
 def _slug(prompt: str, length: int = 40) -> str:
@@ -179,13 +188,23 @@ def _slug(prompt: str, length: int = 40) -> str:
     return (words[:length].rstrip("_") or "flashvideo")
 
 
-def _unique_stem(folder: Path, slug: str, seed: int) -> str:
+@contextlib.contextmanager
+def _claimed_names(folder: Path, slug: str, seed: int, stages: tuple[str, ...]) -> Iterator[dict[str, Reservation]]:
+    """Claims on `<slug>_<seed>[_<n>]_<stage>.mp4` for every stage, with the first n whose names are free of
+    files and of live runs (atomic.reserved_output); held until the block ends."""
     base = f"{slug}_{seed}"
-    stem, counter = base, 1
-    while any(folder.glob(f"{stem}_stage*.mp4")):
-        counter += 1
-        stem = f"{base}_{counter}"
-    return stem
+    for counter in itertools.count(1):
+        stem = base if counter == 1 else f"{base}_{counter}"
+        if any(folder.glob(f"{stem}_stage*.mp4")):
+            continue
+        with contextlib.ExitStack() as stack:
+            try:
+                claims = {stage: stack.enter_context(reserved_output(folder / f"{stem}_{stage}.mp4"))
+                          for stage in stages}
+            except FileExistsError:  # appeared, or being written by a run that got here first
+                continue
+            yield claims
+            return
 
 
 def _release(device: torch.device) -> None:

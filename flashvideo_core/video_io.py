@@ -27,6 +27,7 @@ otherwise (e.g. PCM into .mp4) it is re-encoded as AAC 192k (use .mov or .mkv to
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -39,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_output, signals_held
+from .atomic import Reservation, atomic_output, reserved_output, signals_held
 from .errors import FlashVideoInputError
 
 logger = logging.getLogger(__name__)
@@ -224,17 +225,21 @@ def write_video(
     audio_from: str | os.PathLike | None = None,
     overwrite: bool = True,
     crf: int = DEFAULT_CRF,
+    reservation: Reservation | None = None,
 ) -> Path:
     """Stream `frames` (each uint8 (H, W, 3); see to_rgb_uint8 for other kinds) into an H.264 file at `fps`.
 
     audio_from: a media file whose first audio stream is muxed in (nothing if it has none).
     The file appears only when complete (atomic); with overwrite=False an existing `path` raises
-    FileExistsError first. Returns `path`. Raises FlashVideoInputError for bad arguments or no frames,
-    OSError if ffmpeg fails.
+    FileExistsError first, and so does a `path` another live run is writing: the name is claimed
+    (atomic.reserved_output) before the first frame is pulled, so before a lazy `frames` (enhance)
+    computes anything. reservation: a claim on `path` made earlier by the caller (with the same
+    overwrite). Returns `path`. Raises FlashVideoInputError for bad arguments or no frames, OSError
+    if ffmpeg fails.
     """
-    import imageio_ffmpeg
-
     target = check_output_path(path, overwrite)
+    if reservation is not None and (reservation.target != target or reservation.overwrite != overwrite):
+        raise ValueError(f"reservation {reservation} is not a claim on {target} with overwrite={overwrite}.")
     rate = _exact_fps(fps)
     if not rate or rate <= 0:
         raise FlashVideoInputError(f"fps={fps!r} must be a positive number.")
@@ -243,25 +248,35 @@ def write_video(
     audio_args: list[str] = []
     if audio_from is not None:
         audio_args = _audio_args(Path(audio_from), target.suffix.lower())
-    iterator = iter(frames)
-    first = next(iterator, None)
-    if first is None:
-        raise FlashVideoInputError(f"no frames to write to {target}.")
-    first = to_rgb_uint8(first)
+    with contextlib.ExitStack() as stack:
+        claim = reservation or stack.enter_context(reserved_output(target, overwrite))
+        iterator = iter(frames)
+        first = next(iterator, None)
+        if first is None:
+            raise FlashVideoInputError(f"no frames to write to {target}.")
+        _encode(claim, to_rgb_uint8(first), iterator, rate, crf, audio_args)
+    return target
+
+
+def _encode(claim: Reservation, first: np.ndarray, rest: Iterator, rate: Fraction, crf: int,
+            audio_args: list[str]) -> None:
+    """Encode `first` and `rest` into the claimed file (H.264 at `rate`, BT.709) and publish it."""
+    import imageio_ffmpeg
+
+    target = claim.target
     height, width = first.shape[:2]
     pix_fmt = "yuv420p"
     if height % 2 or width % 2:
         pix_fmt = "yuv444p"
         logger.warning("%s: odd size %dx%d written as yuv444p (some players need even sizes).", target, height, width)
-    with atomic_output(target, overwrite=overwrite) as tmp:
+    with atomic_output(target, overwrite=claim.overwrite, reservation=claim) as tmp:
         cmd = [
             imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
             "-s", f"{width}x{height}", "-r", str(rate), "-i", "-", *audio_args[:2],
             "-map", "0:v:0", *audio_args[2:], "-vf", BT709_FILTER, "-c:v", "libx264", "-pix_fmt", pix_fmt,
             *BT709_TAGS, "-crf", str(crf), "-movflags", "+faststart", str(tmp),
         ]
-        _run_writer(cmd, first, iterator, (height, width), target)
-    return target
+        _run_writer(cmd, first, rest, (height, width), target)
 
 
 BT709_FILTER = "scale=out_color_matrix=bt709:out_range=tv"

@@ -242,3 +242,20 @@ def test_an_interrupt_arriving_as_ffmpeg_starts_kills_it_and_leaves_no_file(tmp_
     assert writer.poll() is not None, "ffmpeg was left running"
     assert list(tmp_path.iterdir()) == []
 
+
+def test_write_video_claims_the_name_before_pulling_the_first_frame(tmp_path):
+    """Enhance's frames are computed as write_video pulls them: a name another run holds must fail first."""
+    from flashvideo_core.atomic import atomic_output
+
+    pulled = []
+
+    def computed_frames():
+        pulled.append("the first window was computed")
+        yield from _frames(2)
+
+    target = tmp_path / "out.mp4"
+    with atomic_output(target, overwrite=False) as tmp:  # another run, writing out.mp4 right now
+        with pytest.raises(FileExistsError, match="being written by another run"):
+            write_video(target, computed_frames(), fps=8, overwrite=False)
+        tmp.write_bytes(b"the other run's video")
+    assert pulled == [] and target.read_bytes() == b"the other run's video"
