@@ -33,7 +33,14 @@ from .layout import rgb_images
 from .noise_rule import resolve_noise_step
 from .progress import ProgressCallback, report
 from .rng import cpu_generator
-from .sizing import TargetSize, crop_to_target, fit_frames, image_frame_bytes, resolve_target_size
+from .sizing import (
+    TargetSize,
+    crop_to_target,
+    fit_frames,
+    format_scale,
+    image_frame_bytes,
+    resolve_target_size,
+)
 from .video_io import VideoInfo, check_output_path, iter_frames, probe_video, to_rgb_uint8, write_video
 from .windows import DEFAULT_OVERLAP, DEFAULT_WINDOW, Window, WindowBlender, plan_windows
 
@@ -78,18 +85,21 @@ def plan_enhance(
     window: int = DEFAULT_WINDOW,
     overlap: int = DEFAULT_OVERLAP,
     color_match: bool = False,
+    allow_large_upscale: bool = False,
 ) -> EnhancePlan:
     """Validate a run and resolve its target, windows and noise step. Raises FlashVideoInputError.
 
-    Give either `target` or one of scale / size / long_edge (none: the official 1080p).
+    Give either `target` or one of scale / size / long_edge (none: the official 1080p, refused when
+    that is more than x4 the input's long edge unless allow_large_upscale; see sizing.py).
     """
     if target is None:
-        target = resolve_target_size(in_height, in_width, scale=scale, size=size, long_edge=long_edge)
+        target = resolve_target_size(in_height, in_width, scale=scale, size=size, long_edge=long_edge,
+                                     allow_large_upscale=allow_large_upscale)
     elif any(v is not None for v in (scale, size, long_edge)):
         raise FlashVideoInputError("give either target or one of scale / size / long_edge, not both.")
     elif target.height < in_height or target.width < in_width:
         raise FlashVideoInputError(
-            f"target {target.height}x{target.width} is smaller than the input {in_height}x{in_width}."
+            f"target {target.width}x{target.height} (WxH) is smaller than the input {in_width}x{in_height}."
         )
     windows = tuple(plan_windows(num_frames, window=window, overlap=overlap))
     step = resolve_noise_step(noise_step, windows[0].length, target.height, target.width)
@@ -107,28 +117,37 @@ def plan_enhance(
 
 
 def describe_plan(plan: EnhancePlan, noise_step: int | str = "auto") -> str:
-    """A few lines saying what a run will do: sizes (exact and work), windows, noise step and where it came from.
+    """A few lines saying what a run will do: sizes (exact and work, width x height) and the upscale
+    factor, windows, noise step and where it came from.
 
     noise_step: what the user asked for ("auto" or a number), to say whether the step was resolved by
     the automatic rule (noise_rule.py) or given.
     """
     target, windows = plan.target, plan.windows
-    work = (f"; the model works at {target.work_height}x{target.work_width} (edge-padded to multiples of 16, "
+    work = (f"; the model works at {target.work_width}x{target.work_height} (edge-padded to multiples of 16, "
             "cropped back)" if target.padded else "")
+    factor = format_scale(target.scale_from(plan.in_height, plan.in_width))
     lengths = sorted({w.length for w in windows})
     padding = windows[-1].padding  # only a clip shorter than one window is padded (windows.plan_windows)
     cut = (f"{len(windows)} window{'s' if len(windows) > 1 else ''} of {'/'.join(map(str, lengths))} frames"
            + (f", overlaps of {_span(w.overlap_after for w in windows[:-1])} frames blended" if len(windows) > 1
               else "")
            + (f", {padding} padding frame{'s' if padding > 1 else ''} trimmed after" if padding else ""))
-    source = (f"auto: {windows[0].length}-frame window at {target.height}x{target.width}, see noise_rule.py"
+    source = (f"auto: {windows[0].length}-frame window at {target.width}x{target.height}, see noise_rule.py"
               if isinstance(noise_step, str) else "given")
     return "\n".join([
-        f"size:   {plan.in_height}x{plan.in_width} -> {target.height}x{target.width}{work}",
+        f"size:   {plan.in_width}x{plan.in_height} -> {target.width}x{target.height} (WxH), x{factor} upscale{work}",
         f"frames: {plan.num_frames} in {cut}",
         f"noise:  step {plan.noise_step} ({source}); {plan.steps} Euler step{'s' if plan.steps > 1 else ''}, "
         f"cfg {plan.cfg:g}, shift {plan.shift:g}, seed {plan.seed}, colour match {'on' if plan.color_match else 'off'}",
     ])
+
+
+def _frame_size(frame: torch.Tensor) -> str:
+    """'48x32 (WxH) RGB' for an (H, W, 3) frame, else its shape."""
+    if frame.ndim == 3 and frame.shape[-1] == 3:
+        return f"{frame.shape[1]}x{frame.shape[0]} (WxH) RGB"
+    return f"of shape {tuple(frame.shape)}"
 
 
 def _span(values) -> str:
@@ -161,6 +180,7 @@ def enhance_frames(
     window: int = DEFAULT_WINDOW,
     overlap: int = DEFAULT_OVERLAP,
     color_match: bool = False,
+    allow_large_upscale: bool = False,
     slices=None,
     device=None,
     dtype: torch.dtype | None = None,
@@ -171,7 +191,9 @@ def enhance_frames(
     frames: uint8 (H, W, 3) arrays (gray, RGBA, uint16 or float 0-1 frames are converted, see
     video_io.to_rgb_uint8); only the first num_frames are read. model: Stage II transformer; vae:
     CogVideoX VAE; cond: Stage II prompt embedding (1, 226, text_dim). Settings as in plan_enhance;
-    slices: a vae.SliceSpec for the VAE (None: picked from the free memory); device/dtype: where and how Stage II runs
+    allow_large_upscale: take the default 1080p target even beyond x4 the input's long edge (see
+    sizing.resolve_target_size). slices: a vae.SliceSpec for the VAE (None: picked from the free
+    memory); device/dtype: where and how Stage II runs
     (None: the model's own). Validation happens on this call (it reads the first frame); the models
     run as the result is iterated. Progress: ("enhance", 0, n) first, then per window the VAE/Stage II
     phases and ("enhance", i, n) when window i is done.
@@ -184,7 +206,7 @@ def enhance_frames(
     plan = plan_enhance(
         num_frames, first.shape[0], first.shape[1], target=target, scale=scale, size=size, long_edge=long_edge,
         noise_step=noise_step, steps=steps, cfg=cfg, shift=shift, seed=seed, window=window, overlap=overlap,
-        color_match=color_match,
+        color_match=color_match, allow_large_upscale=allow_large_upscale,
     )
     _check_cond(cond, model)
 
@@ -217,6 +239,7 @@ def enhance_images(
     window: int = DEFAULT_WINDOW,
     overlap: int = DEFAULT_OVERLAP,
     color_match: bool = False,
+    allow_large_upscale: bool = False,
     slices=None,
     device=None,
     dtype: torch.dtype | None = None,
@@ -234,7 +257,7 @@ def enhance_images(
     plan = plan_enhance(
         num_frames, in_height, in_width, target=target, scale=scale, size=size, long_edge=long_edge,
         noise_step=noise_step, steps=steps, cfg=cfg, shift=shift, seed=seed, window=window, overlap=overlap,
-        color_match=color_match,
+        color_match=color_match, allow_large_upscale=allow_large_upscale,
     )
     _check_cond(cond, model)
     _check_output_fits(plan)
@@ -266,6 +289,7 @@ def enhance_video_file(
     window: int = DEFAULT_WINDOW,
     overlap: int = DEFAULT_OVERLAP,
     color_match: bool = False,
+    allow_large_upscale: bool = False,
     slices=None,
     overwrite: bool = False,
     device=None,
@@ -278,6 +302,8 @@ def enhance_video_file(
     Models: either `weights` (loaders.WeightPaths; the T5 encoder encodes `prompt`, then Stage II
     and the VAE are loaded) or ready `model`, `vae` and `cond` (1, 226, text_dim). Frames stream from
     the input to the output; a failure or interruption leaves no output file. Returns out_path.
+    With no scale / size / long_edge the target is 1080p, refused (FlashVideoInputError naming the
+    sizes and the fixes) when that is more than x4 the input's long edge unless allow_large_upscale.
     on_plan(plan, info) is called once everything is validated, before any model is loaded (the CLI
     prints describe_plan there). Raises FlashVideoInputError / CheckpointError / FileExistsError
     before any model work.
@@ -289,7 +315,7 @@ def enhance_video_file(
     plan = plan_enhance(
         info.num_frames, info.height, info.width, scale=scale, size=size, long_edge=long_edge,
         noise_step=noise_step, steps=steps, cfg=cfg, shift=shift, seed=seed, window=window, overlap=overlap,
-        color_match=color_match,
+        color_match=color_match, allow_large_upscale=allow_large_upscale,
     )
     run_device, run_dtype = _device_and_dtype(device, precision)
     needed = [name for name, given in (("stage2", model), ("vae", vae), ("text_encoder", cond)) if given is None]
@@ -328,8 +354,8 @@ def _stream(
                 )
             if frame.shape != (plan.in_height, plan.in_width, 3):
                 raise FlashVideoInputError(
-                    f"frame {held_start + len(held)} is {tuple(frame.shape)}; all frames must be "
-                    f"({plan.in_height}, {plan.in_width}, 3)."
+                    f"frame {held_start + len(held)} is {_frame_size(frame)}; all frames must be "
+                    f"{plan.in_width}x{plan.in_height} (WxH) RGB, as the first one."
                 )
             held.append(frame)
         clip = torch.stack(held[window.start - held_start : window.stop - held_start])  # (n, H, W, 3)
@@ -444,7 +470,7 @@ def _check_output_fits(plan: EnhancePlan) -> None:
     if need > OUTPUT_RAM_FRACTION * free:
         fits = max(0, int(OUTPUT_RAM_FRACTION * free // per_frame))
         raise FlashVideoInputError(
-            f"images: {plan.num_frames} enhanced frames of {plan.target.height}x{plan.target.width} take "
+            f"images: {plan.num_frames} enhanced frames of {plan.target.width}x{plan.target.height} take "
             f"{_size(need)} as an IMAGE batch, but {_size(free)} of RAM is free (about {fits} "
             f"frame{'s' if fits != 1 else ''} fit). "
             "Enhance the clip in parts (fewer frames per run), choose a smaller target, or use "

@@ -6,6 +6,13 @@ The user picks the target one of three ways (exactly one; default: the official 
   (1280 / 1920 / 2560) and keeps the input's aspect ratio, so a portrait or square clip is never stretched;
 - `long_edge`: the long edge in pixels (even), aspect kept.
 
+With no choice the target is the official 1080p; if that is more than MAX_DEFAULT_SCALE times the
+input's long edge (a 160x96 clip would become 1920x1152, x12: slow and mostly invented detail), it is
+refused unless the caller allows it (`allow_large_upscale`); an explicit choice is always taken.
+
+Sizes in messages are written width x height ("1920x1080"), as ffmpeg and ComfyUI write them; the
+code keeps (height, width) order, as tensors do.
+
 Derived edges are rounded to the nearest EVEN number (H.264 yuv420p needs even sizes), so the aspect
 ratio is kept to within one pixel. The model works at the next multiples of 16 (`work_height`,
 `work_width`): frames are resized to the exact size, padded by repeating their edge pixels up to the
@@ -29,6 +36,8 @@ NAMED_SIZES: dict[str, tuple[int, int]] = {"720p": (720, 1280), "1080p": (1080, 
 DEFAULT_SIZE = "1080p"
 MAX_SCALE = 8.0
 """Largest accepted `scale`: beyond it Stage II has too little to work from (and memory explodes)."""
+MAX_DEFAULT_SCALE = 4.0
+"""Largest long-edge factor the default target (1080p) may apply without the caller allowing more."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,10 @@ class TargetSize:
     work_height: int
     work_width: int
 
+    def scale_from(self, in_height: int, in_width: int) -> float:
+        """Long-edge factor from an input of in_height x in_width to this exact size (160x96 -> 1920x1152: 12)."""
+        return max(self.height, self.width) / max(in_height, in_width)
+
     @property
     def padded(self) -> bool:
         """True if the work size is larger than the exact size (frames get edge padding)."""
@@ -56,11 +69,14 @@ def resolve_target_size(
     scale: float | None = None,
     size: str | None = None,
     long_edge: int | None = None,
+    allow_large_upscale: bool = False,
 ) -> TargetSize:
     """Target for an input of in_height x in_width from exactly one of scale / size / long_edge.
 
-    None for all three means the official size ("1080p"). Raises FlashVideoInputError for an input
-    under 16 px, conflicting choices, an unknown size name, or a target smaller than the input.
+    None for all three means the official size ("1080p"), refused if that is more than
+    MAX_DEFAULT_SCALE x the input's long edge unless allow_large_upscale. Raises
+    FlashVideoInputError for an input under 16 px, conflicting choices, an unknown size name, a
+    target smaller than the input, or that refused default.
     """
     for label, value in (("input height", in_height), ("input width", in_width)):
         if not isinstance(value, int) or isinstance(value, bool) or value < PIXEL_MULTIPLE:
@@ -86,10 +102,31 @@ def resolve_target_size(
         height, width = _with_long_edge(in_height, in_width, long)
     if height < in_height or width < in_width:
         raise FlashVideoInputError(
-            f"target {height}x{width} is smaller than the input {in_height}x{in_width}; Stage II adds detail "
-            "while upscaling. Pick a larger size, a scale of 2 or 4, or downscale the video first."
+            f"target {width}x{height} (WxH) is smaller than the input {in_width}x{in_height}; Stage II adds "
+            "detail while upscaling. Pick a larger size, a scale of 2 or 4, or downscale the video first."
         )
-    return TargetSize(height, width, _round_up(height), _round_up(width))
+    target = TargetSize(height, width, _round_up(height), _round_up(width))
+    if not chosen and not allow_large_upscale:
+        check_default_upscale(in_height, in_width, target)
+    return target
+
+
+def check_default_upscale(in_height: int, in_width: int, target: TargetSize) -> None:
+    """Raise FlashVideoInputError if the default target is more than MAX_DEFAULT_SCALE x the input's long edge."""
+    factor = target.scale_from(in_height, in_width)
+    if factor > MAX_DEFAULT_SCALE:
+        raise FlashVideoInputError(
+            f"no target size given, and the default {DEFAULT_SIZE} would take the {in_width}x{in_height} (WxH) "
+            f"input to {target.width}x{target.height}, a x{format_scale(factor)} upscale (more than "
+            f"x{MAX_DEFAULT_SCALE:g}: slow, large, and mostly detail Stage II invents). Either give the target "
+            "(CLI --scale 2/4, --size 720p/1080p/2K or --long-edge N; Python scale=, size= or long_edge=), or "
+            "allow it (CLI --force; Python allow_large_upscale=True)."
+        )
+
+
+def format_scale(factor: float) -> str:
+    """A scale factor for messages: 12 -> '12', 4.8 -> '4.8', 2.6667 -> '2.67'."""
+    return f"{factor:.3g}" if factor < 100 else f"{factor:.0f}"
 
 
 def fit_frames(video: torch.Tensor, target: TargetSize) -> torch.Tensor:
@@ -115,14 +152,14 @@ def crop_to_target(video: torch.Tensor, target: TargetSize) -> torch.Tensor:
     """Pixel video (B, 3, F, work_height, work_width) -> (B, 3, F, height, width): drops the padding."""
     if video.shape[-2:] != (target.work_height, target.work_width):
         raise FlashVideoInputError(
-            f"video of size {tuple(video.shape[-2:])} does not match the work size "
-            f"{target.work_height}x{target.work_width} of this target."
+            f"video of size {video.shape[-1]}x{video.shape[-2]} (WxH) does not match the work size "
+            f"{target.work_width}x{target.work_height} of this target."
         )
     return video[..., : target.height, : target.width]
 
 
 def image_frame_bytes(height: int, width: int) -> int:
-    """Bytes one frame costs as a ComfyUI IMAGE (float32, 3 channels): 1080x1920 -> 24,883,200 (~25 MB)."""
+    """Bytes one frame costs as a ComfyUI IMAGE (float32, 3 channels): 1920x1080 -> 24,883,200 (~25 MB)."""
     return height * width * 3 * 4
 
 

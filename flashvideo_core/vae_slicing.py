@@ -9,6 +9,7 @@ per slice (as in the official chunked decode), so tiles overlap and are blended 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -113,6 +114,8 @@ def decode_latents(
     The causal decoder only maps an ODD latent frame count T to 4(T-1)+1 frames (an even count
     comes back as 4T frames); an even T is padded with a copy of its last frame and the 4 extra
     output frames are dropped (earlier frames never see later ones in a causal VAE).
+    Progress: ("decode", done, slices x DECODE_TICKS_PER_SLICE), ticking inside each slice as the
+    decoder's up blocks finish (a large slice takes minutes on a CPU).
     """
     check_latent(latents, "latents", channels=vae.config.latent_channels)
     spec = slices or UNSLICED
@@ -132,7 +135,8 @@ def _decode_odd(vae, latents: torch.Tensor, spec: SliceSpec, callback: ProgressC
     weight_sum = torch.zeros(SPATIAL * height, SPATIAL * width)
     tiles = _tiles(height, width, spec)
     chunks = temporal_chunks(frames, spec.chunk_frames)
-    total, done = len(tiles) * len(chunks), 0
+    ticks = DECODE_TICKS_PER_SLICE if _up_block_costs(vae.decoder) else 1
+    total, done = len(tiles) * len(chunks) * ticks, 0
     for y, x, tile_h, tile_w in tiles:
         weight = torch.outer(
             _ramp(SPATIAL * tile_h, y, tile_h, height, SPATIAL * spec.overlap),
@@ -143,19 +147,65 @@ def _decode_odd(vae, latents: torch.Tensor, spec: SliceSpec, callback: ProgressC
             z = latents[:, :, start:stop, y : y + tile_h, x : x + tile_w].to(device, dtype)
             if vae.post_quant_conv is not None:
                 z = vae.post_quant_conv(z)
-            with torch.no_grad():
+            with torch.no_grad(), _ticks_within(vae.decoder, callback, "decode", done, total, ticks):
                 pixels, cache = vae.decoder(z, conv_cache=cache)
             first = 0 if start == 0 else TEMPORAL * (start - 1) + 1
             region = out[:, :, first : first + pixels.shape[2], SPATIAL * y : SPATIAL * (y + tile_h),
                          SPATIAL * x : SPATIAL * (x + tile_w)]
             region += pixels.float().cpu() * weight
             del pixels, z
-            done += 1
+            done += ticks
             report(callback, "decode", done, total)
         weight_sum[SPATIAL * y : SPATIAL * (y + tile_h), SPATIAL * x : SPATIAL * (x + tile_w)] += weight
     if len(tiles) > 1:
         out /= weight_sum
     return out.clamp_(-1.0, 1.0)
+
+
+DECODE_TICKS_PER_SLICE = 10
+"""Progress units per decoded slice: the bar moves as the decoder's up blocks finish, not once a slice."""
+
+
+def _up_block_costs(decoder) -> list[tuple[torch.nn.Module, float]]:
+    """(resnet, estimated cost) for each resnet of the decoder's up blocks, in call order; [] if it has none.
+
+    Up block i runs at 4^i times the latent's pixels (each block but the last upsamples 2x per axis)
+    with its output channels c_i, so a resnet costs about c_i^2 x 4^i: for the real VAE (512, 256,
+    256, 128 channels) the last two blocks are 80% of the time.
+    """
+    costs = []
+    for index, block in enumerate(getattr(decoder, "up_blocks", None) or []):
+        for resnet in getattr(block, "resnets", None) or []:
+            channels = getattr(resnet, "out_channels", 1)
+            costs.append((resnet, float(channels) ** 2 * 4.0**index))
+    return costs
+
+
+@contextmanager
+def _ticks_within(decoder, callback: ProgressCallback | None, phase: str, done: int, total: int, ticks: int):
+    """While one slice decodes: report (phase, done + k, total) as its up blocks' resnets finish,
+    k = ticks x the estimated share of the slice's work done so far, each k once and k < ticks (the
+    caller reports the slice's end). Hooks are removed on exit; a callback's exception propagates."""
+    costs = _up_block_costs(decoder) if callback is not None and ticks > 1 else []
+    whole = sum(cost for _, cost in costs)
+    state = {"spent": 0.0, "sent": 0}
+    handles = []
+
+    def hook_for(cost: float):
+        def after(module, inputs, output):
+            state["spent"] += cost
+            k = min(ticks - 1, int(ticks * state["spent"] / whole))
+            if k > state["sent"]:
+                state["sent"] = k
+                report(callback, phase, done + k, total)
+        return after
+
+    try:
+        handles = [module.register_forward_hook(hook_for(cost)) for module, cost in costs]
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def encode_video(
@@ -365,7 +415,7 @@ def _with_auto_slices(
             tile_h, tile_w = spec.tile_height or height, spec.tile_width or width
             if max(tile_h, tile_w) <= MIN_TILE:
                 raise FlashVideoInputError(
-                    f"VAE {what} ran out of memory even with {tile_h}x{tile_w} latent tiles; free memory or "
+                    f"VAE {what} ran out of memory even with {tile_w}x{tile_h} (WxH) latent tiles; free memory or "
                     "offload other models."
                 ) from exc
             if torch.cuda.is_available():

@@ -174,7 +174,7 @@ def test_an_image_output_larger_than_the_free_ram_is_refused_before_any_model_ca
 
     monkeypatch.setattr(devices, "free_memory", lambda device: 50 * 2**20)  # 50 MB free
     images = torch.rand(30, 270, 480, 3)  # -> 30 frames of 1080x1920: 0.7 GB
-    message = r"images: 30 enhanced frames of 1080x1920 take 712 MB .* 50 MB of RAM is free \(about 1 frame fit"
+    message = r"images: 30 enhanced frames of 1920x1080 take 712 MB .* 50 MB of RAM is free \(about 1 frame fit"
     with pytest.raises(FlashVideoInputError, match=message):
         enhance_images(images, model=MODEL, vae=VAE, cond=COND, size="1080p")
     assert fake.calls == []
@@ -317,3 +317,49 @@ def test_tiny_models_file_round_trip_keeps_fps_and_audio(tiny_models, tmp_path):
     info = probe_video(out)
     assert (info.num_frames, info.fps, info.height, info.width) == (11, Fraction(30000, 1001), 32, 64)
     assert info.has_audio
+
+
+def test_a_default_target_beyond_x4_is_refused_before_any_model_work_unless_allowed(fake, tmp_path):
+    src = _clip_file(tmp_path / "in.mp4", frames=5, audio=False)  # 48x32: 1080p would be x40
+    common = {"model": MODEL, "vae": VAE, "cond": COND}
+    with pytest.raises(FlashVideoInputError, match=r"48x32 \(WxH\) input to 1920x1280, a x40 upscale"):
+        enhance_video_file(src, tmp_path / "out.mp4", **common)
+    assert fake.calls == [] and sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+    assert plan_enhance(5, 32, 48, allow_large_upscale=True).target.width == 1920
+    images = enhance_images(torch.rand(1, 32, 48, 3), size="1080p", **common)  # explicit, as the Enhance node is
+    assert images.shape == (1, 1280, 1920, 3)
+
+
+def test_the_plan_names_sizes_width_x_height_and_the_scale_factor():
+    from flashvideo_core.enhance import describe_plan
+
+    plan = plan_enhance(14, 27, 48, scale=2, window=9, overlap=2)  # 48x27 -> 96x54, work 96x64
+    text = describe_plan(plan)
+    assert text.startswith("size:   48x27 -> 96x54 (WxH), x2 upscale; the model works at 96x64 (edge-padded")
+    assert "auto: 9-frame window at 96x54" in text
+    assert "x4.8 upscale" in describe_plan(plan_enhance(5, 270, 400, size="1080p"))  # 400 -> 1920
+
+
+def test_frames_of_another_size_are_named_width_x_height(fake):
+    frames = [np.zeros((32, 48, 3), np.uint8), np.zeros((32, 40, 3), np.uint8)]
+    with pytest.raises(FlashVideoInputError, match=r"frame 1 is 40x32 \(WxH\) RGB; all frames must be 48x32"):
+        list(enhance_frames(iter(frames), 2, model=MODEL, vae=VAE, cond=COND, scale=2, window=5, overlap=0))
+
+
+def test_tiny_models_decode_ticks_several_times_within_one_slice(tiny_models):
+    from flashvideo_core.progress import WindowedProgress
+    from flashvideo_core.vae import SliceSpec
+
+    events, clip = [], []
+    fold = WindowedProgress(clip.append)
+
+    def record(event):
+        events.append(event)
+        fold(event)
+
+    _tiny_run(tiny_models, 5, slices=SliceSpec(chunk_frames=None), callback=record)  # one decode slice
+    decode = [(e.step, e.total) for e in events if e.phase == "decode"]
+    assert len(decode) >= 4 and decode[-1][0] == decode[-1][1], decode
+    assert [s for s, _ in decode] == sorted(set(s for s, _ in decode)), "each value once, rising"
+    shares = [e.step for e in clip if 700 < e.step <= 1000]  # the decode's 30% of the window's bar
+    assert len(shares) >= 4

@@ -95,3 +95,31 @@ def test_crop_rejects_a_video_of_the_wrong_size():
 
 def test_image_frame_bytes_counts_float32_rgb():
     assert image_frame_bytes(1080, 1920) == 1080 * 1920 * 3 * 4
+
+
+def test_the_default_target_beyond_x4_the_input_is_refused_naming_sizes_factor_and_fixes():
+    message = (r"the default 1080p would take the 160x96 \(WxH\) input to 1920x1152, a x12 upscale .*"
+               r"--scale 2/4, --size 720p/1080p/2K or --long-edge N.*allow_large_upscale=True")
+    with pytest.raises(FlashVideoInputError, match=message):
+        resolve_target_size(96, 160)
+
+
+@pytest.mark.parametrize(
+    ("in_size", "kwargs", "exact"),
+    [
+        ((96, 160), {"allow_large_upscale": True}, (1152, 1920)),  # allowed
+        ((96, 160), {"size": "1080p"}, (1152, 1920)),  # explicit: the Enhance node always is
+        ((32, 48), {"long_edge": 1920}, (1280, 1920)),
+        ((270, 480), {}, (1080, 1920)),  # exactly x4: the default still applies
+    ],
+)
+def test_an_explicit_or_allowed_target_beyond_x4_is_taken(in_size, kwargs, exact):
+    target = resolve_target_size(*in_size, **kwargs)
+    assert (target.height, target.width) == exact
+
+
+def test_size_messages_are_width_x_height():
+    with pytest.raises(FlashVideoInputError, match=r"target 1280x720 \(WxH\) is smaller than the input 1920x1080"):
+        resolve_target_size(1080, 1920, size="720p")
+    with pytest.raises(FlashVideoInputError, match=r"64x64 \(WxH\) does not match the work size 96x64"):
+        crop_to_target(torch.zeros(1, 3, 1, 64, 64), resolve_target_size(32, 48, scale=2))
