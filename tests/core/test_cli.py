@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from flashvideo_core.cli import main
+from flashvideo_core.errors import FlashVideoInputError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,6 +105,112 @@ def test_download_offline_is_one_clear_line_and_leaves_no_folder(tmp_path, monke
     assert not target.exists(), "the folder and the .cache/huggingface lock folder made by the failed run are removed"
 
 
+def test_enhance_refuses_a_default_1080p_beyond_x4_before_any_model_loads(tiny_weights_dir, tmp_path, capsys):
+    clip = _small_clip(tmp_path / "clip.mp4")  # 48x32: 1080p would be x40
+    code = main(["enhance", str(clip), "-o", str(tmp_path / "out.mp4"), "--weights", str(tiny_weights_dir)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "default 1080p would take the 48x32 (WxH) input to 1920x1280, a x40 upscale" in err
+    assert "--scale 2/4, --size 720p/1080p/2K or --long-edge N" in err and "CLI --force" in err
+    assert "load " not in err and "size: " not in err, "refused before the plan and before any model loads"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4"]
+
+
+def test_enhance_names_force_for_an_existing_output(tiny_weights_dir, tmp_path, capsys):
+    clip = _small_clip(tmp_path / "clip.mp4")
+    (tmp_path / "out.mp4").write_bytes(b"earlier result")
+    code = main(["enhance", str(clip), "-o", str(tmp_path / "out.mp4"), "--scale", "2", "--weights",
+                 str(tiny_weights_dir), "--quiet"])
+    assert code == 2
+    assert "out.mp4 already exists; choose another output name, or pass --force to overwrite it." in (
+        capsys.readouterr().err)
+    assert (tmp_path / "out.mp4").read_bytes() == b"earlier result"
+
+
+def _help(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 0
+    return " ".join(capsys.readouterr().out.split())  # argparse wraps lines: compare words
+
+
+def test_help_says_what_each_command_is_for_with_an_example(capsys):
+    text = _help(["--help"], capsys)
+    for command in ("generate", "enhance", "convert", "tiny-weights", "download"):
+        assert f"python -m flashvideo_core {command} " in text, command
+    assert "TINY RANDOM weights" in text and "width x height" in text
+
+
+def test_every_enhance_and_generate_setting_states_its_default(capsys):
+    enhance = _help(["enhance", "--help"], capsys)
+    for flag, default in (("--window", "(default 49"), ("--overlap", "(default 8)"), ("--seed", "(default 0)"),
+                          ("--steps", "(default 4;"), ("--precision", "default auto")):
+        entry = enhance.split("options:", 1)[1].split(f"{flag} ", 1)[1].split(" --")[0]  # that flag's help
+        assert default in entry, flag
+    generate = _help(["generate", "--help"], capsys)
+    assert "(default: ., the current folder" in generate and "(default 0)" in generate
+    assert "(default 49; 9 with the tiny default weights)" in generate
+
+
+def test_generate_prints_the_settings_it_actually_uses_before_running(tiny_weights_dir, tmp_path, monkeypatch, capsys):
+    from flashvideo_core import pipeline, tiny
+
+    def stop(*args, **kwargs):
+        raise FlashVideoInputError("stopped before any work")
+
+    monkeypatch.setattr(tiny, "ensure_tiny_weights", lambda *a: tiny_weights_dir)
+    monkeypatch.setattr(pipeline, "generate", stop)
+    assert main(["generate", "A fox.", "-o", str(tmp_path), "--device", "cpu"]) == 2  # the tiny default
+    err = capsys.readouterr().err
+    assert "frames:   9 at 8 fps, seed 0" in err
+    assert "Stage I:  96x64 (WxH), 8 DPM++ steps, cfg 8 (exponent 5)" in err
+    assert "Stage II: 192x128, 4 Euler steps, noise step 675, cfg 13, shift 2.5" in err
+    assert "device:   cpu, fp32" in err and "tiny weights' small defaults" in err
+    assert err.index("device:") < err.index("stopped before any work")
+    main(["generate", "A fox.", "-o", str(tmp_path), "--device", "cpu", "--frames", "5", "--width", "32",
+          "--stage2-steps", "2", "--seed", "7", "--weights", str(tiny_weights_dir), "--preview-only"])
+    err = capsys.readouterr().err
+    assert "frames:   5 at 8 fps, seed 7" in err and "Stage I:  32x256 (WxH), 51 DPM++ steps" in err
+    assert "Stage II: skipped (--preview-only)" in err and "tiny weights" not in err
+
+
+def _bars(events) -> str:
+    import io
+
+    from flashvideo_core.cli import TqdmProgress
+
+    out = io.StringIO()
+    progress = TqdmProgress(file=out)
+    for event in events:
+        progress(event)
+    progress.close()
+    return out.getvalue()
+
+
+def test_progress_bars_show_whole_counts_and_only_meaningful_rates():
+    from flashvideo_core.progress import ProgressEvent, WindowedProgress
+
+    small_load = _bars([ProgressEvent("load stage2.pt", 0, 1), ProgressEvent("load stage2.pt", 1, 1)])
+    assert "1/1 MB" in small_load and "MB/s" not in small_load, "a 1 MB read has no meaningful rate"
+    big_load = _bars([ProgressEvent("load stage1.pt", 0, 12000), ProgressEvent("load stage1.pt", 12000, 12000)])
+    assert "12000/12000 MB" in big_load and "MB/s" in big_load
+    sampling = _bars([ProgressEvent("stage1", i, 3) for i in range(1, 4)])
+    assert "3/3 steps" in sampling and "s/step" in sampling and "step/s" not in sampling
+    decode = _bars([ProgressEvent("decode", i, 20) for i in range(1, 21)])
+    assert "/s" not in decode and "20/20" not in decode, "decode units are a share of the slices, not a count"
+    events = []
+    fold = WindowedProgress(events.append)
+    fold(ProgressEvent("enhance", 0, 3))
+    for window in range(3):
+        for phase, total in (("encode", 1), ("stage2", 3), ("decode", 7)):
+            for step in range(1, total + 1):
+                fold(ProgressEvent(phase, step, total))
+        fold(ProgressEvent("enhance", window + 1, 3))
+    clip = _bars(events)
+    assert "clip, window 1/3" in clip and "clip, window 3/3: 100%" in clip
+    assert "/s" not in clip and "0.81" not in clip and "/3.0" not in clip, "no float counts, no rate"
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_killed_enhance_leaves_no_partial_file(tiny_weights_dir, tmp_path, signum):
     source = tmp_path / "clip.mp4"
@@ -174,9 +281,9 @@ def test_enhance_prints_the_resolved_plan_before_the_models_load(tiny_weights_di
                  "--overlap", "2", "--steps", "1", "--weights", str(tiny_weights_dir)])
     err = capsys.readouterr().err
     assert code == 0
-    assert "14 frames at 12 fps" in err and "32x48 -> 64x96\n" in err
+    assert "14 frames at 12 fps" in err and "size:   48x32 -> 96x64 (WxH), x2 upscale\n" in err
     assert "14 in 2 windows of 9 frames, overlaps of 4 frames blended" in err
-    assert "noise:  step 500 (auto: 9-frame window at 64x96" in err
+    assert "noise:  step 500 (auto: 9-frame window at 96x64" in err
     assert err.index("noise:  step") < err.index("load stage2"), "the plan comes before any model loads"
 
 
