@@ -28,7 +28,7 @@ EPILOG = """commands:
                   python -m flashvideo_core convert weights/stage2.pt
   tiny-weights  write tiny random weights in the published layouts (tests, trying the pipeline)
                   python -m flashvideo_core tiny-weights tiny/
-  download      fetch the published weights from Hugging Face into a folder (~30 GB)
+  download      fetch the published weights from Hugging Face into a folder (~26 GB)
                   python -m flashvideo_core download weights/ --files stage2 vae t5
 
 Without --weights, generate and enhance run the embedded TINY RANDOM weights (noise out, fast):
