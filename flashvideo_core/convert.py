@@ -22,6 +22,8 @@ def convert_checkpoint(
 ) -> Path:
     """Read `src` (SAT .pt, safetensors or folder), write `dst` (default: src with .safetensors).
 
+    `dst` may be an existing folder: the file is written into it as <src stem>.safetensors.
+
     Returns the written path. Refuses to overwrite an existing file unless overwrite=True.
     Stage I/II -> FlashVideoTransformer state (LoRA merged); VAE -> diffusers AutoencoderKLCogVideoX state.
     A .pt source is first checked against its stored checksums (checkpoint.verify_checksums, progress
@@ -29,6 +31,8 @@ def convert_checkpoint(
     """
     src = Path(src)
     dst = Path(dst) if dst else src.with_suffix(".safetensors")
+    if dst.is_dir():  # `convert stage1.pt -o weights/`: into that folder, under the source's name
+        dst = dst / src.with_suffix(".safetensors").name
     if dst.resolve() == src.resolve():
         raise CheckpointError(f"Output {dst} would overwrite the input; choose another name.")
     if dst.exists() and not overwrite:

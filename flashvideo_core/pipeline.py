@@ -113,6 +113,7 @@ def generate(
     from .video_io import check_writable_folder
 
     check_writable_folder(out, "output folder")
+    _check_memory_floor(settings, weights, device, dtype)
     stages = ("stage1",) if settings.preview_only else ("stage1", "stage2")
     with _claimed_names(out, _slug(prompt), settings.seed, stages) as claims:
         return _generate(prompt, weights, settings, device, dtype, claims, callback)
@@ -169,6 +170,24 @@ def _generate(prompt, weights, settings, device, dtype, claims: dict, callback) 
     video2 = decode_latents_auto(vae, final_latent, callback=callback)
     result.final_path = _write(claims["stage2"], video2, settings.fps)
     return result
+
+
+def _check_memory_floor(settings: GenerateSettings, weights, device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse, before any model loads, sizes whose least memory (memory_floor) exceeds what is free."""
+    from .checkpoint import transformer_width
+    from .devices import free_memory
+    from .memory_floor import check_fits, transformer_floor, video_floor
+
+    free_device, free_ram = free_memory(device), free_memory("cpu")
+    frames = settings.num_frames
+    sizes = [("Stage I", weights.stage1, settings.height, settings.width)]
+    if not settings.preview_only:
+        sizes.append(("Stage II", weights.stage2, settings.stage2_height, settings.stage2_width))
+    for stage, path, height, width in sizes:
+        need = transformer_floor(frames, height, width, transformer_width(path), dtype)
+        check_fits(stage, need, free_device, device, frames, height, width)
+        check_fits(f"{stage}'s decoded video", video_floor(frames, height, width), free_ram, "cpu", frames, height,
+                   width)
 
 
 def with_overrides(settings: GenerateSettings, **overrides) -> GenerateSettings:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, T5Config, T5EncoderModel
 
-from .checkpoint import cast_state, read_folder_config, read_state_dict, require_kind
+from .checkpoint import cast_state, check_json_files, read_folder_config, read_state_dict, require_kind
 from .errors import CheckpointError
 from .progress import ProgressCallback
 
@@ -120,6 +120,7 @@ def find_tokenizer(encoder_path: str | Path, tokenizer_path: str | Path | None) 
 def load_t5_tokenizer(folder: str | Path):
     """Tokenizer from a folder holding spiece.model (+ json) or tokenizer.json; checks it is a real vocabulary."""
     folder = Path(folder)
+    check_json_files(folder)  # transformers' own message for a broken json names neither file nor line
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, legacy=True)
     except Exception as exc:  # transformers raises many types here (missing sentencepiece/protobuf, bad json)
