@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_output
+from .atomic import atomic_output, write_errors_named
 from .checkpoint import detect_kind, read_state_dict, verify_checksums
 from .errors import CheckpointError
 from .progress import ProgressCallback
@@ -56,7 +56,7 @@ def convert_checkpoint(
         )
     else:
         raise CheckpointError(f"{src.name}: cannot tell which FlashVideo model this is; nothing converted.")
-    _save(converted, dst, metadata)
+    _save(converted, dst, metadata, overwrite)
     return dst
 
 
@@ -68,10 +68,10 @@ def _is_sat_vae(state: dict) -> bool:
     return any(key.startswith(("encoder.down.", "decoder.up.")) for key in state)
 
 
-def _save(state: dict[str, torch.Tensor], dst: Path, metadata: dict[str, str]) -> None:
+def _save(state: dict[str, torch.Tensor], dst: Path, metadata: dict[str, str], overwrite: bool) -> None:
     from safetensors.torch import save_file
 
-    with atomic_output(dst) as tmp:
+    with write_errors_named(dst), atomic_output(dst, overwrite) as tmp:
         save_file({key: _own_storage(tensor) for key, tensor in state.items()}, str(tmp), metadata=metadata)
 
 

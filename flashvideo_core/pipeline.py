@@ -66,8 +66,11 @@ class GenerateSettings:
             raise FlashVideoInputError(f"stage2_steps={self.stage2_steps!r} must be an integer >= 1 (paper: 4).")
         stage2_time_grid(self.stage2_steps, self.shift)  # checks shift
         check_cfg(self.stage2_cfg, "stage2_cfg")
-        if not (isinstance(self.fps, (int, float)) and math.isfinite(self.fps) and self.fps > 0):
-            raise FlashVideoInputError(f"fps={self.fps!r} must be a positive number.")
+        if not (isinstance(self.fps, (int, float)) and math.isfinite(self.fps)):
+            raise FlashVideoInputError(f"fps={self.fps!r} must be a number.")
+        from .video_io import check_fps
+
+        check_fps(self.fps)  # the writer's own rule, checked before Stage I
 
 
 @dataclass

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from . import config
-from .atomic import signals_held
+from .atomic import signals_held, write_errors_named
 
 TINY_LORA_RANK = 4
 TINY_VERSION = "1"
@@ -43,7 +43,8 @@ def write_tiny_weights(dest_dir: str | Path, seed: int = 0) -> dict[str, Path]:
     dest = Path(dest_dir)
     _refuse_existing(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with _building_folder(dest if dest.is_dir() else dest.parent, f".{dest.name}.tiny-partial-") as tmp:
+    with write_errors_named(dest), _building_folder(dest if dest.is_dir() else dest.parent,
+                                                     f".{dest.name}.tiny-partial-") as tmp:
         _write_files(tmp, seed)
         _publish(tmp, dest)
     return {key: dest / name for key, name in TINY_NAMES.items()}

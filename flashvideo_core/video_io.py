@@ -240,9 +240,7 @@ def write_video(
     target = check_output_path(path, overwrite)
     if reservation is not None and (reservation.target != target or reservation.overwrite != overwrite):
         raise ValueError(f"reservation {reservation} is not a claim on {target} with overwrite={overwrite}.")
-    rate = _exact_fps(fps)
-    if not rate or rate <= 0:
-        raise FlashVideoInputError(f"fps={fps!r} must be a positive number.")
+    rate = check_fps(fps)
     if not 0 <= crf <= 51:
         raise FlashVideoInputError(f"crf={crf!r} must be 0-51 (lower is better quality; default {DEFAULT_CRF}).")
     audio_args: list[str] = []
@@ -481,6 +479,20 @@ def _pixel_aspect(src: Path, meta: dict) -> Fraction:
     source_size = tuple(meta.get("source_size") or meta["size"])
     rotated = tuple(meta["size"]) == source_size[::-1] and source_size[0] != source_size[1]
     return 1 / aspect if rotated else aspect
+
+
+MIN_FPS, MAX_FPS = 0.01, 1000
+"""Frame rates a written file may have: slower than one frame in 100 s is a slide show, not a video, and
+H.264 timing (1/1001 steps) cannot hold it; faster than 1000 fps no player shows."""
+
+
+def check_fps(fps) -> Fraction:
+    """fps as an exact Fraction (see _exact_fps); FlashVideoInputError unless MIN_FPS <= fps <= MAX_FPS."""
+    rate = _exact_fps(fps)
+    if not MIN_FPS <= float(rate) <= MAX_FPS:
+        raise FlashVideoInputError(f"fps={fps!r} must be a frame rate from {MIN_FPS:g} to {MAX_FPS:g} "
+                                   "(the source's rate, or 8 for FlashVideo's own 49-frame clips).")
+    return rate
 
 
 def _exact_fps(fps) -> Fraction:

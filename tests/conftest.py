@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
-
-import tempfile
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -1,5 +1,7 @@
 """convert: published SAT files -> safetensors that load to the same models."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -97,3 +99,19 @@ def test_convert_into_an_existing_folder_writes_there_under_the_source_name(tiny
     with pytest.raises(CheckpointError, match="already exists"):
         convert_checkpoint(tiny_weights["stage2"], folder)  # the folder itself is never a target to replace
     assert folder.is_dir()
+
+
+@pytest.mark.parametrize("message", ["Error while serializing: I/O error: No space left on device (os error 28)",
+                                     "[enforce fail at inline_container.cc:672] . unexpected pos 8640 vs 8534"])
+def test_a_full_disk_is_named_with_the_file_and_leaves_nothing(tiny_weights, tmp_path, monkeypatch, message):
+    import safetensors.torch
+
+    def full_disk(state, filename, metadata=None):
+        Path(filename).write_bytes(b"half")
+        raise RuntimeError(message)  # what safetensors and torch.save raise when the disk fills
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    out = tmp_path / "stage2.safetensors"
+    with pytest.raises(OSError, match=f"could not write {out}: the disk is full .*nothing was left behind"):
+        convert_checkpoint(tiny_weights["stage2"], out)
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.stat().st_size]

@@ -63,3 +63,13 @@ def test_a_nan_latent_is_refused_by_decode(tiny_weights):
     latent[0, 0, 1, 0, 0] = float("inf")
     with pytest.raises(NonFiniteError, match="latents holds NaN/Inf .*decodes to a black or NaN video"):
         decode_latents_auto(load_vae(tiny_weights["vae"]), latent)
+
+
+@pytest.mark.parametrize("fps", ["0.0001", "5000"])
+def test_a_frame_rate_the_writer_refuses_is_refused_before_stage1(tiny_weights_dir, tmp_path, capsys, monkeypatch, fps):
+    loads = []
+    monkeypatch.setattr("flashvideo_core.loaders.load_text_encoder", lambda *a, **k: loads.append(a))
+    code = main(["generate", "A red fox in the snow.", "--weights", str(tiny_weights_dir), "-o", str(tmp_path / "o"),
+                 "--quiet", "--fps", fps])
+    assert code == 2 and not loads
+    assert f"fps={float(fps)!r} must be a frame rate from 0.01 to 1000" in capsys.readouterr().err
