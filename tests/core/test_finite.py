@@ -55,7 +55,7 @@ def test_a_nan_latent_is_refused_before_stage2_samples(tiny_weights, tiny_weight
     latent[0, 3, 1, 2, 2] = float("nan")
     calls = []
     model.register_forward_pre_hook(lambda *a: calls.append(1))
-    with pytest.raises(NonFiniteError, match="Stage II: the degraded input latent holds NaN/Inf \\(1 of 512"):
+    with pytest.raises(NonFiniteError, match="latent holds NaN/Inf \\(1 of 512"):
         run_stage2(model, cond, latent, steps=2)
     assert calls == []
 
