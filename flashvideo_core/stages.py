@@ -157,8 +157,6 @@ def run_stage2(
     """
     _check_stage(model, 2)
     check_latent(latent, "latent")
-    check_finite(latent, "Stage II: the degraded input latent",
-                 "It came from the VAE encode of frames holding NaN/Inf, or from a damaged VAE file.")
     check_embedding(cond, model, batch=latent.shape[0])
     check_finite(cond, "Stage II: the prompt embedding", "Check the T5 weights (a damaged file) and the prompt.")
     check_noise_step(noise_step)
