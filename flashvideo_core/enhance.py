@@ -27,9 +27,12 @@ import numpy as np
 import torch
 
 from . import config, devices
+from .checkpoint import transformer_width
 from .color import match_color
 from .errors import FlashVideoInputError
-from .layout import rgb_images
+from .guidance import model_dtype
+from .layout import checked_images
+from .memory_floor import check_fits, transformer_floor, video_floor
 from .noise_rule import resolve_noise_step
 from .progress import ProgressCallback, report
 from .rng import cpu_generator
@@ -41,6 +44,7 @@ from .sizing import (
     image_frame_bytes,
     resolve_target_size,
 )
+from .text import check_prompt
 from .video_io import VideoInfo, check_output_path, iter_frames, probe_video, to_rgb_uint8, write_video
 from .windows import DEFAULT_OVERLAP, DEFAULT_WINDOW, Window, WindowBlender, plan_windows
 
@@ -208,7 +212,7 @@ def enhance_frames(
         noise_step=noise_step, steps=steps, cfg=cfg, shift=shift, seed=seed, window=window, overlap=overlap,
         color_match=color_match, allow_large_upscale=allow_large_upscale,
     )
-    _check_cond(cond, model)
+    _check_models(plan, model, cond, device, dtype)
 
     def as_tensors() -> Iterator[torch.Tensor]:
         for frame in _chain(first, source):
@@ -245,24 +249,25 @@ def enhance_images(
     dtype: torch.dtype | None = None,
     callback: ProgressCallback | None = None,
 ) -> torch.Tensor:
-    """ComfyUI IMAGE (F, H, W, C) in [0, 1] -> IMAGE (F, H', W', 3) float32 in [0, 1] at the target size.
+    """ComfyUI IMAGE (F, H, W, C) in [0, 1] (or uint8 0..255) -> IMAGE (F, H', W', 3) float32 in [0, 1].
 
-    C may be 3, 4 (alpha dropped, logged) or 1 (gray expanded). Settings as in enhance_frames.
+    C may be 3, 4 (alpha dropped, logged) or 1 (gray expanded); NaN/Inf and values far outside the
+    range are refused (layout.checked_images). Settings as in enhance_frames.
     The whole output lives in memory (F x H' x W' x 3 x 4 bytes; see sizing.image_frame_bytes); if
     that is more than OUTPUT_RAM_FRACTION of the RAM free now, FlashVideoInputError says so before
     any model call (on a CPU machine running out of RAM kills the process late in the run).
     """
-    images = rgb_images(images)
+    images = checked_images(images)  # uint8 0..255 or float 0..1; NaN/Inf and other ranges refused
     num_frames, in_height, in_width = images.shape[:3]
     plan = plan_enhance(
         num_frames, in_height, in_width, target=target, scale=scale, size=size, long_edge=long_edge,
         noise_step=noise_step, steps=steps, cfg=cfg, shift=shift, seed=seed, window=window, overlap=overlap,
         color_match=color_match, allow_large_upscale=allow_large_upscale,
     )
-    _check_cond(cond, model)
+    _check_models(plan, model, cond, device, dtype)
     _check_output_fits(plan)
     out = torch.empty(num_frames, plan.target.height, plan.target.width, 3)
-    frames = (images[i].float().clamp(0, 1) for i in range(num_frames))
+    frames = (images[i] for i in range(num_frames))
     for i, frame in enumerate(_stream(frames, plan, model, vae, cond, slices, device, dtype, callback)):
         out[i] = frame
     return out
@@ -323,6 +328,11 @@ def enhance_video_file(
         if weights is None:
             raise FlashVideoInputError("give either `weights` or all of model, vae and cond.")
         weights.check(*needed)
+    if cond is None:
+        check_prompt(prompt, required=False)  # before T5 loads (minutes): a lone surrogate is named at once
+    width = _model_width(model) if model is not None else transformer_width(weights.stage2)
+    if width is not None:
+        check_window_fits(plan, width, run_device, run_dtype)
     if on_plan is not None:
         on_plan(plan, info)
     if needed:
@@ -456,6 +466,36 @@ def _check_cond(cond, model) -> None:
         raise FlashVideoInputError(
             f"cond width is {cond.shape[-1]} but the Stage II model expects {width} (T5 v1.1 XXL gives 4096)."
         )
+
+
+def check_window_fits(plan: EnhancePlan, hidden: int, device, dtype: torch.dtype) -> None:
+    """Raise FlashVideoInputError if one window's Stage II forward (memory_floor.transformer_floor of a
+    `hidden`-wide model at the work size, CFG batch) or its decoded window cannot fit the memory free now.
+
+    Called before any model is loaded (enhance_video_file) or run (enhance_frames), so a 4K window on a
+    small card is refused at once with sizes that fit, not after minutes with an allocator traceback.
+    """
+    device = torch.device(device)
+    frames, height, width = plan.windows[0].length, plan.target.work_height, plan.target.work_width
+    check_fits("Stage II (one enhance window)", transformer_floor(frames, height, width, hidden, dtype),
+               devices.free_memory(device), device, frames, height, width)
+    check_fits("a decoded enhance window", video_floor(frames, height, width), devices.free_memory("cpu"), "cpu",
+               frames, height, width)
+
+
+def _check_models(plan: EnhancePlan, model, cond, device, dtype) -> None:
+    """Raise unless cond fits the model and one window fits the free memory where the model will run."""
+    _check_cond(cond, model)
+    width = _model_width(model)
+    if width is not None:
+        check_window_fits(plan, width, device if device is not None else devices.model_device(model),
+                          dtype or model_dtype(model))
+
+
+def _model_width(model) -> int | None:
+    """The hidden width a Stage II model declares (model.config.hidden_size), None if it declares none."""
+    width = getattr(getattr(model, "config", None), "hidden_size", None)
+    return width if isinstance(width, int) else None
 
 
 OUTPUT_RAM_FRACTION = 0.8

@@ -41,7 +41,7 @@ MIN_AUTO_STEP, MAX_AUTO_STEP = 500, 750
 
 
 def auto_noise_step(num_frames: int, height: int, width: int) -> int:
-    """Noise step (int in [500, 750]) for a window of `num_frames` frames at height x width output pixels.
+    """Noise step (int in [500, 750]) for a window of `num_frames` frames at width x height output pixels.
 
     See the module docstring for the rule and its anchors (17 frames -> 500, 49 frames at 1080p -> 675).
     """
