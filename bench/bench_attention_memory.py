@@ -27,7 +27,7 @@ LINEARITY_TARGET = 1.5
 SETUP = """
 import torch
 from flashvideo_core.config import TransformerConfig
-from flashvideo_core.transformer import build_transformer
+from flashvideo_core.model.transformer import build_transformer
 torch.set_num_threads(2)
 shape = TransformerConfig(num_layers={layers}, num_heads={heads}, head_dim=64, time_embed_dim=64, text_dim=64,
                           stage2_extras=True)

@@ -41,14 +41,14 @@ sys.path.insert(0, str(ROOT))
 
 CHILD = """
 import resource, sys
-import flashvideo_core.devices, flashvideo_core.enhance
+import flashvideo_core.devices, flashvideo_core.enhance.run
 from flashvideo_core.cli import main
 budget_mb, buffer_output = int(sys.argv[1]), sys.argv[2] == "buffer"
 if budget_mb:
     flashvideo_core.devices.free_memory = lambda device: budget_mb * 2**20
 if buffer_output:  # the regression this benchmark must catch: every output frame held until the end
-    streamed = flashvideo_core.enhance._stream
-    flashvideo_core.enhance._stream = lambda *args: iter([frame.clone() for frame in streamed(*args)])
+    streamed = flashvideo_core.enhance.run._stream
+    flashvideo_core.enhance.run._stream = lambda *args: iter([frame.clone() for frame in streamed(*args)])
 code = main(sys.argv[3:])
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print("PEAK_KB", peak // 1024 if sys.platform == "darwin" else peak)
@@ -105,10 +105,10 @@ def main() -> int:
     args = parser.parse_args()
     height, width = (int(v) for v in args.size.lower().split("x"))
 
-    from flashvideo_core.enhance import plan_enhance
-    from flashvideo_core.sizing import image_frame_bytes
-    from flashvideo_core.tiny import write_tiny_weights
-    from flashvideo_core.video_io import probe_video
+    from flashvideo_core.enhance.run import plan_enhance
+    from flashvideo_core.enhance.sizing import image_frame_bytes
+    from flashvideo_core.video.io import probe_video
+    from flashvideo_core.weights.tiny import write_tiny_weights
 
     with tempfile.TemporaryDirectory(prefix="bench_enhance_") as tmp:
         work = Path(tmp)

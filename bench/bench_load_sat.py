@@ -3,7 +3,7 @@
 Writes random transformers in the published SAT layouts (bf16, {'module': ...}), about 2 GB each:
   stage2: Stage II shape (hidden 1920, ref-step/frame-count embeddings), no LoRA, like stage2.pt;
   stage1: Stage I shape (hidden 3072) with LoRA factors on qkv/dense/adaLN, like stage1.pt.
-Converts each with flashvideo_core.convert (as `python -m flashvideo_core convert` does) to a
+Converts each with flashvideo_core.weights.convert (as `python -m flashvideo_core convert` does) to a
 .safetensors (diffusers keys, LoRA merged). Then, each load in a fresh process (bench/isolated.py),
 loads the .pt and the .safetensors with loaders.load_stage1/2 in bf16 and reads every weight once
 (so lazily mapped pages are really in memory). Prints, per file, the peak resident memory over the
@@ -31,8 +31,8 @@ TARGET = 1.3
 WRITE = """
 import torch
 from flashvideo_core.config import TransformerConfig
-from flashvideo_core.transformer import FlashVideoTransformer
-from flashvideo_core.sat_transformer import save_sat_transformer
+from flashvideo_core.model.transformer import FlashVideoTransformer
+from flashvideo_core.model.sat_loading import save_sat_transformer
 torch.manual_seed(0)
 torch.set_default_dtype(torch.bfloat16)
 shape = TransformerConfig(num_layers={layers}, num_heads={heads}, stage2_extras={stage2})
@@ -41,13 +41,13 @@ save_sat_transformer(model, {path!r}, lora_rank={lora})
 """
 
 CONVERT = """
-from flashvideo_core.convert import convert_checkpoint
+from flashvideo_core.weights.convert import convert_checkpoint
 convert_checkpoint({src!r}, {dst!r})
 """
 
 SETUP = """
 import torch
-from flashvideo_core import loaders
+from flashvideo_core.weights import loaders
 """
 
 LOAD = """

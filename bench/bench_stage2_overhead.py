@@ -31,9 +31,9 @@ TARGET = 0.03
 def build_inputs(args):
     """(model, cond (1, 226, D), degraded RAW latent (1, 16, T, h, w)) for the benchmark."""
     from flashvideo_core import config
-    from flashvideo_core.degradation import degrade_latent
     from flashvideo_core.layout import latent_frames
-    from flashvideo_core.transformer import build_transformer
+    from flashvideo_core.model.transformer import build_transformer
+    from flashvideo_core.sampling.degradation import degrade_latent
 
     height, width = (int(v) for v in args.size.lower().split("x"))
     shape = config.TransformerConfig(
@@ -50,7 +50,7 @@ def build_inputs(args):
 def bare_forwards(model, cond, latent, steps: int) -> None:
     """The S batch-2 forwards run_stage2 needs, with inputs prepared outside the timed region."""
     from flashvideo_core import config
-    from flashvideo_core.schedule import stage2_model_timesteps, stage2_time_grid
+    from flashvideo_core.sampling.schedule import stage2_model_timesteps, stage2_time_grid
 
     hidden = (latent * config.STAGE2_SCALE_FACTOR).permute(0, 2, 1, 3, 4).expand(2, -1, -1, -1, -1).contiguous()
     text = torch.cat([cond, torch.zeros_like(cond)])
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from flashvideo_core.stages import run_stage2
+    from flashvideo_core.sampling.stages import run_stage2
 
     model, cond, latent = build_inputs(args)
     timed_model = TimedModel(model)

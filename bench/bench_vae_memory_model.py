@@ -21,7 +21,7 @@ SETUP = """
 import torch
 from flashvideo_core import config
 from flashvideo_core.vae import build_vae, decode_latents, encode_video, SliceSpec
-from flashvideo_core.vae_slicing import bytes_per_output_voxel
+from flashvideo_core.vae.slicing import bytes_per_output_voxel
 torch.set_num_threads(2)
 vae = build_vae(config.VAEConfig(block_out_channels={blocks}, layers_per_block={layers}, norm_num_groups={groups}),
                 seed=0)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from . import config
 from .errors import CheckpointError, FlashVideoInputError, NonFiniteError
-from .hub import DownloadError
 from .progress import UNITS_PER_WINDOW, ProgressEvent, WindowedProgress
+from .weights.hub import DownloadError
 
 TINY_SETTINGS = {"num_frames": 9, "height": 64, "width": 96, "stage2_height": 128, "stage2_width": 192,
                  "stage1_steps": 8, "fps": 8}
@@ -213,8 +213,8 @@ def _resolve_weights(args) -> tuple:
     """(WeightPaths, is_tiny_default)."""
     from dataclasses import replace
 
-    from .loaders import WeightPaths, find_weights
-    from .tiny import ensure_tiny_weights
+    from .weights.loaders import WeightPaths, find_weights
+    from .weights.tiny import ensure_tiny_weights
 
     tiny = args.weights is None and not any(
         getattr(args, n) for n in ("stage1", "stage2", "vae", "text_encoder", "tokenizer")
@@ -292,7 +292,7 @@ def describe_generate(settings, tiny: bool = False) -> str:
 
 
 def _cmd_enhance(args) -> int:
-    from .enhance import describe_plan, enhance_video_file
+    from .enhance.run import describe_plan, enhance_video_file
 
     weights, _ = _resolve_weights(args)
     noise = args.noise_step if args.noise_step == "auto" else _int_arg(args.noise_step, "--noise-step")
@@ -330,7 +330,7 @@ def _int_arg(value: str, name: str) -> int:
 
 
 def _cmd_convert(args) -> int:
-    from .convert import convert_checkpoint
+    from .weights.convert import convert_checkpoint
 
     progress = TqdmProgress()
     try:
@@ -342,7 +342,7 @@ def _cmd_convert(args) -> int:
 
 
 def _cmd_tiny(args) -> int:
-    from .tiny import write_tiny_weights
+    from .weights.tiny import write_tiny_weights
 
     for name, path in write_tiny_weights(args.output_dir, seed=args.seed).items():
         print(f"{name}: {path}")
@@ -350,7 +350,7 @@ def _cmd_tiny(args) -> int:
 
 
 def _cmd_download(args) -> int:
-    from .hub import download_weights
+    from .weights.hub import download_weights
 
     # huggingface_hub draws its own byte bar per file; our events would only draw it twice
     for path in download_weights(args.output_dir, args.files, callback=None):

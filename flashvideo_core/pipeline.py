@@ -21,9 +21,9 @@ from .atomic import Reservation, reserved_output
 from .devices import parse_device, parse_dtype
 from .errors import FlashVideoInputError
 from .layout import check_num_frames, check_pixel_size
-from .loaders import WeightPaths
 from .progress import ProgressCallback
 from .rng import cpu_generator
+from .weights.loaders import WeightPaths
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,9 @@ class GenerateSettings:
 
     def validate(self) -> None:
         """Raise FlashVideoInputError for any invalid setting, before anything is loaded."""
-        from .degradation import check_noise_step
-        from .schedule import check_stage1_steps, stage2_time_grid
-        from .stages import check_cfg
+        from .sampling.degradation import check_noise_step
+        from .sampling.schedule import check_stage1_steps, stage2_time_grid
+        from .sampling.stages import check_cfg
 
         check_num_frames(self.num_frames, "frames")
         check_pixel_size(self.height, self.width, "Stage I size")
@@ -68,7 +68,7 @@ class GenerateSettings:
         check_cfg(self.stage2_cfg, "stage2_cfg")
         if not (isinstance(self.fps, (int, float)) and math.isfinite(self.fps)):
             raise FlashVideoInputError(f"fps={self.fps!r} must be a number.")
-        from .video_io import check_fps
+        from .video.io import check_fps
 
         check_fps(self.fps)  # the writer's own rule, checked before Stage I
 
@@ -99,7 +99,7 @@ def generate(
     run with the same prompt and seed takes the next free names. A run that fails before the preview
     is written leaves nothing behind (not even the folder it made).
     """
-    from .text import check_prompt
+    from .text.encoder import check_prompt
 
     settings = settings or GenerateSettings()
     settings.validate()
@@ -113,7 +113,7 @@ def generate(
         raise FlashVideoInputError(
             f"output folder {out} is a file; generate writes two videos (preview and final) into a folder."
         )
-    from .video_io import check_writable_folder
+    from .video.io import check_writable_folder
 
     check_writable_folder(out, "output folder")
     _check_memory_floor(settings, weights, device, dtype)
@@ -124,11 +124,11 @@ def generate(
 
 def _generate(prompt, weights, settings, device, dtype, claims: dict, callback) -> GenerateResult:
     """generate's work once everything is checked and the output names are claimed (atomic.Reservation)."""
-    from .degradation import degrade_latent
-    from .handoff import resize_video
-    from .loaders import load_stage1, load_stage2, load_text_encoder, load_vae
-    from .stages import run_stage1, run_stage2
+    from .sampling.degradation import degrade_latent
+    from .sampling.handoff import resize_video
+    from .sampling.stages import run_stage1, run_stage2
     from .vae import decode_latents_auto, encode_video_auto
+    from .weights.loaders import load_stage1, load_stage2, load_text_encoder, load_vae
 
     text_encoder = load_text_encoder(weights.text_encoder, weights.tokenizer, device=device, dtype=dtype,
                                      callback=callback)
@@ -199,7 +199,7 @@ def with_overrides(settings: GenerateSettings, **overrides) -> GenerateSettings:
 
 
 def _write(claim: Reservation, video: torch.Tensor, fps: float) -> Path:
-    from .video_io import write_video
+    from .video.io import write_video
 
     frames = ((video[0].permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
     return write_video(claim.target, iter(frames), fps=fps, overwrite=False, reservation=claim)

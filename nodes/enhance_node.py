@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from flashvideo_core import config
-from flashvideo_core.enhance import enhance_images
+from flashvideo_core.enhance.run import enhance_images
+from flashvideo_core.enhance.sizing import NAMED_SIZES, image_frame_bytes
 from flashvideo_core.layout import checked_images
 from flashvideo_core.progress import WindowedProgress
-from flashvideo_core.sizing import NAMED_SIZES, image_frame_bytes
 
 from . import comfy_services as services
 from .common import CATEGORY, EMBEDS, STAGE2, VAE, latent_preview_fn

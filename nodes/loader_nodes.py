@@ -90,7 +90,7 @@ class _TransformerLoader:
 
     def load(self, model_name, precision, offload):
         """A file name from the model lists -> (LoadedModel holding the Stage I or II transformer,)."""
-        from flashvideo_core.sat_transformer import load_transformer
+        from flashvideo_core.model.sat_loading import load_transformer
 
         path = services.model_path(self.KIND, model_name)
         module = load_transformer(path, stage=self.STAGE, dtype=parse_dtype(precision, services.torch_device()),
@@ -192,7 +192,7 @@ class FlashVideoT5Loader:
 
     def load(self, encoder_name, tokenizer, precision, offload):
         """Encoder and tokenizer names -> (LoadedModel holding the T5 encoder, with .text_encoder set,)."""
-        from flashvideo_core.text import load_text_encoder
+        from flashvideo_core.text.encoder import load_text_encoder
 
         path = services.model_path("t5", encoder_name)
         tokenizer_path = _auto_tokenizer(path) if tokenizer == TOKENIZER_AUTO else _resolve_tokenizer(tokenizer)
@@ -205,7 +205,7 @@ class FlashVideoT5Loader:
 
 def _auto_tokenizer(encoder_path: Path) -> Path | None:
     """None (tokenizer/ beside the encoder) when there is one, else ComfyUI's bundled T5 tokenizer."""
-    from flashvideo_core.t5_loading import find_tokenizer
+    from flashvideo_core.text.loading import find_tokenizer
 
     try:
         find_tokenizer(encoder_path, None)
@@ -261,7 +261,7 @@ class FlashVideoDownloadWeights:
 
     def download(self, files):
         """A DOWNLOAD_CHOICES entry -> (the downloaded paths, one per line,); files land in models/FlashVideo."""
-        from flashvideo_core.hub import download_weights
+        from flashvideo_core.weights.hub import download_weights
 
         paths = download_weights(services.pack_model_dir(), DOWNLOAD_KEYS[files], callback=services.Progress())
         text = "\n".join(str(p) for p in paths)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from flashvideo_core import config
-from flashvideo_core.degradation import degrade_latent
 from flashvideo_core.errors import FlashVideoInputError
 from flashvideo_core.layout import check_latent
-from flashvideo_core.stages import run_stage1, run_stage2
-from flashvideo_core.text import check_prompt
+from flashvideo_core.sampling.degradation import degrade_latent
+from flashvideo_core.sampling.stages import run_stage1, run_stage2
+from flashvideo_core.text.encoder import check_prompt
 
 from . import comfy_services as services
 from .common import (

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flashvideo_core import config
 from flashvideo_core.errors import FlashVideoInputError
-from flashvideo_core.handoff import video_to_stage2_latent
 from flashvideo_core.layout import check_latent, checked_images, image_to_video, video_to_image
+from flashvideo_core.sampling.handoff import video_to_stage2_latent
 from flashvideo_core.vae import SliceSpec, decode_latents, decode_latents_auto
 
 from . import comfy_services as services

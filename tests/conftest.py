@@ -17,7 +17,7 @@ os.environ["FLASHVIDEO_CACHE"] = tempfile.mkdtemp(prefix="flashvideo-test-cache-
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory):
     """{"stage1", "stage2", "vae", "text_encoder", "tokenizer"} -> Path of tiny published-layout files."""
-    from flashvideo_core.tiny import write_tiny_weights
+    from flashvideo_core.weights.tiny import write_tiny_weights
 
     return write_tiny_weights(tmp_path_factory.mktemp("tiny_weights"))
 

@@ -79,7 +79,7 @@ def test_require_kind_names_what_the_file_looks_like():
 
 @pytest.mark.parametrize("kind", ["stage1", "stage2", "vae", "text_encoder"])
 def test_loading_reports_megabytes_read_and_a_raising_callback_stops_it(tiny_weights, kind):
-    from flashvideo_core import loaders
+    from flashvideo_core.weights import loaders
 
     load = {"stage1": loaders.load_stage1, "stage2": loaders.load_stage2, "vae": loaders.load_vae,
             "text_encoder": loaders.load_text_encoder}[kind]
@@ -129,7 +129,7 @@ def test_verify_checksums_reports_the_end_once(tmp_path):
 def test_a_broken_json_in_a_model_folder_is_named_with_the_fix(tiny_weights, tmp_path, broken):
     import shutil
 
-    from flashvideo_core.loaders import load_text_encoder
+    from flashvideo_core.weights.loaders import load_text_encoder
 
     encoder = shutil.copytree(tiny_weights["text_encoder"], tmp_path / "text_encoder")
     tokenizer = shutil.copytree(tiny_weights["tokenizer"], tmp_path / "tokenizer")

@@ -153,7 +153,8 @@ def test_every_enhance_and_generate_setting_states_its_default(capsys):
 
 
 def test_generate_prints_the_settings_it_actually_uses_before_running(tiny_weights_dir, tmp_path, monkeypatch, capsys):
-    from flashvideo_core import pipeline, tiny
+    from flashvideo_core import pipeline
+    from flashvideo_core.weights import tiny
 
     def stop(*args, **kwargs):
         raise FlashVideoInputError("stopped before any work")
@@ -288,7 +289,7 @@ def test_enhance_prints_the_resolved_plan_before_the_models_load(tiny_weights_di
 
 
 def test_generate_failing_in_stage1_leaves_no_output_folder(tiny_weights_dir, tmp_path, monkeypatch):
-    from flashvideo_core import stages
+    from flashvideo_core.sampling import stages
 
     def out_of_memory(*args, **kwargs):
         raise RuntimeError("out of memory")
@@ -318,8 +319,8 @@ def test_generate_names_models_that_do_not_fit_together_before_stage1(tiny_weigh
     from dataclasses import replace
 
     from flashvideo_core import config
-    from flashvideo_core.sat_transformer import save_sat_transformer
-    from flashvideo_core.transformer import build_transformer
+    from flashvideo_core.model.sat_loading import save_sat_transformer
+    from flashvideo_core.model.transformer import build_transformer
     from flashvideo_core.vae import build_vae, save_sat_vae
 
     wide_text = tmp_path / "stage2_text64.pt"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flashvideo_core.color import match_color, oklab_to_srgb, srgb_to_oklab
+from flashvideo_core.enhance.color import match_color, oklab_to_srgb, srgb_to_oklab
 from flashvideo_core.errors import FlashVideoInputError
 
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from flashvideo_core.checkpoint import read_safetensors_metadata
-from flashvideo_core.convert import convert_checkpoint
 from flashvideo_core.errors import CheckpointError
-from flashvideo_core.loaders import find_weights, load_stage1, load_stage2, load_vae
+from flashvideo_core.weights.convert import convert_checkpoint
+from flashvideo_core.weights.loaders import find_weights, load_stage1, load_stage2, load_vae
 
 from ..equivalence import assert_same_outputs, assert_same_weights
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from flashvideo_core import config
-from flashvideo_core.degradation import degrade_latent
 from flashvideo_core.errors import FlashVideoInputError
 from flashvideo_core.rng import cpu_generator
-from flashvideo_core.schedule import zero_snr_alphas_cumprod
+from flashvideo_core.sampling.degradation import degrade_latent
+from flashvideo_core.sampling.schedule import zero_snr_alphas_cumprod
 
 SCALE = config.STAGE2_SCALE_FACTOR
 

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from flashvideo_core import enhance as enhance_mod
-from flashvideo_core.enhance import enhance_frames, enhance_images, enhance_video_file, plan_enhance, window_seed
+from flashvideo_core.enhance import run as enhance_mod
+from flashvideo_core.enhance.run import enhance_frames, enhance_images, enhance_video_file, plan_enhance, window_seed
 from flashvideo_core.errors import FlashVideoInputError
 from flashvideo_core.progress import ProgressEvent
-from flashvideo_core.video_io import probe_video
+from flashvideo_core.video.io import probe_video
 
 COND = torch.zeros(1, 226, 32)
 MODEL, VAE = object(), object()  # never called by the stand-in
@@ -262,14 +262,12 @@ def test_a_failing_model_leaves_no_output_file(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_models():
-    """(Stage II transformer, VAE) with tiny random weights; skipped until those modules exist."""
+    """(Stage II transformer, VAE) with tiny random weights."""
     from flashvideo_core import config
+    from flashvideo_core.model.transformer import build_transformer
+    from flashvideo_core.vae import build_vae
 
-    for name in ("handoff", "degradation", "stages"):
-        pytest.importorskip(f"flashvideo_core.{name}")
-    transformer = pytest.importorskip("flashvideo_core.transformer")
-    vae = pytest.importorskip("flashvideo_core.vae")
-    return transformer.build_transformer(config.TINY_STAGE2, seed=0), vae.build_vae(config.TINY_VAE, seed=0)
+    return build_transformer(config.TINY_STAGE2, seed=0), build_vae(config.TINY_VAE, seed=0)
 
 
 def _tiny_run(models, num_frames, height=16, width=32, **kwargs):
@@ -331,7 +329,7 @@ def test_a_default_target_beyond_x4_is_refused_before_any_model_work_unless_allo
 
 
 def test_the_plan_names_sizes_width_x_height_and_the_scale_factor():
-    from flashvideo_core.enhance import describe_plan
+    from flashvideo_core.enhance.run import describe_plan
 
     plan = plan_enhance(14, 27, 48, scale=2, window=9, overlap=2)  # 48x27 -> 96x54, work 96x64
     text = describe_plan(plan)

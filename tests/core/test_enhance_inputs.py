@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from flashvideo_core import config, devices
-from flashvideo_core.enhance import enhance_images, enhance_video_file
+from flashvideo_core.enhance.run import enhance_images, enhance_video_file
 from flashvideo_core.errors import FlashVideoInputError
-from flashvideo_core.loaders import find_weights
-from flashvideo_core.transformer import build_transformer
+from flashvideo_core.model.transformer import build_transformer
 from flashvideo_core.vae import build_vae
+from flashvideo_core.weights.loaders import find_weights
 
 COND = torch.randn(1, 226, 32, generator=torch.Generator().manual_seed(0))
 
@@ -50,7 +50,7 @@ def test_a_nan_image_is_refused_naming_the_frame(models):
 
 def test_an_unreadable_prompt_is_refused_before_t5_loads(tiny_weights_dir, tmp_path, monkeypatch):
     loads = []
-    monkeypatch.setattr("flashvideo_core.loaders.load_text_encoder", lambda *a, **k: loads.append(a))
+    monkeypatch.setattr("flashvideo_core.weights.loaders.load_text_encoder", lambda *a, **k: loads.append(a))
     src = _clip(tmp_path / "in.mp4")
     with pytest.raises(FlashVideoInputError, match="not valid text at position 1"):
         enhance_video_file(src, tmp_path / "out.mp4", weights=find_weights(tiny_weights_dir), prompt="a\udcffb",
@@ -61,7 +61,7 @@ def test_an_unreadable_prompt_is_refused_before_t5_loads(tiny_weights_dir, tmp_p
 def test_a_window_that_cannot_fit_is_refused_before_any_model_loads(tiny_weights_dir, tmp_path, monkeypatch):
     loads = []
     for name in ("load_text_encoder", "load_stage2", "load_vae"):
-        monkeypatch.setattr(f"flashvideo_core.loaders.{name}", lambda *a, **k: loads.append(a))
+        monkeypatch.setattr(f"flashvideo_core.weights.loaders.{name}", lambda *a, **k: loads.append(a))
     monkeypatch.setattr(devices, "free_memory", lambda device: 2**10)  # 1 KiB free
     src = _clip(tmp_path / "in.mp4")
     with pytest.raises(FlashVideoInputError, match=r"Stage II \(one enhance window\) at 96x64 \(WxH\) with 5 frames "

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from flashvideo_core.loaders import load_stage1, load_stage2, load_vae
+from flashvideo_core.weights.loaders import load_stage1, load_stage2, load_vae
 
 from ..equivalence import OUTPUT_RTOL, assert_same_outputs, assert_same_weights
 

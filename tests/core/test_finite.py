@@ -6,9 +6,9 @@ import torch
 from flashvideo_core.cli import main
 from flashvideo_core.errors import NonFiniteError
 from flashvideo_core.finite import check_finite, checked_model_calls
-from flashvideo_core.loaders import load_stage2
-from flashvideo_core.stages import run_stage2
-from flashvideo_core.text import load_text_encoder
+from flashvideo_core.sampling.stages import run_stage2
+from flashvideo_core.text.encoder import load_text_encoder
+from flashvideo_core.weights.loaders import load_stage2
 
 
 def _flip_exponent_bit(source, target):

@@ -5,8 +5,8 @@ import torch
 
 from flashvideo_core import config
 from flashvideo_core.errors import FlashVideoInputError
-from flashvideo_core.guidance import stage1_denoiser, stage2_velocity
-from flashvideo_core.schedule import dynamic_cfg_scale, zero_snr_alphas_cumprod
+from flashvideo_core.sampling.guidance import stage1_denoiser, stage2_velocity
+from flashvideo_core.sampling.schedule import dynamic_cfg_scale, zero_snr_alphas_cumprod
 
 TEXT_DIM = 4
 

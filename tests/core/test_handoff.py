@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from flashvideo_core.errors import FlashVideoInputError
-from flashvideo_core.handoff import video_to_stage2_latent
-from flashvideo_core.loaders import load_vae
 from flashvideo_core.rng import cpu_generator
+from flashvideo_core.sampling.handoff import video_to_stage2_latent
+from flashvideo_core.weights.loaders import load_vae
 
 
 def test_a_seed_or_generator_is_required_and_either_reproduces(tiny_weights):

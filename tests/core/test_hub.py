@@ -3,7 +3,7 @@
 import pytest
 
 from flashvideo_core.errors import FlashVideoInputError
-from flashvideo_core.hub import PUBLISHED_FILES, DownloadError, download_weights
+from flashvideo_core.weights.hub import PUBLISHED_FILES, DownloadError, download_weights
 
 
 def test_published_files_are_listed():
@@ -26,7 +26,7 @@ def test_unknown_file_key(tmp_path):
 
 
 def test_download_progress_is_reported_in_mb_from_the_resumed_point_and_a_cancel_stops_it():
-    from flashvideo_core.hub import MB, reporting_bar
+    from flashvideo_core.weights.hub import MB, reporting_bar
 
     events = []
     bar_class = reporting_bar(events.append, "download stage2.pt (1/1)")

@@ -36,7 +36,7 @@ def test_check_fits_names_what_would_fit():
 def test_generate_refuses_an_impossible_size_before_any_model_loads(tiny_weights_dir, tmp_path, capsys, monkeypatch,
                                                                     flags, stage):
     loads = []
-    monkeypatch.setattr("flashvideo_core.loaders.load_text_encoder", lambda *a, **k: loads.append(a))
+    monkeypatch.setattr("flashvideo_core.weights.loaders.load_text_encoder", lambda *a, **k: loads.append(a))
     start = time.monotonic()
     code = main(["generate", "A red fox in the snow.", "--weights", str(tiny_weights_dir), "-o", str(tmp_path / "o"),
                  "--quiet", *flags])
@@ -56,8 +56,8 @@ def test_an_edge_over_the_video_limit_is_refused_with_the_reason(tiny_weights_di
 
 def test_a_nan_latent_is_refused_by_decode(tiny_weights):
     from flashvideo_core.errors import NonFiniteError
-    from flashvideo_core.loaders import load_vae
     from flashvideo_core.vae import decode_latents_auto
+    from flashvideo_core.weights.loaders import load_vae
 
     latent = torch.zeros(1, 16, 2, 4, 4)
     latent[0, 0, 1, 0, 0] = float("inf")
@@ -68,7 +68,7 @@ def test_a_nan_latent_is_refused_by_decode(tiny_weights):
 @pytest.mark.parametrize("fps", ["0.0001", "5000"])
 def test_a_frame_rate_the_writer_refuses_is_refused_before_stage1(tiny_weights_dir, tmp_path, capsys, monkeypatch, fps):
     loads = []
-    monkeypatch.setattr("flashvideo_core.loaders.load_text_encoder", lambda *a, **k: loads.append(a))
+    monkeypatch.setattr("flashvideo_core.weights.loaders.load_text_encoder", lambda *a, **k: loads.append(a))
     code = main(["generate", "A red fox in the snow.", "--weights", str(tiny_weights_dir), "-o", str(tmp_path / "o"),
                  "--quiet", "--fps", fps])
     assert code == 2 and not loads

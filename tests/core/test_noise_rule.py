@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from flashvideo_core.enhance.noise_rule import auto_noise_step, resolve_noise_step
 from flashvideo_core.errors import FlashVideoInputError
-from flashvideo_core.noise_rule import auto_noise_step, resolve_noise_step
 
 
 def test_paper_anchors_are_met_exactly():

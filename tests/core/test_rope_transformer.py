@@ -8,8 +8,8 @@ from diffusers.models.embeddings import get_3d_rotary_pos_embed
 
 from flashvideo_core import config
 from flashvideo_core.errors import FlashVideoInputError
-from flashvideo_core.rope import rope_3d
-from flashvideo_core.transformer import build_transformer
+from flashvideo_core.model.rope import rope_3d
+from flashvideo_core.model.transformer import build_transformer
 
 
 def _formula_angle(t, y, x, dim):

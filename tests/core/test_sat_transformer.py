@@ -6,8 +6,7 @@ import torch
 from flashvideo_core import config
 from flashvideo_core.checkpoint import SAT_PREFIX
 from flashvideo_core.errors import CheckpointError
-from flashvideo_core.loaders import load_stage1, load_stage2
-from flashvideo_core.sat_transformer import (
+from flashvideo_core.model.sat_loading import (
     diffusers_to_sat,
     infer_transformer_config,
     load_transformer,
@@ -15,7 +14,8 @@ from flashvideo_core.sat_transformer import (
     sat_to_diffusers,
     save_sat_transformer,
 )
-from flashvideo_core.transformer import FlashVideoTransformer, build_transformer
+from flashvideo_core.model.transformer import FlashVideoTransformer, build_transformer
+from flashvideo_core.weights.loaders import load_stage1, load_stage2
 
 from ..equivalence import assert_same_outputs, assert_same_weights
 

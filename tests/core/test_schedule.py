@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from flashvideo_core.errors import FlashVideoInputError
-from flashvideo_core.schedule import (
+from flashvideo_core.sampling.schedule import (
     dynamic_cfg_scale,
     stage1_alphas,
     stage1_timesteps,

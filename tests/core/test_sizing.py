@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flashvideo_core.errors import FlashVideoInputError
-from flashvideo_core.sizing import (
+from flashvideo_core.enhance.sizing import (
     TargetSize,
     crop_to_target,
     fit_frames,
     image_frame_bytes,
     resolve_target_size,
 )
+from flashvideo_core.errors import FlashVideoInputError
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from flashvideo_core.rng import cpu_generator
-from flashvideo_core.schedule import stage1_alphas, stage1_timesteps, zero_snr_alphas_cumprod
-from flashvideo_core.stage1_sampler import sample_dpmpp_2m_v
+from flashvideo_core.sampling.schedule import stage1_alphas, stage1_timesteps, zero_snr_alphas_cumprod
+from flashvideo_core.sampling.stage1_sampler import sample_dpmpp_2m_v
 
 SHAPE = (1, 4, 2, 3, 3)
 

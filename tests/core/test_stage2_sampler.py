@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from flashvideo_core.errors import FlashVideoInputError
-from flashvideo_core.schedule import stage2_time_grid
-from flashvideo_core.stage2_sampler import sample_euler_flow
+from flashvideo_core.sampling.schedule import stage2_time_grid
+from flashvideo_core.sampling.stage2_sampler import sample_euler_flow
 
 
 def test_a_constant_velocity_lands_exactly_on_z_plus_v():

@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from flashvideo_core import config
-from flashvideo_core.degradation import degrade_latent
 from flashvideo_core.errors import FlashVideoInputError
+from flashvideo_core.model.transformer import build_transformer
 from flashvideo_core.rng import cpu_generator
-from flashvideo_core.schedule import stage1_alphas, stage1_timesteps
-from flashvideo_core.stages import run_stage1, run_stage2
-from flashvideo_core.transformer import build_transformer
+from flashvideo_core.sampling.degradation import degrade_latent
+from flashvideo_core.sampling.schedule import stage1_alphas, stage1_timesteps
+from flashvideo_core.sampling.stages import run_stage1, run_stage2
 
 TEXT_DIM = 4
 S1, S2 = config.STAGE1_SCALE_FACTOR, config.STAGE2_SCALE_FACTOR

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from flashvideo_core.errors import CheckpointError, FlashVideoInputError
-from flashvideo_core.t5_loading import load_t5_tokenizer
-from flashvideo_core.text import check_prompt, load_text_encoder, write_tiny_t5, write_tiny_t5_single_file
+from flashvideo_core.text.encoder import check_prompt, load_text_encoder, write_tiny_t5, write_tiny_t5_single_file
+from flashvideo_core.text.loading import load_t5_tokenizer
 
 from ..equivalence import assert_same_outputs, assert_same_weights
 

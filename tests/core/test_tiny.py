@@ -3,10 +3,10 @@
 import pytest
 from transformers import T5EncoderModel
 
-from flashvideo_core import tiny
 from flashvideo_core.cli import main
-from flashvideo_core.loaders import find_weights
-from flashvideo_core.tiny import COMPLETE, TINY_NAMES, ensure_tiny_weights, write_tiny_weights
+from flashvideo_core.weights import tiny
+from flashvideo_core.weights.loaders import find_weights
+from flashvideo_core.weights.tiny import COMPLETE, TINY_NAMES, ensure_tiny_weights, write_tiny_weights
 
 
 def _interrupt_the_t5_save(monkeypatch):

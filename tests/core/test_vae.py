@@ -5,8 +5,8 @@ import torch
 
 from flashvideo_core import config
 from flashvideo_core.errors import CheckpointError, FlashVideoInputError
-from flashvideo_core.handoff import resize_video, stage1_to_stage2
 from flashvideo_core.rng import cpu_generator
+from flashvideo_core.sampling.handoff import resize_video, stage1_to_stage2
 from flashvideo_core.vae import (
     SliceSpec,
     auto_slice_spec,
@@ -24,7 +24,7 @@ from flashvideo_core.vae import (
     temporal_chunks,
     tile_starts,
 )
-from flashvideo_core.vae_slicing import bytes_per_output_voxel
+from flashvideo_core.vae.slicing import bytes_per_output_voxel
 
 from ..equivalence import assert_same_outputs, assert_same_weights
 
@@ -182,7 +182,7 @@ def test_tiles_and_chunks_leave_no_seam_on_smooth_input(smooth_vae):
     [("tiles averaged without ramps", 4), ("each chunk decoded without the previous one's cache", 2)],
 )
 def test_the_seam_check_fails_when_slicing_is_broken(smooth_vae, monkeypatch, sabotage, axis):
-    import flashvideo_core.vae_slicing as slicing
+    import flashvideo_core.vae.slicing as slicing
 
     if sabotage.startswith("tiles"):
         monkeypatch.setattr(slicing, "_ramp", lambda length, *args: torch.ones(length))
@@ -229,7 +229,7 @@ def test_auto_slices_fit_the_budget_and_retry_on_oom(vae, monkeypatch):
     tight = auto_slice_spec(vae, (1, 16, 13, 134, 240), free_bytes=2 * 10**9)
     assert tight.tile_height is not None and tight.tile_height < 134
     assert (4 * 2 + 2) * 64 * bytes_per_output_voxel(vae) * tight.tile_height * tight.tile_width <= 10**9
-    import flashvideo_core.vae_slicing as slicing
+    import flashvideo_core.vae.slicing as slicing
 
     real = slicing.decode_latents
     attempts = []
@@ -260,7 +260,7 @@ def test_auto_encode_uses_the_planned_slices_and_retries_with_the_same_noise(vae
     video = torch.rand(1, 3, 9, 128, 128, generator=torch.Generator().manual_seed(1)) * 2 - 1
     plain = encode_video(vae, video, cpu_generator(5), slices=SliceSpec(chunk_frames=2))
     assert torch.equal(encode_video_auto(vae, video, cpu_generator(5), free_bytes=10**12), plain)
-    import flashvideo_core.vae_slicing as slicing
+    import flashvideo_core.vae.slicing as slicing
 
     real = slicing.encode_video
     attempts = []

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from flashvideo_core.errors import FlashVideoInputError
-from flashvideo_core.video_io import iter_frames, probe_video, square_pixel_size, to_rgb_uint8, write_video
+from flashvideo_core.video.io import iter_frames, probe_video, square_pixel_size, to_rgb_uint8, write_video
 
 
 def _ffmpeg(*args: str) -> None:
@@ -220,7 +220,7 @@ def test_an_interrupt_arriving_as_ffmpeg_starts_kills_it_and_leaves_no_file(tmp_
     """A Ctrl-C held while ffmpeg starts is delivered as the hold ends: ffmpeg must still be killed."""
     import contextlib
 
-    from flashvideo_core import video_io
+    from flashvideo_core.video import io as video_io
 
     started = []
     real_popen = subprocess.Popen

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from flashvideo_core.enhance.windows import Window, WindowBlender, blend_weights, plan_windows
 from flashvideo_core.errors import FlashVideoInputError
-from flashvideo_core.windows import Window, WindowBlender, blend_weights, plan_windows
 
 
 @pytest.mark.parametrize("num_frames", [1, 2, 17, 48, 49, 50, 91, 130, 490])

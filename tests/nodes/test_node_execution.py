@@ -167,7 +167,7 @@ def test_enhance_node_drives_one_progress_bar_for_the_whole_clip(models, monkeyp
 def test_download_node_is_clear_offline(tmp_path, monkeypatch):
     import huggingface_hub.constants as constants
 
-    from flashvideo_core.hub import DownloadError
+    from flashvideo_core.weights.hub import DownloadError
 
     monkeypatch.setenv("FLASHVIDEO_MODELS_DIR", str(tmp_path))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
@@ -176,8 +176,8 @@ def test_download_node_is_clear_offline(tmp_path, monkeypatch):
 
 
 def test_single_file_t5_uses_comfyuis_bundled_tokenizer(comfy_models, tiny_weights, tmp_path, monkeypatch):
-    from flashvideo_core.t5_loading import load_t5_tokenizer
-    from flashvideo_core.text import write_tiny_t5_single_file
+    from flashvideo_core.text.encoder import write_tiny_t5_single_file
+    from flashvideo_core.text.loading import load_t5_tokenizer
     from nodes import comfy_services
 
     write_tiny_t5_single_file(comfy_models / "text_encoders" / "t5xxl_tiny.safetensors", tiny_weights["text_encoder"])

@@ -13,8 +13,8 @@ import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import FlashVideoInputError
-from .progress import ProgressCallback, report
+from ..errors import FlashVideoInputError
+from ..progress import ProgressCallback, report
 
 FLASHVIDEO_REPO = "FoundationVision/FlashVideo"
 T5_REPO = "THUDM/CogVideoX-5b"

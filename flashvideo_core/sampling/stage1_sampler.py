@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import torch
 
-from .progress import ProgressCallback, report
-from .rng import randn
+from ..progress import ProgressCallback, report
+from ..rng import randn
 
 Denoiser = Callable[[torch.Tensor, int], torch.Tensor]
 """denoise(x, t) -> guided x0 estimate; x and x0 in the sampler's (scaled) space, t the DDPM timestep."""

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, T5Config, T5EncoderModel
 
-from .checkpoint import cast_state, check_json_files, read_folder_config, read_state_dict, require_kind
-from .errors import CheckpointError
-from .progress import ProgressCallback
+from ..checkpoint import cast_state, check_json_files, read_folder_config, read_state_dict, require_kind
+from ..errors import CheckpointError
+from ..progress import ProgressCallback
 
 TIED_KEYS = ("encoder.embed_tokens.weight",)
 DROPPED_SUFFIXES = ("scale_weight", "scale_input", "scaled_fp8")

@@ -14,8 +14,8 @@ import torch
 from diffusers import CogVideoXTransformer3DModel
 from diffusers.models.embeddings import TimestepEmbedding
 
-from .config import TransformerConfig
-from .errors import FlashVideoInputError
+from ..config import TransformerConfig
+from ..errors import FlashVideoInputError
 from .rope import rope_3d
 
 

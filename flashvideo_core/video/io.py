@@ -40,8 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import Reservation, atomic_output, reserved_output, signals_held
-from .errors import FlashVideoInputError
+from ..atomic import Reservation, atomic_output, reserved_output, signals_held
+from ..errors import FlashVideoInputError
 
 logger = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import torch
 
-from .errors import FlashVideoInputError
-from .progress import ProgressCallback, report
+from ..errors import FlashVideoInputError
+from ..progress import ProgressCallback, report
 
 Velocity = Callable[[torch.Tensor, float], torch.Tensor]
 """velocity(z, t) -> dz/dt, same shape as z."""

@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import math
 
-from .config import DEFAULT_NOISE_STEP, VAE_TEMPORAL_COMPRESSION
-from .errors import FlashVideoInputError
+from ..config import DEFAULT_NOISE_STEP, VAE_TEMPORAL_COMPRESSION
+from ..errors import FlashVideoInputError
 
 REFERENCE_LATENT_FRAMES = 13
 REFERENCE_PIXELS = 1080 * 1920

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_output, write_errors_named
-from .checkpoint import detect_kind, read_state_dict, verify_checksums
-from .errors import CheckpointError
-from .progress import ProgressCallback
+from ..atomic import atomic_output, write_errors_named
+from ..checkpoint import detect_kind, read_state_dict, verify_checksums
+from ..errors import CheckpointError
+from ..progress import ProgressCallback
 
 
 def convert_checkpoint(
@@ -42,12 +42,12 @@ def convert_checkpoint(
     kind = detect_kind(state)
     metadata = {"flashvideo_kind": kind, "flashvideo_source": src.name}
     if kind in ("stage1", "stage2"):
-        from .sat_transformer import infer_transformer_config, to_flashvideo_state
+        from ..model.sat_loading import infer_transformer_config, to_flashvideo_state
 
         converted = to_flashvideo_state(state)
         metadata["flashvideo_transformer_config"] = json.dumps(infer_transformer_config(converted).__dict__)
     elif kind == "vae":
-        from .vae import infer_vae_config, sat_vae_to_diffusers
+        from ..vae import infer_vae_config, sat_vae_to_diffusers
 
         converted = sat_vae_to_diffusers(state) if _is_sat_vae(state) else state
         vae_config = infer_vae_config(converted)

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .config import PIXEL_MULTIPLE
-from .errors import FlashVideoInputError
+from ..config import PIXEL_MULTIPLE
+from ..errors import FlashVideoInputError
 
 NAMED_SIZES: dict[str, tuple[int, int]] = {"720p": (720, 1280), "1080p": (1080, 1920), "2K": (1440, 2560)}
 """Paper Table 5 sizes as (height, width) for landscape input; the long edge is what a name fixes."""

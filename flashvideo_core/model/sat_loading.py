@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_output
-from .checkpoint import SAT_PREFIX, cast_state, read_folder_config, read_state_dict, require_kind
-from .config import LATENT_CHANNELS, TransformerConfig
-from .errors import CheckpointError
-from .progress import ProgressCallback, report
+from ..atomic import atomic_output
+from ..checkpoint import SAT_PREFIX, cast_state, read_folder_config, read_state_dict, require_kind
+from ..config import LATENT_CHANNELS, TransformerConfig
+from ..errors import CheckpointError
+from ..progress import ProgressCallback, report
 
 LAYER_RENAMES = {
     "input_layernorm": "norm1.norm",

@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKLCogVideoX
 
-from .atomic import atomic_output
-from .checkpoint import cast_state, read_folder_config, read_safetensors_metadata, read_state_dict, require_kind
-from .config import VAEConfig
-from .errors import CheckpointError
-from .progress import ProgressCallback
+from ..atomic import atomic_output
+from ..checkpoint import cast_state, read_folder_config, read_safetensors_metadata, read_state_dict, require_kind
+from ..config import VAEConfig
+from ..errors import CheckpointError
+from ..progress import ProgressCallback
 
 SAT_BLOCK = re.compile(r"^(encoder|decoder)\.(down|up)\.(\d+)\.(block\.(\d+)|downsample|upsample)\.(.+)$")
 SAT_MID = re.compile(r"^(encoder|decoder)\.mid\.block_([12])\.(.+)$")

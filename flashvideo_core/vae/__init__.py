@@ -1,6 +1,6 @@
 """The CogVideoX 3D VAE: loading (vae_loading.py) and sliced decode/encode (vae_slicing.py)."""
 
-from .vae_loading import (
+from .loading import (
     build_vae,
     diffusers_vae_to_sat,
     infer_vae_config,
@@ -9,7 +9,7 @@ from .vae_loading import (
     sat_vae_to_diffusers,
     save_sat_vae,
 )
-from .vae_slicing import (
+from .slicing import (
     UNSLICED,
     SliceSpec,
     auto_slice_spec,

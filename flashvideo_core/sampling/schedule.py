@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import FlashVideoInputError
+from ..errors import FlashVideoInputError
 
 NUM_TRAIN_STEPS = 1000
 BETA_START, BETA_END = 0.00085, 0.012

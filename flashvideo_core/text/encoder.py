@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from .config import STAGE2_PROMPT_PREFIX, TEXT_TOKENS
-from .errors import FlashVideoInputError
+from ..config import STAGE2_PROMPT_PREFIX, TEXT_TOKENS
+from ..errors import FlashVideoInputError
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def load_text_encoder(
     tokenizer_path None: look for tokenizer/ beside the encoder (the CogVideoX layout).
     callback: ProgressEvent("load <name>", MB done, MB total) while the weights are read.
     """
-    from .t5_loading import find_tokenizer, load_t5_encoder, load_t5_tokenizer  # transformers: only when needed
+    from .loading import find_tokenizer, load_t5_encoder, load_t5_tokenizer  # transformers: only when needed
 
     tokenizer = load_t5_tokenizer(find_tokenizer(encoder_path, tokenizer_path))
     model = load_t5_encoder(encoder_path, dtype=dtype, callback=callback)
@@ -163,7 +163,7 @@ def write_tiny_t5(dest_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
     """
     from transformers import T5EncoderModel
 
-    from .t5_loading import load_t5_tokenizer
+    from .loading import load_t5_tokenizer
 
     dest = Path(dest_dir)
     tokenizer_dir, encoder_dir = dest / "tokenizer", dest / "text_encoder"
@@ -186,7 +186,7 @@ def write_tiny_t5_single_file(path: str | Path, encoder_dir: str | Path) -> Path
     """Save the encoder of `encoder_dir` as one ComfyUI-style safetensors file (encoder.* + shared.weight)."""
     from safetensors.torch import save_file
 
-    from .t5_loading import load_t5_encoder
+    from .loading import load_t5_encoder
 
     model = load_t5_encoder(encoder_dir)
     state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "encoder.embed_tokens.weight"}

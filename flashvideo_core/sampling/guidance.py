@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 import torch
 
-from .config import DEFAULT_NOISE_STEP, STAGE1_CFG, STAGE1_CFG_EXPONENT, STAGE1_STEPS, STAGE2_CFG
-from .errors import FlashVideoInputError
-from .layout import latent_to_transformer, transformer_to_latent
+from ..config import DEFAULT_NOISE_STEP, STAGE1_CFG, STAGE1_CFG_EXPONENT, STAGE1_STEPS, STAGE2_CFG
+from ..errors import FlashVideoInputError
+from ..layout import latent_to_transformer, transformer_to_latent
 from .schedule import dynamic_cfg_scale
 
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .errors import FlashVideoInputError
-from .layout import check_latent, check_num_frames, check_pixel_size
-from .progress import ProgressCallback, report
-from .rng import randn
+from ..errors import FlashVideoInputError
+from ..layout import check_latent, check_num_frames, check_pixel_size
+from ..progress import ProgressCallback, report
+from ..rng import randn
 
 SPATIAL, TEMPORAL = 8, 4
 
@@ -401,7 +401,7 @@ def _with_auto_slices(
 ) -> torch.Tensor:
     """run(spec) with spec = auto_slice_spec(...), retried with halved tiles after out-of-memory."""
     if free_bytes is None:
-        from .devices import free_memory
+        from ..devices import free_memory
 
         free_bytes = free_memory(_vae_device_dtype(vae)[0])
     spec = auto_slice_spec(vae, latent_shape, free_bytes, chunk=chunk)

@@ -26,16 +26,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import config, devices
-from .checkpoint import transformer_width
+from .. import config, devices
+from ..checkpoint import transformer_width
+from ..errors import FlashVideoInputError
+from ..layout import checked_images
+from ..memory_floor import check_fits, transformer_floor, video_floor
+from ..progress import ProgressCallback, report
+from ..rng import cpu_generator
+from ..sampling.guidance import model_dtype
+from ..text.encoder import check_prompt
+from ..video.io import VideoInfo, check_output_path, iter_frames, probe_video, to_rgb_uint8, write_video
 from .color import match_color
-from .errors import FlashVideoInputError
-from .guidance import model_dtype
-from .layout import checked_images
-from .memory_floor import check_fits, transformer_floor, video_floor
 from .noise_rule import resolve_noise_step
-from .progress import ProgressCallback, report
-from .rng import cpu_generator
 from .sizing import (
     TargetSize,
     crop_to_target,
@@ -44,8 +46,6 @@ from .sizing import (
     image_frame_bytes,
     resolve_target_size,
 )
-from .text import check_prompt
-from .video_io import VideoInfo, check_output_path, iter_frames, probe_video, to_rgb_uint8, write_video
 from .windows import DEFAULT_OVERLAP, DEFAULT_WINDOW, Window, WindowBlender, plan_windows
 
 logger = logging.getLogger(__name__)
@@ -405,10 +405,10 @@ def _stage2_pixels(
     fitted: torch.Tensor, index: int, plan: EnhancePlan, model, vae, cond, slices, device, dtype, callback
 ) -> torch.Tensor:
     """Pixels (1, 3, L, work_h, work_w) in [-1, 1] -> Stage II output pixels, same layout, float32 on CPU."""
-    from .degradation import degrade_latent
-    from .handoff import video_to_stage2_latent
-    from .stages import run_stage2
-    from .vae import decode_latents, decode_latents_auto
+    from ..sampling.degradation import degrade_latent
+    from ..sampling.handoff import video_to_stage2_latent
+    from ..sampling.stages import run_stage2
+    from ..vae import decode_latents, decode_latents_auto
 
     target = plan.target
     generator = cpu_generator(window_seed(plan.seed, index))
@@ -430,7 +430,7 @@ def _load_models(weights, prompt, stage2_prefix, model, vae, cond, device, dtype
     """Load whatever of (Stage II, VAE, prompt embedding) was not given, from checked `weights` (progress: callback)."""
     import gc
 
-    from .loaders import load_stage2, load_text_encoder, load_vae
+    from ..weights.loaders import load_stage2, load_text_encoder, load_vae
 
     if cond is None:
         encoder = load_text_encoder(weights.text_encoder, weights.tokenizer, device=device, dtype=dtype,
@@ -448,7 +448,7 @@ def _load_models(weights, prompt, stage2_prefix, model, vae, cond, device, dtype
 
 
 def _device_and_dtype(device, precision):
-    from .devices import parse_device, parse_dtype
+    from ..devices import parse_device, parse_dtype
 
     run_device = parse_device(device)
     return run_device, parse_dtype(precision, run_device)

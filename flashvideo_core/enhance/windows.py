@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import VAE_TEMPORAL_COMPRESSION
-from .errors import FlashVideoInputError
-from .layout import check_num_frames
+from ..config import VAE_TEMPORAL_COMPRESSION
+from ..errors import FlashVideoInputError
+from ..layout import check_num_frames
 
 DEFAULT_WINDOW = 49
 DEFAULT_OVERLAP = 8

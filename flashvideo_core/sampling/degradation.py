@@ -6,10 +6,10 @@ import numbers
 
 import torch
 
-from .config import DEFAULT_NOISE_STEP, STAGE2_SCALE_FACTOR
-from .errors import FlashVideoInputError
-from .layout import check_latent
-from .rng import cpu_generator, randn
+from ..config import DEFAULT_NOISE_STEP, STAGE2_SCALE_FACTOR
+from ..errors import FlashVideoInputError
+from ..layout import check_latent
+from ..rng import cpu_generator, randn
 from .schedule import NUM_TRAIN_STEPS, zero_snr_alphas_cumprod
 
 

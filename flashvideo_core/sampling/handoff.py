@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .config import STAGE2_HEIGHT, STAGE2_WIDTH
-from .errors import FlashVideoInputError
-from .layout import check_pixel_size
-from .progress import ProgressCallback
-from .rng import cpu_generator
-from .vae_slicing import SliceSpec, decode_latents, decode_latents_auto, encode_video, encode_video_auto
+from ..config import STAGE2_HEIGHT, STAGE2_WIDTH
+from ..errors import FlashVideoInputError
+from ..layout import check_pixel_size
+from ..progress import ProgressCallback
+from ..rng import cpu_generator
+from ..vae.slicing import SliceSpec, decode_latents, decode_latents_auto, encode_video, encode_video_auto
 
 RESIZE_BATCH = 8
 """Frames resized per interpolate call (bounds the intermediate)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import FlashVideoInputError
+from ..errors import FlashVideoInputError
 
 _RGB_TO_LMS = torch.tensor([
     [0.4122214708, 0.5363325363, 0.0514459929],

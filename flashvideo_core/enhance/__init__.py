@@ -1,0 +1,1 @@
+"""Stage II on any video: plans, windows, sizing, colour, streaming."""

@@ -1,0 +1,1 @@
+"""The FlashVideo DiT (Stage I and II): architecture, 3D RoPE, SAT checkpoint loading."""

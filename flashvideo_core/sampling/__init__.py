@@ -1,0 +1,1 @@
+"""Latents -> latents: schedules, samplers, guidance, degradation, the two stages."""

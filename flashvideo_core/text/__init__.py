@@ -1,0 +1,1 @@
+"""Prompts -> T5 embeddings: the encoder and its loading."""

@@ -1,0 +1,1 @@
+"""Video files <-> frames: probe, read, write, output paths."""

@@ -1,0 +1,1 @@
+"""Files -> models: finding, loading, downloading, converting and tiny test weights."""
