@@ -107,7 +107,7 @@ def main() -> int:
 
     from flashvideo_core.enhance.run import plan_enhance
     from flashvideo_core.enhance.sizing import image_frame_bytes
-    from flashvideo_core.video.io import probe_video
+    from flashvideo_core.video import probe_video
     from flashvideo_core.weights.tiny import write_tiny_weights
 
     with tempfile.TemporaryDirectory(prefix="bench_enhance_") as tmp:

@@ -87,6 +87,13 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def model_dtype(model: torch.nn.Module) -> torch.dtype:
+    """dtype of the first parameter of `model` (float32 for a model without parameters)."""
+    for param in model.parameters():
+        return param.dtype
+    return torch.float32
+
+
 @contextlib.contextmanager
 def on_device(model: torch.nn.Module, device: torch.device | str, offload_to: torch.device | str | None) -> Iterator:
     """Move `model` to `device` for the block; afterwards move it to `offload_to` (if not None).

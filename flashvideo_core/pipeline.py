@@ -68,7 +68,7 @@ class GenerateSettings:
         check_cfg(self.stage2_cfg, "stage2_cfg")
         if not (isinstance(self.fps, (int, float)) and math.isfinite(self.fps)):
             raise FlashVideoInputError(f"fps={self.fps!r} must be a number.")
-        from .video.io import check_fps
+        from .video import check_fps
 
         check_fps(self.fps)  # the writer's own rule, checked before Stage I
 
@@ -113,7 +113,7 @@ def generate(
         raise FlashVideoInputError(
             f"output folder {out} is a file; generate writes two videos (preview and final) into a folder."
         )
-    from .video.io import check_writable_folder
+    from .video import check_writable_folder
 
     check_writable_folder(out, "output folder")
     _check_memory_floor(settings, weights, device, dtype)
@@ -127,7 +127,7 @@ def _generate(prompt, weights, settings, device, dtype, claims: dict, callback) 
     from .sampling.degradation import degrade_latent
     from .sampling.handoff import resize_video
     from .sampling.stages import run_stage1, run_stage2
-    from .vae import decode_latents_auto, encode_video_auto
+    from .vae import decode_latents, encode_video
     from .weights.loaders import load_stage1, load_stage2, load_text_encoder, load_vae
 
     text_encoder = load_text_encoder(weights.text_encoder, weights.tokenizer, device=device, dtype=dtype,
@@ -146,7 +146,7 @@ def _generate(prompt, weights, settings, device, dtype, claims: dict, callback) 
     _release(device)
 
     vae = load_vae(weights.vae, device=device, dtype=dtype, callback=callback)
-    video1 = decode_latents_auto(vae, latent1, callback=callback)
+    video1 = decode_latents(vae, latent1, callback=callback)
     preview_path = _write(claims["stage1"], video1, settings.fps)
     result = GenerateResult(preview_path, None, embeds.num_tokens, embeds.num_truncated, embeds.stage2_truncated)
     if settings.preview_only:
@@ -155,7 +155,7 @@ def _generate(prompt, weights, settings, device, dtype, claims: dict, callback) 
     generator = cpu_generator(settings.seed + 1)
     resized = resize_video(video1, settings.stage2_height, settings.stage2_width)
     del video1
-    latent2 = encode_video_auto(vae, resized, generator=generator, callback=callback)
+    latent2 = encode_video(vae, resized, generator=generator, callback=callback)
     del resized
     degraded = degrade_latent(latent2, settings.noise_step, generator=generator)
     vae.to("cpu")
@@ -170,7 +170,7 @@ def _generate(prompt, weights, settings, device, dtype, claims: dict, callback) 
     _release(device)
 
     vae.to(device)
-    video2 = decode_latents_auto(vae, final_latent, callback=callback)
+    video2 = decode_latents(vae, final_latent, callback=callback)
     result.final_path = _write(claims["stage2"], video2, settings.fps)
     return result
 
@@ -199,7 +199,7 @@ def with_overrides(settings: GenerateSettings, **overrides) -> GenerateSettings:
 
 
 def _write(claim: Reservation, video: torch.Tensor, fps: float) -> Path:
-    from .video.io import write_video
+    from .video import write_video
 
     frames = ((video[0].permute(1, 2, 3, 0).clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
     return write_video(claim.target, iter(frames), fps=fps, overwrite=False, reservation=claim)

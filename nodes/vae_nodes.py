@@ -6,7 +6,7 @@ from flashvideo_core import config
 from flashvideo_core.errors import FlashVideoInputError
 from flashvideo_core.layout import check_latent, checked_images, image_to_video, video_to_image
 from flashvideo_core.sampling.handoff import video_to_stage2_latent
-from flashvideo_core.vae import SliceSpec, decode_latents, decode_latents_auto
+from flashvideo_core.vae import AUTO, UNSLICED, SliceSpec, decode_latents
 
 from . import comfy_services as services
 from .common import CATEGORY, VAE, check_widgets, flashvideo_info, size_check
@@ -51,16 +51,20 @@ class FlashVideoVAEDecode:
         check_latent(samples, "latent", channels=vae.module.config.latent_channels)
         progress = services.Progress()
         with vae.active():
-            if slicing == "auto":
-                video = decode_latents_auto(vae.module, samples, services.free_memory(vae.device), progress)
-            else:
-                spec = None
-                if slicing == "manual":
-                    tile = tile_size or None
-                    spec = SliceSpec(chunk_frames=chunk_frames, tile_height=tile, tile_width=tile, overlap=tile_overlap)
-                video = decode_latents(vae.module, samples, spec, progress)
+            video = decode_latents(vae.module, samples, _slices(slicing, chunk_frames, tile_size, tile_overlap),
+                                   progress, free_bytes=services.free_memory(vae.device))
         services.soft_empty_cache()
         return (video_to_image(video),)
+
+
+def _slices(slicing: str, chunk_frames: int, tile_size: int, tile_overlap: int):
+    """The node's slicing widgets -> vae.Slices: "auto", UNSLICED ("off") or the manual SliceSpec."""
+    if slicing == "auto":
+        return AUTO
+    if slicing == "off":
+        return UNSLICED
+    tile = tile_size or None
+    return SliceSpec(chunk_frames=chunk_frames, tile_height=tile, tile_width=tile, overlap=tile_overlap)
 
 
 class FlashVideoPrepareStage2:

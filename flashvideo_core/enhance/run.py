@@ -33,9 +33,8 @@ from ..layout import checked_images
 from ..memory_floor import check_fits, transformer_floor, video_floor
 from ..progress import ProgressCallback, report
 from ..rng import cpu_generator
-from ..sampling.guidance import model_dtype
 from ..text.encoder import check_prompt
-from ..video.io import VideoInfo, check_output_path, iter_frames, probe_video, to_rgb_uint8, write_video
+from ..video import VideoInfo, check_output_path, iter_frames, probe_video, to_rgb_uint8, write_video
 from .color import match_color
 from .noise_rule import resolve_noise_step
 from .sizing import (
@@ -185,7 +184,7 @@ def enhance_frames(
     overlap: int = DEFAULT_OVERLAP,
     color_match: bool = False,
     allow_large_upscale: bool = False,
-    slices=None,
+    slices="auto",
     device=None,
     dtype: torch.dtype | None = None,
     callback: ProgressCallback | None = None,
@@ -244,7 +243,7 @@ def enhance_images(
     overlap: int = DEFAULT_OVERLAP,
     color_match: bool = False,
     allow_large_upscale: bool = False,
-    slices=None,
+    slices="auto",
     device=None,
     dtype: torch.dtype | None = None,
     callback: ProgressCallback | None = None,
@@ -295,7 +294,7 @@ def enhance_video_file(
     overlap: int = DEFAULT_OVERLAP,
     color_match: bool = False,
     allow_large_upscale: bool = False,
-    slices=None,
+    slices="auto",
     overwrite: bool = False,
     device=None,
     precision: str = "auto",
@@ -408,7 +407,7 @@ def _stage2_pixels(
     from ..sampling.degradation import degrade_latent
     from ..sampling.handoff import video_to_stage2_latent
     from ..sampling.stages import run_stage2
-    from ..vae import decode_latents, decode_latents_auto
+    from ..vae import decode_latents
 
     target = plan.target
     generator = cpu_generator(window_seed(plan.seed, index))
@@ -421,8 +420,6 @@ def _stage2_pixels(
         model, cond, degraded, noise_step=plan.noise_step, steps=plan.steps, cfg=plan.cfg, shift=plan.shift,
         device=device, dtype=dtype, callback=callback,
     )
-    if slices is None:
-        return decode_latents_auto(vae, refined, callback=callback).float().cpu()
     return decode_latents(vae, refined, slices=slices, callback=callback).float().cpu()
 
 
@@ -489,7 +486,7 @@ def _check_models(plan: EnhancePlan, model, cond, device, dtype) -> None:
     width = _model_width(model)
     if width is not None:
         check_window_fits(plan, width, device if device is not None else devices.model_device(model),
-                          dtype or model_dtype(model))
+                          dtype or devices.model_dtype(model))
 
 
 def _model_width(model) -> int | None:

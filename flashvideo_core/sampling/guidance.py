@@ -12,16 +12,10 @@ from collections.abc import Callable
 import torch
 
 from ..config import DEFAULT_NOISE_STEP, STAGE1_CFG, STAGE1_CFG_EXPONENT, STAGE1_STEPS, STAGE2_CFG
+from ..devices import model_dtype
 from ..errors import FlashVideoInputError
 from ..layout import latent_to_transformer, transformer_to_latent
 from .schedule import dynamic_cfg_scale
-
-
-def model_dtype(model: torch.nn.Module) -> torch.dtype:
-    """dtype of the model's first parameter (float32 for a model without parameters)."""
-    for param in model.parameters():
-        return param.dtype
-    return torch.float32
 
 
 def _text_pair(cond: torch.Tensor, batch: int, device, dtype, cond_first: bool) -> torch.Tensor:

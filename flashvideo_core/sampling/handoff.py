@@ -10,7 +10,7 @@ from ..errors import FlashVideoInputError
 from ..layout import check_pixel_size
 from ..progress import ProgressCallback
 from ..rng import cpu_generator
-from ..vae.slicing import SliceSpec, decode_latents, decode_latents_auto, encode_video, encode_video_auto
+from ..vae.slicing import AUTO, Slices, decode_latents, encode_video
 
 RESIZE_BATCH = 8
 """Frames resized per interpolate call (bounds the intermediate)."""
@@ -47,18 +47,16 @@ def video_to_stage2_latent(
     width: int = STAGE2_WIDTH,
     generator: torch.Generator | None = None,
     seed: int | None = None,
-    slices: SliceSpec | None = None,
+    slices: Slices = AUTO,
     callback: ProgressCallback | None = None,
 ) -> torch.Tensor:
     """Pixel video (B, 3, F, H, W) in [-1, 1] -> RAW latent (B, 16, (F-1)/4+1, height/8, width/8), a posterior sample.
 
-    slices: a SliceSpec, or None to pick slices from the free memory (vae_slicing.encode_video_auto).
+    slices: a SliceSpec, or "auto" to plan slices from the free memory (vae.slicing.encode_video).
     """
     check_pixel_size(height, width, "Stage II size")
     generator = _generator(generator, seed)
     resized = resize_video(video, height, width)
-    if slices is None:
-        return encode_video_auto(vae, resized, generator, sample=True, callback=callback)
     return encode_video(vae, resized, generator, sample=True, slices=slices, callback=callback)
 
 
@@ -69,17 +67,14 @@ def stage1_to_stage2(
     width: int = STAGE2_WIDTH,
     generator: torch.Generator | None = None,
     seed: int | None = None,
-    slices: SliceSpec | None = None,
+    slices: Slices = AUTO,
     callback: ProgressCallback | None = None,
 ) -> torch.Tensor:
     """RAW Stage I latent -> decode (frames in [-1, 1], not quantised) -> resize -> encode -> RAW latent.
 
     The x1.15258426 Stage II scaling happens later, in degradation and Stage II sampling.
-    slices: a SliceSpec for both VAE passes, or None to pick them from the free memory.
+    slices: a SliceSpec for both VAE passes, or "auto" to plan them from the free memory.
     """
     check_pixel_size(height, width, "Stage II size")
-    if slices is None:
-        video = decode_latents_auto(vae, latents, callback=callback)
-    else:
-        video = decode_latents(vae, latents, slices=slices, callback=callback)
+    video = decode_latents(vae, latents, slices=slices, callback=callback)
     return video_to_stage2_latent(vae, video, height, width, generator, seed, slices, callback)

@@ -11,14 +11,14 @@ import numbers
 import torch
 
 from .. import config
-from ..devices import model_device
+from ..devices import model_device, model_dtype
 from ..errors import FlashVideoInputError
 from ..finite import check_finite, checked_model_calls
 from ..layout import check_latent, check_num_frames, check_pixel_size, latent_frames
 from ..progress import ProgressCallback, ProgressEvent
 from ..rng import cpu_generator, randn
 from .degradation import check_noise_step
-from .guidance import model_dtype, stage1_denoiser, stage2_velocity
+from .guidance import stage1_denoiser, stage2_velocity
 from .schedule import check_stage1_steps, stage1_alphas, stage1_timesteps, stage2_time_grid
 from .stage1_sampler import sample_dpmpp_2m_v
 from .stage2_sampler import check_solver, sample_euler_flow

@@ -10,26 +10,26 @@ from .loading import (
     save_sat_vae,
 )
 from .slicing import (
+    AUTO,
     UNSLICED,
+    Slices,
     SliceSpec,
     auto_slice_spec,
     decode_latents,
-    decode_latents_auto,
     decode_preview_frame,
     encode_video,
-    encode_video_auto,
     temporal_chunks,
     tile_starts,
 )
 
 __all__ = [
+    "AUTO",
     "UNSLICED",
+    "Slices",
     "SliceSpec",
     "auto_slice_spec",
     "build_vae",
     "decode_latents",
-    "decode_latents_auto",
-    "encode_video_auto",
     "decode_preview_frame",
     "diffusers_vae_to_sat",
     "encode_video",

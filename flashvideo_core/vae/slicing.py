@@ -11,10 +11,12 @@ from __future__ import annotations
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
+from ..devices import model_device, model_dtype
 from ..errors import FlashVideoInputError
 from ..layout import check_latent, check_num_frames, check_pixel_size
 from ..progress import ProgressCallback, report
@@ -51,6 +53,23 @@ class SliceSpec:
 
 
 UNSLICED = SliceSpec(chunk_frames=None)
+"""One pass: no temporal chunks, no tiles."""
+
+AUTO = "auto"
+Slices = SliceSpec | Literal["auto"]
+"""How a VAE pass is sliced: a SliceSpec (UNSLICED for one pass) or "auto" (planned from free memory)."""
+
+
+def check_slices(slices) -> Slices:
+    """Return `slices` if it is a valid SliceSpec or "auto"; raise FlashVideoInputError otherwise."""
+    if isinstance(slices, SliceSpec):
+        slices.validate()
+        return slices
+    if slices == AUTO:
+        return slices
+    raise FlashVideoInputError(
+        f"slices={slices!r} must be a SliceSpec (UNSLICED for one pass) or 'auto' (planned from free memory)."
+    )
 
 
 def temporal_chunks(num_frames: int, chunk: int | None) -> list[tuple[int, int]]:
@@ -101,15 +120,17 @@ def _tiles(height: int, width: int, spec: SliceSpec):
     return [(y, x, tile_h, tile_w) for y in rows for x in cols]
 
 
-def _vae_device_dtype(vae) -> tuple[torch.device, torch.dtype]:
-    param = next(vae.parameters())
-    return param.device, param.dtype
-
-
 def decode_latents(
-    vae, latents: torch.Tensor, slices: SliceSpec | None = None, callback: ProgressCallback | None = None
+    vae,
+    latents: torch.Tensor,
+    slices: Slices = AUTO,
+    callback: ProgressCallback | None = None,
+    free_bytes: int | None = None,
 ) -> torch.Tensor:
     """RAW latents (B, 16, T, h, w) -> video (B, 3, 4(T-1)+1, 8h, 8w) in [-1, 1], float32 on CPU.
+
+    slices: a SliceSpec (UNSLICED: one pass), or "auto": slices planned from `free_bytes` (None: the
+    free memory of the VAE's device), halved and retried after an out-of-memory (see _with_auto_slices).
 
     The causal decoder only maps an ODD latent frame count T to 4(T-1)+1 frames (an even count
     comes back as 4T frames); an even T is padded with a copy of its last frame and the 4 extra
@@ -118,17 +139,18 @@ def decode_latents(
     decoder's up blocks finish (a large slice takes minutes on a CPU).
     """
     check_latent(latents, "latents", channels=vae.config.latent_channels)
-    spec = slices or UNSLICED
-    spec.validate()
+    if check_slices(slices) == AUTO:
+        return _with_auto_slices(vae, tuple(latents.shape), free_bytes, "decode",
+                                 lambda spec: decode_latents(vae, latents, spec, callback))
     wanted_frames = TEMPORAL * (latents.shape[2] - 1) + 1
     if latents.shape[2] % 2 == 0:
         latents = torch.cat([latents, latents[:, :, -1:]], dim=2)
-    video = _decode_odd(vae, latents, spec, callback)
+    video = _decode_odd(vae, latents, slices, callback)
     return video[:, :, :wanted_frames]
 
 
 def _decode_odd(vae, latents: torch.Tensor, spec: SliceSpec, callback: ProgressCallback | None) -> torch.Tensor:
-    device, dtype = _vae_device_dtype(vae)
+    device, dtype = model_device(vae), model_dtype(vae)
     batch, _, frames, height, width = latents.shape
     out_frames = TEMPORAL * (frames - 1) + 1
     out = torch.zeros(batch, 3, out_frames, SPATIAL * height, SPATIAL * width)
@@ -213,14 +235,17 @@ def encode_video(
     video: torch.Tensor,
     generator: torch.Generator | None = None,
     sample: bool = True,
-    slices: SliceSpec | None = None,
+    slices: Slices = AUTO,
     callback: ProgressCallback | None = None,
+    free_bytes: int | None = None,
 ) -> torch.Tensor:
     """Video (B, 3, F, H, W) in [-1, 1] -> RAW latent (B, 16, (F-1)/4+1, H/8, W/8), float32 on CPU.
 
     F must be 4k+1 and H, W multiples of 16. sample=True draws from the posterior with CPU noise
     from `generator` (required then); sample=False returns its mean. Slices are in latent units
     (chunk_frames latent frames = 4x pixel frames; the first chunk is 4k+1 frames, e.g. 17/16/16).
+    slices: a SliceSpec, or "auto" as in decode_latents (when a frame fits, the chunks are the
+    official Stage II encode's: 17, 16, 16 frames for 49; a retry draws the same posterior noise).
     """
     if video.ndim != 5 or video.shape[1] != 3:
         raise FlashVideoInputError(f"video must be (batch, 3, frames, height, width); got {tuple(video.shape)}.")
@@ -228,9 +253,10 @@ def encode_video(
     check_pixel_size(video.shape[3], video.shape[4], "video size")
     if sample and generator is None:
         raise FlashVideoInputError("encode_video(sample=True) needs a generator (seeded) for reproducibility.")
-    spec = slices or UNSLICED
-    spec.validate()
-    device, dtype = _vae_device_dtype(vae)
+    if check_slices(slices) == AUTO:
+        return _encode_auto(vae, video, generator, sample, callback, free_bytes)
+    spec = slices
+    device, dtype = model_device(vae), model_dtype(vae)
     batch, _, frames, height, width = video.shape
     lat_frames, lat_h, lat_w = (frames - 1) // TEMPORAL + 1, height // SPATIAL, width // SPATIAL
     moments = torch.zeros(batch, 2 * vae.config.latent_channels, lat_frames, lat_h, lat_w)
@@ -275,7 +301,7 @@ def decode_preview_frame(vae, latents: torch.Tensor, frame: int = 0, max_size: i
         factor = max_size / long_edge
         size = (max(1, round(z.shape[-2] * factor)), max(1, round(z.shape[-1] * factor)))
         z = F.interpolate(z[:, :, 0], size=size, mode="bilinear", align_corners=False).unsqueeze(2)
-    device, dtype = _vae_device_dtype(vae)
+    device, dtype = model_device(vae), model_dtype(vae)
     with torch.no_grad():
         pixels, _ = vae.decoder(z.to(device, dtype))
     return ((pixels[0, :, 0].float().cpu().permute(1, 2, 0) + 1.0) / 2.0).clamp(0.0, 1.0)
@@ -295,7 +321,7 @@ MIN_TILE = 8
 
 def bytes_per_output_voxel(vae) -> float:
     """Planned decoder peak bytes per output pixel per frame for this VAE (its width and dtype)."""
-    _, dtype = _vae_device_dtype(vae)
+    dtype = model_dtype(vae)
     width_scale = vae.config.block_out_channels[0] / 128
     return (BYTES_PER_OUTPUT_VOXEL * width_scale + FIXED_BYTES_PER_OUTPUT_VOXEL) * torch.finfo(dtype).bits / 32
 
@@ -353,37 +379,8 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
-def decode_latents_auto(
-    vae, latents: torch.Tensor, free_bytes: int | None = None, callback: ProgressCallback | None = None
-) -> torch.Tensor:
-    """decode_latents with slices from auto_slice_spec; on out-of-memory, halve the tiles and retry.
-
-    latents: RAW (B, 16, T, h, w); returns video (B, 3, 4(T-1)+1, 8h, 8w) in [-1, 1] on CPU.
-    free_bytes: memory to plan with (None: devices.free_memory of the VAE's device).
-    Raises FlashVideoInputError (with the smallest tile tried) if even MIN_TILE tiles do not fit.
-    """
-    check_latent(latents, "latents", channels=vae.config.latent_channels)
-    return _with_auto_slices(
-        vae, tuple(latents.shape), free_bytes, "decode", lambda spec: decode_latents(vae, latents, spec, callback)
-    )
-
-
-def encode_video_auto(
-    vae,
-    video: torch.Tensor,
-    generator: torch.Generator | None = None,
-    sample: bool = True,
-    free_bytes: int | None = None,
-    callback: ProgressCallback | None = None,
-) -> torch.Tensor:
-    """encode_video with slices from auto_slice_spec (the encoder works at the same resolutions as the
-    decoder); on out-of-memory, halve the tiles and retry. Same inputs and output as encode_video.
-    When a frame fits, the chunks are the official Stage II encode's: 17, 16, 16 frames for 49.
-    """
-    if video.ndim != 5 or video.shape[1] != 3:
-        raise FlashVideoInputError(f"video must be (batch, 3, frames, height, width); got {tuple(video.shape)}.")
-    check_num_frames(video.shape[2], "video frames")
-    check_pixel_size(video.shape[3], video.shape[4], "video size")
+def _encode_auto(vae, video, generator, sample, callback, free_bytes) -> torch.Tensor:
+    """encode_video with auto slices (chunks of 4 latent frames), the generator rewound on each retry."""
     latent_shape = (video.shape[0], vae.config.latent_channels, (video.shape[2] - 1) // TEMPORAL + 1,
                     video.shape[3] // SPATIAL, video.shape[4] // SPATIAL)
     state = generator.get_state() if generator is not None else None
@@ -403,7 +400,7 @@ def _with_auto_slices(
     if free_bytes is None:
         from ..devices import free_memory
 
-        free_bytes = free_memory(_vae_device_dtype(vae)[0])
+        free_bytes = free_memory(model_device(vae))
     spec = auto_slice_spec(vae, latent_shape, free_bytes, chunk=chunk)
     height, width = latent_shape[-2:]
     while True:

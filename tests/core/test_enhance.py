@@ -19,7 +19,7 @@ from flashvideo_core.enhance import run as enhance_mod
 from flashvideo_core.enhance.run import enhance_frames, enhance_images, enhance_video_file, plan_enhance, window_seed
 from flashvideo_core.errors import FlashVideoInputError
 from flashvideo_core.progress import ProgressEvent
-from flashvideo_core.video.io import probe_video
+from flashvideo_core.video import probe_video
 
 COND = torch.zeros(1, 226, 32)
 MODEL, VAE = object(), object()  # never called by the stand-in

@@ -56,13 +56,13 @@ def test_an_edge_over_the_video_limit_is_refused_with_the_reason(tiny_weights_di
 
 def test_a_nan_latent_is_refused_by_decode(tiny_weights):
     from flashvideo_core.errors import NonFiniteError
-    from flashvideo_core.vae import decode_latents_auto
+    from flashvideo_core.vae import decode_latents
     from flashvideo_core.weights.loaders import load_vae
 
     latent = torch.zeros(1, 16, 2, 4, 4)
     latent[0, 0, 1, 0, 0] = float("inf")
     with pytest.raises(NonFiniteError, match="latents holds NaN/Inf .*decodes to a black or NaN video"):
-        decode_latents_auto(load_vae(tiny_weights["vae"]), latent)
+        decode_latents(load_vae(tiny_weights["vae"]), latent)
 
 
 @pytest.mark.parametrize("fps", ["0.0001", "5000"])

@@ -8,15 +8,14 @@ from flashvideo_core.errors import CheckpointError, FlashVideoInputError
 from flashvideo_core.rng import cpu_generator
 from flashvideo_core.sampling.handoff import resize_video, stage1_to_stage2
 from flashvideo_core.vae import (
+    UNSLICED,
     SliceSpec,
     auto_slice_spec,
     build_vae,
     decode_latents,
-    decode_latents_auto,
     decode_preview_frame,
     diffusers_vae_to_sat,
     encode_video,
-    encode_video_auto,
     infer_vae_config,
     load_vae,
     sat_vae_to_diffusers,
@@ -82,7 +81,7 @@ def test_one_slice_covering_everything_is_identical_to_unsliced(vae):
 
 @pytest.mark.parametrize("frames", [1, 2, 3, 4, 5])
 def test_decoded_frame_count_is_4t_minus_3(vae, frames):
-    for spec in (None, SliceSpec(chunk_frames=2)):
+    for spec in (UNSLICED, SliceSpec(chunk_frames=2)):
         assert decode_latents(vae, _latent(frames=frames, height=4, width=4), spec).shape[2] == 4 * (frames - 1) + 1
 
 
@@ -241,7 +240,7 @@ def test_auto_slices_fit_the_budget_and_retry_on_oom(vae, monkeypatch):
         return real(vae_, latents, spec, callback)
 
     monkeypatch.setattr(slicing, "decode_latents", flaky)
-    out = decode_latents_auto(vae, _latent(height=32, width=32), free_bytes=10**12)
+    out = decode_latents(vae, _latent(height=32, width=32), "auto", free_bytes=10**12)
     assert out.shape == (1, 3, 9, 256, 256)
     assert attempts[0].tile_height is None
     assert (attempts[1].tile_height, attempts[2].tile_height) == (16, 8)
@@ -259,7 +258,7 @@ def test_auto_slices_are_the_fewest_tiles_splitting_the_longer_axis_first(vae):
 def test_auto_encode_uses_the_planned_slices_and_retries_with_the_same_noise(vae, monkeypatch):
     video = torch.rand(1, 3, 9, 128, 128, generator=torch.Generator().manual_seed(1)) * 2 - 1
     plain = encode_video(vae, video, cpu_generator(5), slices=SliceSpec(chunk_frames=2))
-    assert torch.equal(encode_video_auto(vae, video, cpu_generator(5), free_bytes=10**12), plain)
+    assert torch.equal(encode_video(vae, video, cpu_generator(5), free_bytes=10**12), plain)
     import flashvideo_core.vae.slicing as slicing
 
     real = slicing.encode_video
@@ -273,7 +272,7 @@ def test_auto_encode_uses_the_planned_slices_and_retries_with_the_same_noise(vae
         return real(vae_, video_, generator, sample, spec, callback)
 
     monkeypatch.setattr(slicing, "encode_video", flaky)
-    retried = encode_video_auto(vae, video, cpu_generator(5), free_bytes=10**12)
+    retried = encode_video(vae, video, cpu_generator(5), free_bytes=10**12)
     assert attempts[0].tile_height is None and attempts[1].tile_height == 8
     assert torch.equal(retried, real(vae, video, cpu_generator(5), True, attempts[1]))
 
@@ -295,3 +294,10 @@ def test_preview_frame_and_handoff(vae):
         stage1_to_stage2(vae, _latent(), height=1080, width=1920, seed=0)
     resized = resize_video(torch.zeros(1, 3, 9, 32, 48), 64, 96)
     assert resized.shape == (1, 3, 9, 64, 96)
+
+
+def test_slices_are_a_slice_spec_or_auto_and_nothing_else(vae):
+    latent = _latent(frames=1, height=4, width=4)
+    assert torch.equal(decode_latents(vae, latent, "auto", free_bytes=10**12), decode_latents(vae, latent, UNSLICED))
+    with pytest.raises(FlashVideoInputError, match="slices=None must be a SliceSpec .* or 'auto'"):
+        decode_latents(vae, latent, None)  # was "unsliced" here and "auto" one layer up

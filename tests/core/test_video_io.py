@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from flashvideo_core.errors import FlashVideoInputError
-from flashvideo_core.video.io import iter_frames, probe_video, square_pixel_size, to_rgb_uint8, write_video
+from flashvideo_core.video import iter_frames, probe_video, square_pixel_size, to_rgb_uint8, write_video
 
 
 def _ffmpeg(*args: str) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import imageio_ffmpeg
 import numpy as np
 
-from flashvideo_core.video.io import iter_frames, probe_video, write_video
+from flashvideo_core.video import iter_frames, probe_video, write_video
 
 # Irregular timestamps (a phone clip that slowed down): fast at the start, slow later.
 TIMES = [0.0, 0.04, 0.08, 0.12, 0.16, 0.2, 0.24, 0.28, 0.32, 0.44, 0.52, 0.72, 0.92, 1.0, 1.2, 1.4]
