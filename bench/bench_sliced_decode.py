@@ -35,7 +35,7 @@ from pathlib import Path
 from isolated import measure
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from flashvideo_core.vae.slicing import tile_starts  # noqa: E402
+from flashvideo_core.vae import tile_starts  # noqa: E402
 
 SETUP = """
 import time

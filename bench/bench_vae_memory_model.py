@@ -1,18 +1,19 @@
 """Auto slicing's memory plan vs the measured peak of the slice it plans (target: measured / planned < 1).
 
 `auto_slice_spec` picks VAE slices from free memory with a cost model (bytes per output pixel per
-frame, `vae_slicing.bytes_per_output_voxel`). On a CPU, running out of memory kills the process
+frame, `flashvideo_core.vae.cost.bytes_per_output_voxel`). On a CPU, running out of memory kills the process
 instead of raising, so the model must never plan low. For VAEs of block widths 8 (the tiny test
 VAE), 16, 64 and 128 (the real CogVideoX VAE, random weights), each case in its own process
 (bench/isolated.py) decodes one official temporal chunk (2 latent frames; the first chunk, 3
 latent frames, is the largest) and encodes one official Stage II chunk (17 frames), and compares
 the peak, less the output it must hold, with what the plan assumed for that slice.
 
-    python bench/bench_vae_memory_model.py
+    python bench/bench_vae_memory_model.py [--widths 8 16 64 128]
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from isolated import measure
@@ -21,7 +22,7 @@ SETUP = """
 import torch
 from flashvideo_core import config
 from flashvideo_core.vae import build_vae, decode_latents, encode_video, SliceSpec
-from flashvideo_core.vae.slicing import bytes_per_output_voxel
+from flashvideo_core.vae.cost import bytes_per_output_voxel
 torch.set_num_threads(2)
 vae = build_vae(config.VAEConfig(block_out_channels={blocks}, layers_per_block={layers}, norm_num_groups={groups}),
                 seed=0)
@@ -44,9 +45,14 @@ VAES = {  # first block width: (block_out_channels, layers_per_block, norm group
 }
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--widths", type=int, nargs="+", default=list(VAES), choices=list(VAES),
+                        help="first block widths of the VAEs measured (default: all; 8 alone is the quickest)")
+    args = parser.parse_args(argv)
     worst = 0.0
-    for width, (blocks, layers, groups, height, latent_width) in VAES.items():
+    for width in args.widths:
+        blocks, layers, groups, height, latent_width = VAES[width]
         setup = SETUP.format(blocks=blocks, layers=layers, groups=groups, height=height, width=latent_width)
         for what, work in WORK.items():
             r = measure(setup, work)

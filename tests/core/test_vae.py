@@ -23,7 +23,7 @@ from flashvideo_core.vae import (
     temporal_chunks,
     tile_starts,
 )
-from flashvideo_core.vae.slicing import bytes_per_output_voxel
+from flashvideo_core.vae.cost import bytes_per_output_voxel
 
 from ..equivalence import assert_same_outputs, assert_same_weights
 
