@@ -1,4 +1,9 @@
-"""Device and precision choices: bf16 on CUDA, fp32 on CPU; moving models between stages."""
+"""Device and precision choices: bf16 on CUDA, fp32 on CPU; moving models between stages.
+
+The one place that says where a model is: model_device and model_dtype read it from the weights, so
+code that runs a model asks them instead of keeping a device or dtype of its own that can go stale
+when the model is moved (on_device, a node's offload).
+"""
 
 from __future__ import annotations
 
@@ -94,6 +99,14 @@ def model_dtype(model: torch.nn.Module) -> torch.dtype:
     return torch.float32
 
 
+def empty_cache(device: torch.device | str) -> None:
+    """Hand the blocks PyTorch keeps cached on a CUDA `device` back to the driver; a no-op for other devices."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        with torch.cuda.device(device):
+            torch.cuda.empty_cache()
+
+
 @contextlib.contextmanager
 def on_device(model: torch.nn.Module, device: torch.device | str, offload_to: torch.device | str | None) -> Iterator:
     """Move `model` to `device` for the block; afterwards move it to `offload_to` (if not None).
@@ -107,5 +120,4 @@ def on_device(model: torch.nn.Module, device: torch.device | str, offload_to: to
     finally:
         if offload_to is not None:
             model.to(offload_to)
-            if torch.device(device).type == "cuda":
-                torch.cuda.empty_cache()
+            empty_cache(device)

@@ -1,7 +1,8 @@
 """The one place that talks to ComfyUI: progress, cancel, devices, model folders.
 
-Everything is imported lazily; without ComfyUI (tests, other hosts) plain fallbacks are used, with
-model folders taken from FLASHVIDEO_MODELS_DIR (default ./models).
+Everything is imported lazily; without ComfyUI (tests, other hosts) the core's own rules are the
+fallbacks (flashvideo_core.devices: default_device, free_memory, empty_cache), never a second copy of
+them, with model folders taken from FLASHVIDEO_MODELS_DIR (default ./models).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path, PurePath
 
 import torch
 
+from flashvideo_core import devices
 from flashvideo_core.errors import CheckpointError
 
 PACK_FOLDER = "FlashVideo"
@@ -146,13 +148,12 @@ def pack_model_dir() -> Path:
 
 
 def torch_device() -> torch.device:
-    """ComfyUI's compute device, or CUDA/CPU without ComfyUI."""
+    """ComfyUI's compute device, or the core's default_device (CUDA if available, else CPU) without ComfyUI."""
     try:
         import comfy.model_management as mm
-
-        return mm.get_torch_device()
     except ImportError:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return devices.default_device()
+    return mm.get_torch_device()
 
 
 def offload_device() -> torch.device:
@@ -165,16 +166,13 @@ def offload_device() -> torch.device:
         return torch.device("cpu")
 
 
-def free_memory(device: torch.device) -> int:
-    """Free bytes on `device` (ComfyUI's estimate when available)."""
+def free_memory(device: torch.device | str) -> int:
+    """Free bytes on `device`: ComfyUI's estimate (get_free_memory), else the core's devices.free_memory."""
     try:
         import comfy.model_management as mm
-
-        return int(mm.get_free_memory(device))
     except ImportError:
-        if device.type == "cuda":
-            return int(torch.cuda.mem_get_info(device)[0])
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        return devices.free_memory(device)
+    return int(mm.get_free_memory(torch.device(device)))
 
 
 def bundled_t5_tokenizer() -> Path | None:
@@ -201,14 +199,13 @@ def check_interrupt() -> None:
 
 
 def soft_empty_cache() -> None:
-    """Release cached device memory between phases."""
+    """Release cached device memory between phases (ComfyUI's soft_empty_cache, else the core's empty_cache)."""
     try:
         import comfy.model_management as mm
-
-        mm.soft_empty_cache()
     except ImportError:
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        devices.empty_cache(devices.default_device())
+        return
+    mm.soft_empty_cache()
 
 
 class Progress:

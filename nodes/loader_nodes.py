@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from flashvideo_core.checkpoint import check_weight_file
 from flashvideo_core.devices import parse_dtype
@@ -57,12 +60,31 @@ def _checked_file(path: str, kind: str, size: int, mtime_ns: int) -> bool | str:
     return True
 
 
-def _wrap(module, precision: str, offload: str, source: str) -> LoadedModel:
+@dataclass(frozen=True)
+class _Placement:
+    """Where a loaded model runs (device), rests between runs (rest: None = stays on device) and its dtype."""
+
+    device: torch.device
+    rest: torch.device | None
+    dtype: torch.dtype
+
+    @property
+    def home(self) -> torch.device:
+        """Where the weights are between node runs: the offload device, else the compute device."""
+        return self.rest or self.device
+
+
+def _placement(precision: str, offload: str) -> _Placement:
+    """The precision and offload widgets -> the _Placement of a model loaded now (ComfyUI's devices)."""
     device = services.torch_device()
-    dtype = parse_dtype(precision, device)
     rest = services.offload_device() if offload == OFFLOAD_MODES[0] else None
-    module.to(device=rest or device, dtype=dtype)
-    return LoadedModel(module, device, rest, dtype, source)
+    return _Placement(device, rest, parse_dtype(precision, device))
+
+
+def _wrap(module, place: _Placement, source: str) -> LoadedModel:
+    """A loaded module -> its LoadedModel handle, the weights moved to place.home in place.dtype."""
+    module.to(device=place.home, dtype=place.dtype)
+    return LoadedModel(module, place.device, place.rest, place.dtype, source)
 
 
 class _TransformerLoader:
@@ -93,9 +115,9 @@ class _TransformerLoader:
         from flashvideo_core.model.sat_loading import load_transformer
 
         path = services.model_path(self.KIND, model_name)
-        module = load_transformer(path, stage=self.STAGE, dtype=parse_dtype(precision, services.torch_device()),
-                                  callback=services.Progress())
-        return (_wrap(module, precision, offload, str(path)),)
+        place = _placement(precision, offload)
+        module = load_transformer(path, stage=self.STAGE, dtype=place.dtype, callback=services.Progress())
+        return (_wrap(module, place, str(path)),)
 
 
 class FlashVideoStage1Loader(_TransformerLoader):
@@ -149,8 +171,9 @@ class FlashVideoVAELoader:
         from flashvideo_core.vae import load_vae
 
         path = services.model_path("vae", vae_name)
-        module = load_vae(path, dtype=parse_dtype(precision, services.torch_device()), callback=services.Progress())
-        return (_wrap(module, precision, offload, str(path)),)
+        place = _placement(precision, offload)
+        module = load_vae(path, dtype=place.dtype, callback=services.Progress())
+        return (_wrap(module, place, str(path)),)
 
 
 TOKENIZER_AUTO = "auto (tokenizer/ beside the encoder)"
@@ -191,14 +214,20 @@ class FlashVideoT5Loader:
         return _validate_choice("t5", encoder_name)
 
     def load(self, encoder_name, tokenizer, precision, offload):
-        """Encoder and tokenizer names -> (LoadedModel holding the T5 encoder, with .text_encoder set,)."""
+        """Encoder and tokenizer names -> (LoadedModel holding the T5 encoder, with .text_encoder set,).
+
+        The encoder is built where the handle keeps it between runs (place.home); the handle's active()
+        moves the weights to the compute device while a node encodes, and TextEncoder.encode sends the
+        token ids to wherever the weights are then (it keeps no device of its own).
+        """
         from flashvideo_core.text.encoder import load_text_encoder
 
         path = services.model_path("t5", encoder_name)
         tokenizer_path = _auto_tokenizer(path) if tokenizer == TOKENIZER_AUTO else _resolve_tokenizer(tokenizer)
-        encoder = load_text_encoder(path, tokenizer_path, dtype=parse_dtype(precision, services.torch_device()),
+        place = _placement(precision, offload)
+        encoder = load_text_encoder(path, tokenizer_path, device=place.home, dtype=place.dtype,
                                     callback=services.Progress())
-        handle = _wrap(encoder.model, precision, offload, str(path))
+        handle = _wrap(encoder.model, place, str(path))
         handle.text_encoder = encoder
         return (handle,)
 

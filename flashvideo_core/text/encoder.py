@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..config import STAGE2_PROMPT_PREFIX, TEXT_TOKENS
+from ..devices import model_device, model_dtype
 from ..errors import FlashVideoInputError
 
 
@@ -73,19 +74,33 @@ def check_prompt(prompt, name: str = "prompt", required: bool = True) -> str:
 
 
 class TextEncoder:
-    """A T5 encoder and its tokenizer, applying the FlashVideo encode rules."""
+    """A T5 encoder and its tokenizer, applying the FlashVideo encode rules.
+
+    The model is placed on `device` in `dtype` once, here; after that the encoder keeps no device of its
+    own: encode sends the token ids to wherever the weights are now (devices.model_device), so a handle
+    that moves the weights (devices.on_device, a node's offload) needs no second place to update.
+    """
 
     def __init__(self, tokenizer, model, device="cpu", dtype: torch.dtype = torch.float32):
         self.tokenizer = tokenizer
         self.model = model.to(device=device, dtype=dtype).eval()
-        self.device = torch.device(device)
-        self.dtype = dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Where the T5 weights are now (read from them, never stored)."""
+        return model_device(self.model)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the T5 weights now (read from them, never stored)."""
+        return model_dtype(self.model)
 
     def count_tokens(self, prompt: str) -> int:
         """Tokens the prompt needs including EOS, before truncation."""
         return len(self.tokenizer(prompt, add_special_tokens=True).input_ids)
 
     def _encode_text(self, text: str) -> torch.Tensor:
+        """text -> (1, 226, d_model) float32 on CPU; the ids go to the device the weights are on now."""
         ids = self.tokenizer(
             text, padding="max_length", max_length=TEXT_TOKENS, truncation=True, add_special_tokens=True,
             return_tensors="pt",

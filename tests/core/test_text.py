@@ -1,8 +1,11 @@
 """Prompt encoding follows the official rules; T5 loads from folders and single files."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
+from flashvideo_core.devices import model_device, on_device
 from flashvideo_core.errors import CheckpointError, FlashVideoInputError
 from flashvideo_core.text.encoder import check_prompt, load_text_encoder, write_tiny_t5, write_tiny_t5_single_file
 from flashvideo_core.text.loading import load_t5_tokenizer
@@ -44,6 +47,46 @@ def test_encoding_is_226_tokens_without_attention_mask(encoder):
     with torch.no_grad():
         masked = encoder.model(input_ids=ids, attention_mask=(ids != 0).long()).last_hidden_state
     assert not torch.allclose(embeds.stage1, masked)  # the padding tokens do take part, as in the official code
+
+
+def spy_on_forward(encoder) -> list:
+    """Record (ids device, weights device) of every forward; answer zeros on the CPU (meta cannot be copied)."""
+    seen = []
+    original = encoder.model.forward
+
+    def spy(*, input_ids, **kwargs):
+        seen.append((input_ids.device, model_device(encoder.model)))
+        hidden = original(input_ids=input_ids, **kwargs).last_hidden_state
+        return SimpleNamespace(last_hidden_state=torch.zeros(hidden.shape, dtype=hidden.dtype))
+
+    encoder.model.forward = spy
+    return seen
+
+
+def test_encode_sends_the_ids_to_the_device_the_weights_are_on_now(t5_dirs):
+    """Built for the CPU, then moved (as LoadedModel.active / on_device move it to a GPU): the ids follow.
+
+    meta stands in for the GPU on a CPU-only machine; an encoder that kept the device it was built for
+    would send the ids to the CPU ("Expected all tensors to be on the same device" on CUDA).
+    """
+    encoder = load_text_encoder(t5_dirs[0])  # device="cpu", as the T5 loader node builds it
+    assert encoder.device == torch.device("cpu") and encoder.dtype == torch.float32
+    seen = spy_on_forward(encoder)
+    meta = torch.device("meta")
+    with on_device(encoder.model, meta, None):
+        embeds = encoder.encode("a red fox runs through fresh snow", stage2_prefix=True)
+        assert seen == [(meta, meta), (meta, meta)], f"token ids went to {[i for i, _ in seen]}, weights on meta"
+        assert encoder.device == meta, "the encoder reads its device from its weights"
+    assert embeds.stage1.device.type == "cpu" and embeds.stage1.dtype == torch.float32
+    assert embeds.stage1.shape == (1, 226, 32)
+
+
+def test_the_encoder_dtype_is_its_weights_dtype(t5_dirs):
+    encoder = load_text_encoder(t5_dirs[0], dtype=torch.bfloat16)
+    assert encoder.dtype == torch.bfloat16
+    encoder.model.float()
+    assert encoder.dtype == torch.float32
+    assert encoder.encode("a lake").stage1.dtype == torch.float32
 
 
 def test_token_count_and_truncation_are_reported(encoder):
