@@ -220,7 +220,7 @@ def test_an_interrupt_arriving_as_ffmpeg_starts_kills_it_and_leaves_no_file(tmp_
     """A Ctrl-C held while ffmpeg starts is delivered as the hold ends: ffmpeg must still be killed."""
     import contextlib
 
-    from flashvideo_core.video import io as video_io
+    from flashvideo_core.video import write as video_write
 
     started = []
     real_popen = subprocess.Popen
@@ -234,8 +234,8 @@ def test_an_interrupt_arriving_as_ffmpeg_starts_kills_it_and_leaves_no_file(tmp_
         yield
         raise KeyboardInterrupt  # what the pending SIGINT does the moment the mask is lifted
 
-    monkeypatch.setattr(video_io.subprocess, "Popen", recording_popen)
-    monkeypatch.setattr(video_io, "signals_held", interrupt_on_release)
+    monkeypatch.setattr(video_write.subprocess, "Popen", recording_popen)
+    monkeypatch.setattr(video_write, "signals_held", interrupt_on_release)
     with pytest.raises(KeyboardInterrupt):
         write_video(tmp_path / "out.mp4", _frames(3), fps=8)
     (writer,) = [process for process in started if "rawvideo" in process.args]  # not imageio's version probe
