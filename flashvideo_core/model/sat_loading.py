@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_output
-from ..checkpoint import SAT_PREFIX, cast_state, read_folder_config, read_state_dict, require_kind
+from ..checkpoint import SAT_PREFIX, load_strict, read_folder_config, read_state_dict, require_kind
 from ..config import LATENT_CHANNELS, TransformerConfig
 from ..errors import CheckpointError
 from ..progress import ProgressCallback, report
@@ -272,9 +272,10 @@ def load_transformer(
     """Load a Stage I (stage=1) or Stage II (stage=2) transformer from any supported file layout.
 
     path: SAT `.pt` ({'module': ...}), `.safetensors` (SAT or converted keys) or a diffusers folder.
-    The config is inferred from the tensors; loading is strict (every missing or unexpected key and
-    shape mismatch is listed). Weights are assigned without a second full copy. Progress of the
-    read goes to `callback` as ProgressEvent("load <file name>", MB done, MB total).
+    The config is inferred from the tensors; loading is strict (checkpoint.load_strict: missing,
+    unexpected and mis-shaped keys are named in one CheckpointError). Weights are assigned without a
+    second full copy. Progress of the read goes to `callback` as ProgressEvent("load <file name>",
+    MB done, MB total). Returns the FlashVideoTransformer on `device`, in eval mode.
     """
     from .transformer import FlashVideoTransformer
 
@@ -287,18 +288,7 @@ def load_transformer(
     _check_flashvideo_shape(config, path)
     with torch.device("meta"):
         model = FlashVideoTransformer(config)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-             for k in set(state) & set(expected) if state[k].shape != expected[k].shape]
-    if missing or unexpected or wrong:
-        raise CheckpointError(
-            f"{Path(path).name} does not fit the Stage {'I' * stage} architecture: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}, shape mismatches {wrong[:5]}."
-        )
-    state = cast_state(state, dtype, callback, f"load {Path(path).name}")
-    model.load_state_dict(state, assign=True)
+    load_strict(model, state, path, f"stage{stage}", dtype, callback)
     return model.to(device).eval()
 
 

@@ -15,11 +15,12 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, T5Config, T5EncoderModel
 
-from ..checkpoint import cast_state, check_json_files, read_folder_config, read_state_dict, require_kind
+from ..checkpoint import check_json_files, load_strict, read_folder_config, read_state_dict, require_kind
 from ..errors import CheckpointError
 from ..progress import ProgressCallback
 
-TIED_KEYS = ("encoder.embed_tokens.weight",)
+TIED_KEYS = {"encoder.embed_tokens.weight": "shared.weight"}
+"""Names of the one token embedding (T5 ties the encoder's to the shared one): either in a file is enough."""
 DROPPED_SUFFIXES = ("scale_weight", "scale_input", "scaled_fp8")
 
 
@@ -71,6 +72,8 @@ def load_t5_encoder(
 ) -> T5EncoderModel:
     """T5EncoderModel from a transformers folder or a single safetensors file (CPU, eval mode).
 
+    Strict (checkpoint.load_strict): missing, unexpected and mis-shaped tensors are named in one
+    CheckpointError; the decoder of a full T5 and ComfyUI's fp8 scale tensors are left out first.
     Progress of the read goes to `callback` as ProgressEvent("load <name>", MB done, MB total).
     """
     path = Path(path)
@@ -79,21 +82,11 @@ def load_t5_encoder(
     state = {k: v for k, v in state.items() if not k.startswith("decoder.")}
     folder_config = read_folder_config(path) if path.is_dir() else None
     config = T5Config(**{**folder_config, "use_cache": False}) if folder_config else infer_t5_config(state)
-    state = cast_state(state, dtype, callback, f"load {path.name}", convert=_dequantiser(state, dtype))
-    if "shared.weight" not in state and "encoder.embed_tokens.weight" in state:
-        state["shared.weight"] = state["encoder.embed_tokens.weight"]
+    dequantise = _dequantiser(state, dtype)  # reads the scales from the whole state
+    weights = {k: v for k, v in state.items() if not k.endswith(DROPPED_SUFFIXES)}
     with torch.device("meta"):
         model = T5EncoderModel(config)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state) - set(TIED_KEYS))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [k for k in set(state) & set(expected) if state[k].shape != expected[k].shape]
-    if missing or unexpected or wrong:
-        raise CheckpointError(
-            f"{path.name} does not fit a T5 encoder: missing {missing[:5]}, unexpected {unexpected[:5]}, "
-            f"shape mismatches {wrong[:5]}."
-        )
-    model.load_state_dict(state, strict=False, assign=True)
+    load_strict(model, weights, path, "t5", dtype, callback, convert=dequantise, tied=TIED_KEYS)
     model.encoder.embed_tokens = model.shared
     return model.eval()
 

@@ -20,7 +20,7 @@ import torch
 from diffusers import AutoencoderKLCogVideoX
 
 from ..atomic import atomic_output
-from ..checkpoint import cast_state, read_folder_config, read_safetensors_metadata, read_state_dict, require_kind
+from ..checkpoint import load_strict, read_folder_config, read_safetensors_metadata, read_state_dict, require_kind
 from ..config import VAEConfig
 from ..errors import CheckpointError
 from ..progress import ProgressCallback
@@ -99,6 +99,15 @@ def is_sat_vae(state: dict[str, torch.Tensor]) -> bool:
     return any(SAT_BLOCK.match(k) or SAT_MID.match(k) for k in state)
 
 
+def to_diffusers_vae_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Any VAE state (SAT or diffusers layout) -> diffusers AutoencoderKLCogVideoX keys.
+
+    The rule load_vae and `convert` share: SAT-layout states (is_sat_vae) are renamed by
+    sat_vae_to_diffusers (training-only `loss.*` tensors dropped); others are returned as they are.
+    """
+    return sat_vae_to_diffusers(state) if is_sat_vae(state) else state
+
+
 def infer_vae_config(state: dict[str, torch.Tensor], metadata: dict | None = None) -> VAEConfig:
     """Read the VAE shape from a diffusers-layout state dict.
 
@@ -144,27 +153,17 @@ def load_vae(
 ) -> AutoencoderKLCogVideoX:
     """Load the VAE from `3d-vae.pt` (SAT), a `.safetensors` (either layout) or a diffusers `vae/` folder.
 
-    Strict: missing, unexpected and mis-shaped tensors are all listed in the CheckpointError.
+    Strict (checkpoint.load_strict): missing, unexpected and mis-shaped tensors are named in one CheckpointError.
     Progress of the read goes to `callback` as ProgressEvent("load <file name>", MB done, MB total).
     """
     path = Path(path)
     state = read_state_dict(path)
     require_kind(state, "vae", path)
-    if is_sat_vae(state):
-        state = sat_vae_to_diffusers(state)
+    state = to_diffusers_vae_state(state)
     config = infer_vae_config(state, _config_from_files(path))
     with torch.device("meta"):
         vae = build_vae(config)
-    expected = vae.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [k for k in set(state) & set(expected) if state[k].shape != expected[k].shape]
-    if missing or unexpected or wrong:
-        raise CheckpointError(
-            f"{path.name} does not fit the CogVideoX VAE architecture: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}, shape mismatches {wrong[:5]}."
-        )
-    vae.load_state_dict(cast_state(state, dtype, callback, f"load {path.name}"), assign=True)
+    load_strict(vae, state, path, "vae", dtype, callback)
     return vae.to(device).eval()
 
 

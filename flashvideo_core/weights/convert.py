@@ -47,9 +47,9 @@ def convert_checkpoint(
         converted = to_flashvideo_state(state)
         metadata["flashvideo_transformer_config"] = json.dumps(infer_transformer_config(converted).__dict__)
     elif kind == "vae":
-        from ..vae import infer_vae_config, sat_vae_to_diffusers
+        from ..vae.loading import infer_vae_config, to_diffusers_vae_state
 
-        converted = sat_vae_to_diffusers(state) if _is_sat_vae(state) else state
+        converted = to_diffusers_vae_state(state)  # load_vae's own rule, so both read a file alike
         vae_config = infer_vae_config(converted)
         metadata["flashvideo_vae_config"] = json.dumps(
             {**vae_config.__dict__, "block_out_channels": list(vae_config.block_out_channels)}
@@ -58,14 +58,6 @@ def convert_checkpoint(
         raise CheckpointError(f"{src.name}: cannot tell which FlashVideo model this is; nothing converted.")
     _save(converted, dst, metadata, overwrite)
     return dst
-
-
-def _is_sat(state: dict) -> bool:
-    return any(key.startswith("model.diffusion_model.") for key in state)
-
-
-def _is_sat_vae(state: dict) -> bool:
-    return any(key.startswith(("encoder.down.", "decoder.up.")) for key in state)
 
 
 def _save(state: dict[str, torch.Tensor], dst: Path, metadata: dict[str, str], overwrite: bool) -> None:

@@ -45,7 +45,8 @@ class WeightPaths:
     def check(self, *names: str) -> None:
         """require(*names), then read each file's tensor names and shapes (not its weights) and raise
         CheckpointError for a truncated or corrupt file, one that holds another model, or models that
-        do not fit together (text width, latent channels), before anything runs."""
+        do not fit together (text width, latent channels), before anything runs. Each file's header is
+        read once (checkpoint.read_shapes remembers it), so later width look-ups read nothing again."""
         from ..checkpoint import check_compatible, check_weight_file
 
         self.require(*names)

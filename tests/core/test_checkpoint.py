@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from flashvideo_core import config
 from flashvideo_core.checkpoint import detect_kind, read_state_dict, require_kind
 from flashvideo_core.errors import CheckpointError
 
@@ -140,3 +141,59 @@ def test_a_broken_json_in_a_model_folder_is_named_with_the_fix(tiny_weights, tmp
     (tokenizer / "tokenizer_config.json").write_bytes(broken.encode("latin-1"))
     with pytest.raises(CheckpointError, match=r"tokenizer/tokenizer_config.json .*(JSON|UTF-8)"):
         load_text_encoder(encoder, tokenizer)
+
+
+def _count_header_reads(monkeypatch) -> dict[str, int]:
+    """Count, per file name, the header reads (safetensors opens and torch.load of pickles) from now on."""
+    import collections
+    from pathlib import Path
+
+    import safetensors
+
+    reads = collections.Counter()
+    real_open, real_load = safetensors.safe_open, torch.load
+
+    def counted_open(filename, *args, **kwargs):
+        reads[Path(filename).name] += 1
+        return real_open(filename, *args, **kwargs)
+
+    def counted_load(f, *args, **kwargs):
+        reads[Path(f).name] += 1
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(safetensors, "safe_open", counted_open)
+    monkeypatch.setattr(torch, "load", counted_load)
+    return reads
+
+
+def test_check_then_transformer_width_read_each_header_once(tiny_weights, tmp_path, monkeypatch):
+    """generate checks the four files (kind, then widths) and reads both stages' widths: one read per file."""
+    import shutil
+
+    from flashvideo_core.checkpoint import transformer_width
+    from flashvideo_core.weights.loaders import find_weights
+
+    for name in ("stage1", "stage2", "vae", "text_encoder", "tokenizer"):  # fresh paths: nothing read yet
+        copy = shutil.copytree if tiny_weights[name].is_dir() else shutil.copy
+        copy(tiny_weights[name], tmp_path / tiny_weights[name].name)
+    reads = _count_header_reads(monkeypatch)
+    weights = find_weights(tmp_path)
+    weights.check("text_encoder", "stage1", "vae", "stage2")
+    assert transformer_width(weights.stage1) == config.TINY_STAGE1.hidden_size
+    assert transformer_width(weights.stage2) == config.TINY_STAGE2.hidden_size
+    shards = [p.name for p in (tmp_path / "text_encoder").glob("*.safetensors")]
+    assert dict(reads) == dict.fromkeys(["stage1.pt", "stage2.pt", "3d-vae.pt", *shards], 1)
+
+
+def test_a_replaced_file_is_read_again(tmp_path):
+    from flashvideo_core.checkpoint import read_shapes
+
+    path = tmp_path / "w.safetensors"
+    save_file({"a": torch.zeros(2)}, str(path))
+    assert read_shapes(path) == {"a": (2,)}
+    save_file({"a": torch.zeros(3), "b": torch.zeros(1)}, str(tmp_path / "new.safetensors"))
+    (tmp_path / "new.safetensors").replace(path)
+    assert read_shapes(path) == {"a": (3,), "b": (1,)}
+    shapes = read_shapes(path)
+    shapes["c"] = (9,)
+    assert "c" not in read_shapes(path), "callers get their own dict, the cache stays as read"

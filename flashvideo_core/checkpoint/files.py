@@ -1,4 +1,4 @@
-"""Safe reading of weight files in every layout users have.
+"""Safe reading and verifying of weight files in every layout users have.
 
 - `.pt`/`.pth`/`.ckpt`/`.bin`: `torch.load(weights_only=True, mmap=True)`: pickles that hold
   anything but plain tensors and containers are refused, never executed.
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import CheckpointError
-from .progress import ProgressCallback, report
+from ..errors import CheckpointError
+from ..progress import ProgressCallback, report
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 WRAPPER_KEYS = ("module", "state_dict", "model")
@@ -47,6 +47,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A .safetensors file -> {name: CPU tensor} (memory-mapped); CheckpointError for a bad header."""
     from safetensors.torch import load_file
 
     try:
@@ -56,7 +57,10 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
-    """The string metadata stored in a safetensors header ({} if none)."""
+    """path: a .safetensors file -> the string metadata stored in its header ({} if none).
+
+    Raises CheckpointError naming the file when the header cannot be read.
+    """
     from safetensors import safe_open
 
     try:
@@ -67,6 +71,10 @@ def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
 
 
 def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
+    """A weights-only torch pickle (zip files mmapped) -> its flat {name: tensor}, SAT wrappers unwrapped.
+
+    Raises CheckpointError for a pickle holding anything but tensors and containers, or a damaged file.
+    """
     is_zip = zipfile.is_zipfile(path)
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=is_zip)
@@ -148,6 +156,7 @@ def cast_state(
 
 
 def _unwrap(obj, path: Path):
+    """A loaded pickle -> the dict of weights inside it (`module` / `state_dict` / `model` wrapper or itself)."""
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path.name} holds a {type(obj).__name__}, not a dict of weights.")
     for key in WRAPPER_KEYS:
@@ -158,6 +167,7 @@ def _unwrap(obj, path: Path):
 
 
 def _flatten(obj: dict, path: Path) -> dict[str, torch.Tensor]:
+    """The tensor entries of `obj` (other values dropped); CheckpointError naming `path` if there are none."""
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise CheckpointError(f"{path.name} holds no tensors; it is not a weight file.")
@@ -165,6 +175,10 @@ def _flatten(obj: dict, path: Path) -> dict[str, torch.Tensor]:
 
 
 def _read_folder(folder: Path) -> dict[str, torch.Tensor]:
+    """A diffusers/transformers folder -> the union of its shards' tensors.
+
+    The shards are those its index names, else every *.safetensors, else every *.bin/.pt file.
+    """
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         files = sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
@@ -180,6 +194,7 @@ def _read_folder(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def _shard_index(folder: Path) -> list[str] | None:
+    """The shard file names listed by the folder's *.safetensors.index.json (None without an index)."""
     for name in ("diffusion_pytorch_model.safetensors.index.json", "model.safetensors.index.json"):
         candidate = folder / name
         if candidate.exists():
@@ -213,138 +228,16 @@ def read_json(path: str | Path) -> dict:
 
 
 def check_json_files(folder: str | Path) -> None:
-    """Raise CheckpointError (see read_json) for the first *.json file in `folder` that does not parse."""
+    """folder: a model or tokenizer folder. Returns None; raises CheckpointError (see read_json) for
+    the first *.json file in it that does not parse."""
     for path in sorted(Path(folder).glob("*.json")):
         read_json(path)
 
 
 def read_folder_config(folder: str | Path) -> dict | None:
-    """config.json of a diffusers/transformers folder, or None if there is none (CheckpointError if broken)."""
+    """folder -> its config.json (diffusers/transformers) as a dict, or None if there is none.
+
+    Raises CheckpointError (see read_json) for a broken config.json.
+    """
     candidate = Path(folder) / "config.json"
     return read_json(candidate) if candidate.exists() else None
-
-
-SAT_PREFIX = "model.diffusion_model."
-
-MODEL_KINDS = {
-    "stage1": "FlashVideo Stage I transformer (stage1.pt)",
-    "stage2": "FlashVideo Stage II transformer (stage2.pt)",
-    "vae": "CogVideoX 3D VAE (3d-vae.pt or a diffusers vae/ folder)",
-    "t5": "T5 text encoder (text_encoder/ folder or t5xxl safetensors)",
-    "unknown": "an unrecognised model",
-}
-
-
-def detect_kind(state: dict[str, torch.Tensor]) -> str:
-    """Guess what a state dict holds: 'stage1', 'stage2', 'vae', 't5' or 'unknown'.
-
-    Works on SAT and diffusers/transformers key layouts alike.
-    """
-    keys = list(state)
-    has = lambda fragment: any(fragment in k for k in keys)  # noqa: E731
-    if has("ref_step_time_embedding") or has("time_size_embedding"):
-        return "stage2"
-    if has("query_key_value") or has("transformer_blocks.") or has("attn1.to_q"):
-        return "stage1"
-    if has("SelfAttention") or has("relative_attention_bias"):
-        return "t5"
-    if has("encoder.down") or has("decoder.up") or has("quant_conv") or has("encoder.conv_in"):
-        return "vae"
-    return "unknown"
-
-
-def require_kind(state: dict[str, torch.Tensor], expected: str, path: str | Path) -> None:
-    """Raise CheckpointError if `state` is not the `expected` kind, saying what it looks like."""
-    found = detect_kind(state)
-    if found != expected:
-        raise CheckpointError(
-            f"{Path(path).name} looks like {MODEL_KINDS[found]}, but a {MODEL_KINDS[expected]} was expected. "
-            "Check that the file is connected to the right loader."
-        )
-
-
-def read_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
-    """The tensor names and shapes in a weight file or folder, without reading the weights.
-
-    safetensors: from the header; .pt: from the pickle with mmap (tensor data stays on disk);
-    folders: every safetensors file in it. Raises CheckpointError like read_state_dict.
-    """
-    path = Path(path)
-    files = sorted(path.glob("*.safetensors")) if path.is_dir() else [path]
-    if not path.exists() or (path.is_dir() and not files):
-        return {k: tuple(v.shape) for k, v in read_state_dict(path).items()}  # raises the usual clear error
-    shapes: dict[str, tuple[int, ...]] = {}
-    for file in files:
-        if file.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            try:
-                with safe_open(str(file), framework="pt") as handle:
-                    shapes.update({k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()})
-            except Exception as exc:
-                raise CheckpointError(
-                    f"{file} is not a readable safetensors file (truncated or corrupt?): {exc}"
-                ) from exc
-        else:
-            shapes.update({k: tuple(v.shape) for k, v in read_state_dict(file).items()})
-    return shapes
-
-
-def read_keys(path: str | Path) -> list[str]:
-    """The tensor names in a weight file or folder, without reading the weights (see read_shapes)."""
-    return list(read_shapes(path))
-
-
-def check_weight_file(path: str | Path, expected: str) -> None:
-    """Raise CheckpointError unless `path` is a readable weight file of the `expected` kind (keys only)."""
-    require_kind(dict.fromkeys(read_keys(path)), expected, path)
-
-
-WIDTH_KEYS = {
-    # kind -> (what, key suffix, dim): the widths that must agree between the models of one run
-    "t5": ("T5 width (d_model)", "encoder.block.0.layer.0.SelfAttention.q.weight", 1),
-    "stage1": ("text width", "patch_embed.text_proj.weight", 1),
-    "stage2": ("text width", "patch_embed.text_proj.weight", 1),
-    "vae": ("latent channels", "decoder.conv_in.conv.weight", 1),
-}
-LATENT_KEY = ("latent channels", "patch_embed.proj.weight", 1)
-
-
-def transformer_width(path: str | Path) -> int:
-    """Hidden width of a Stage I/II transformer file or folder, from its patch embedding's shape (header only)."""
-    width = _width(read_shapes(path), ("hidden width", "patch_embed.proj.weight", 0))
-    if width is None:
-        raise CheckpointError(f"{path} has no patch_embed.proj.weight: not a FlashVideo transformer.")
-    return width
-
-
-def _width(shapes: dict[str, tuple[int, ...]], key: tuple[str, str, int]) -> int | None:
-    _, suffix, dim = key
-    return next((shape[dim] for name, shape in shapes.items() if name.endswith(suffix)), None)
-
-
-def check_compatible(files: dict[str, str | Path]) -> None:
-    """Raise CheckpointError unless the models of one run fit together, from tensor shapes only.
-
-    files: kind ("t5", "stage1", "stage2", "vae") -> path. Checks that each transformer takes the
-    T5 width as its text input and the VAE's latent channels as its image input, so a mismatch is
-    named before anything runs (not after Stage I).
-    """
-    shapes = {kind: read_shapes(path) for kind, path in files.items()}
-    t5_width = _width(shapes["t5"], WIDTH_KEYS["t5"]) if "t5" in shapes else None
-    latent = _width(shapes["vae"], WIDTH_KEYS["vae"]) if "vae" in shapes else None
-    for stage in ("stage1", "stage2"):
-        if stage not in shapes:
-            continue
-        text, channels = _width(shapes[stage], WIDTH_KEYS[stage]), _width(shapes[stage], LATENT_KEY)
-        name = Path(files[stage]).name
-        if t5_width is not None and text is not None and text != t5_width:
-            raise CheckpointError(
-                f"{name} takes text embeddings of width {text}, but the T5 encoder {Path(files['t5']).name} "
-                f"makes width {t5_width}: use the T5 v1.1 XXL encoder FlashVideo was trained with (4096)."
-            )
-        if latent is not None and channels is not None and channels != latent:
-            raise CheckpointError(
-                f"{name} takes {channels}-channel latents, but the VAE {Path(files['vae']).name} makes {latent}: "
-                "use the CogVideoX 3D VAE (16 channels) FlashVideo was trained with."
-            )
