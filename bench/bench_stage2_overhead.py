@@ -100,6 +100,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
+    from flashvideo_core.sampling.settings import Stage2Settings
     from flashvideo_core.sampling.stages import run_stage2
 
     model, cond, latent = build_inputs(args)
@@ -107,7 +108,7 @@ def main(argv=None) -> int:
     bare = bare_forwards(model, cond, latent, args.steps)
 
     def full() -> None:
-        run_stage2(timed_model, cond, latent, steps=args.steps, cfg=13.0)
+        run_stage2(timed_model, cond, latent, Stage2Settings(steps=args.steps, cfg=13.0))
 
     full(), bare()  # warm-up (allocator, RoPE cache, kernels)
     full_times, bare_times, inside = [], [], []

@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
 from pathlib import Path
 
 from . import config
+from .enhance.windows import DEFAULT_OVERLAP, DEFAULT_WINDOW
 from .errors import CheckpointError, FlashVideoInputError, NonFiniteError
 from .progress import UNITS_PER_WINDOW, ProgressEvent, WindowedProgress
 from .weights.hub import DownloadError
 
 TINY_SETTINGS = {"num_frames": 9, "height": 64, "width": 96, "stage2_height": 128, "stage2_width": 192,
-                 "stage1_steps": 8, "fps": 8}
+                 "stage1_steps": 8}
 """Sizes the embedded tiny default runs at unless overridden: the real sizes would take minutes on a CPU."""
+
+
+def tiny_generate_settings():
+    """pipeline.GenerateSettings at TINY_SETTINGS' sizes (the rest official)."""
+    from .pipeline import GenerateSettings
+    from .sampling.settings import Stage1Settings
+
+    tiny = TINY_SETTINGS
+    stage1 = Stage1Settings(num_frames=tiny["num_frames"], height=tiny["height"], width=tiny["width"],
+                            steps=tiny["stage1_steps"])
+    return GenerateSettings(stage1=stage1, stage2_height=tiny["stage2_height"], stage2_width=tiny["stage2_width"])
 
 DESCRIPTION = "FlashVideo text-to-video (two stages) and Stage II enhancement of any video, on plain PyTorch."
 EPILOG = """commands:
@@ -183,10 +196,10 @@ def _add_enhance(sub) -> None:
                      help="Stage II CFG scale (default %(default)g; paper 10-13)")
     enh.add_argument("--shift", type=float, default=config.STAGE2_SHIFT,
                      help="Stage II flow time shift (default %(default)g; official range 2-3.5)")
-    enh.add_argument("--window", type=int, default=config.DEFAULT_NUM_FRAMES,
+    enh.add_argument("--window", type=int, default=DEFAULT_WINDOW,
                      help="frames per window, 4k+1: a longer clip runs in overlapping windows; memory grows "
                      "with it (default %(default)s, as trained)")
-    enh.add_argument("--overlap", type=int, default=8,
+    enh.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
                      help="frames shared by neighbouring windows and crossfaded, so no jump shows (default "
                      "%(default)s)")
     enh.add_argument("--color-match", action="store_true", help="match output colours to the input per window")
@@ -234,19 +247,19 @@ def _cmd_generate(args) -> int:
     from .pipeline import GenerateSettings, generate, with_overrides
 
     weights, tiny = _resolve_weights(args)
-    base = GenerateSettings(**TINY_SETTINGS) if tiny else GenerateSettings()
+    base = tiny_generate_settings() if tiny else GenerateSettings()
+    with _named_stage("Stage I (--frames, --height, --width, --steps, --cfg, --cfg-exponent)"):
+        stage1 = with_overrides(base.stage1, num_frames=args.frames, height=args.height, width=args.width,
+                                steps=args.steps, cfg=args.cfg, cfg_exponent=args.cfg_exponent)
+    with _named_stage("Stage II (--noise-step, --stage2-steps, --stage2-cfg, --shift)"):
+        stage2 = with_overrides(base.stage2, noise_step=args.noise_step, steps=args.stage2_steps,
+                                cfg=args.stage2_cfg, shift=args.shift)
     settings = with_overrides(
-        base, num_frames=args.frames, height=args.height, width=args.width, stage1_steps=args.steps,
-        stage1_cfg=args.cfg, cfg_exponent=args.cfg_exponent, stage2_height=args.stage2_height,
-        stage2_width=args.stage2_width, noise_step=args.noise_step, stage2_steps=args.stage2_steps,
-        stage2_cfg=args.stage2_cfg, shift=args.shift, seed=args.seed, fps=args.fps,
-        device=args.device, precision=args.precision,
-    )
-    settings = with_overrides(
-        settings, stage2_prefix=args.stage2_prefix or None, preview_only=args.preview_only or None
-    )
+        base, stage1=stage1, stage2=stage2, stage2_height=args.stage2_height, stage2_width=args.stage2_width,
+        seed=args.seed, fps=args.fps, device=args.device, precision=args.precision,
+        stage2_prefix=args.stage2_prefix or None, preview_only=args.preview_only or None,
+    )  # each settings object checks itself: a bad flag is named before anything is printed or loaded
     if not args.quiet:
-        settings.validate()  # a bad setting is named before its plan is printed
         print(describe_generate(settings, tiny), file=sys.stderr)
     progress = TqdmProgress(enabled=not args.quiet)
     try:
@@ -264,24 +277,35 @@ def _cmd_generate(args) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _named_stage(stage: str):
+    """Prefix a settings error with the stage and its flags: both stages have a `steps` and a `cfg`."""
+    try:
+        yield
+    except FlashVideoInputError as exc:
+        raise FlashVideoInputError(f"{stage}: {exc}") from None
+
+
 def describe_generate(settings, tiny: bool = False) -> str:
     """What a generate run will use (pipeline.GenerateSettings), sizes width x height, device and precision resolved.
 
     tiny: the settings are the embedded tiny default's (TINY_SETTINGS), not the official ones.
     """
     from .devices import DTYPES, parse_device, parse_dtype
+    from .sampling.settings import clip_stage2_seed
 
     device = parse_device(settings.device)
     dtype = parse_dtype(settings.precision, device)
     precision = next((name for name, value in DTYPES.items() if value == dtype), str(dtype))
+    one, two = settings.stage1, settings.stage2
     stage2 = ("skipped (--preview-only)" if settings.preview_only else
-              f"{settings.stage2_width}x{settings.stage2_height}, {settings.stage2_steps} Euler step"
-              f"{'s' if settings.stage2_steps > 1 else ''}, noise step {settings.noise_step}, "
-              f"cfg {settings.stage2_cfg:g}, shift {settings.shift:g}")
+              f"{settings.stage2_width}x{settings.stage2_height}, {two.steps} Euler step"
+              f"{'s' if two.steps > 1 else ''}, noise step {two.noise_step}, "
+              f"cfg {two.cfg:g}, shift {two.shift:g}, seed {clip_stage2_seed(settings.seed)}")
     lines = [
-        f"frames:   {settings.num_frames} at {settings.fps:g} fps, seed {settings.seed}",
-        f"Stage I:  {settings.width}x{settings.height} (WxH), {settings.stage1_steps} DPM++ steps, "
-        f"cfg {settings.stage1_cfg:g} (exponent {settings.cfg_exponent:g})",
+        f"frames:   {one.num_frames} at {settings.fps:g} fps, seed {settings.seed}",
+        f"Stage I:  {one.width}x{one.height} (WxH), {one.steps} DPM++ steps, "
+        f"cfg {one.cfg:g} (exponent {one.cfg_exponent:g})",
         f"Stage II: {stage2}",
         f"device:   {device}, {precision}",
     ]
@@ -292,23 +316,26 @@ def describe_generate(settings, tiny: bool = False) -> str:
 
 
 def _cmd_enhance(args) -> int:
-    from .enhance.run import describe_plan, enhance_video_file
+    from .enhance.plan import EnhanceSettings, describe_plan
+    from .enhance.run import enhance_video_file
 
     weights, _ = _resolve_weights(args)
     noise = args.noise_step if args.noise_step == "auto" else _int_arg(args.noise_step, "--noise-step")
+    settings = EnhanceSettings(
+        scale=args.scale, size=args.size, long_edge=args.long_edge, noise_step=noise, steps=args.steps, cfg=args.cfg,
+        shift=args.shift, seed=args.seed, window=args.window, overlap=args.overlap, color_match=args.color_match,
+        allow_large_upscale=args.force,
+    )
     progress = TqdmProgress(enabled=not args.quiet)
 
     def show_plan(plan, info) -> None:
         if not args.quiet:
             print(f"{info.path}: {info.num_frames} frames at {float(info.fps):g} fps"
-                  f"{', audio kept' if info.has_audio else ''}\n{describe_plan(plan, noise)}", file=sys.stderr)
+                  f"{', audio kept' if info.has_audio else ''}\n{describe_plan(plan)}", file=sys.stderr)
     try:
         out = enhance_video_file(
-            args.input, args.output, weights=weights, prompt=args.prompt, scale=args.scale, size=args.size,
-            long_edge=args.long_edge, noise_step=noise, steps=args.steps, cfg=args.cfg, shift=args.shift,
-            window=args.window, overlap=args.overlap, color_match=args.color_match,
-            stage2_prefix=args.stage2_prefix, seed=args.seed, overwrite=args.force,
-            allow_large_upscale=args.force, device=args.device, precision=args.precision,
+            args.input, args.output, settings, weights=weights, prompt=args.prompt, stage2_prefix=args.stage2_prefix,
+            overwrite=args.force, device=args.device, precision=args.precision,
             callback=WindowedProgress(progress), on_plan=show_plan,
         )
     except FileExistsError as exc:  # the core says "allow overwriting"; name the flag that does

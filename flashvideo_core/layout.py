@@ -103,6 +103,13 @@ def video_to_image(video: torch.Tensor) -> torch.Tensor:
     return ((frames + 1.0) / 2.0).clamp(0.0, 1.0)
 
 
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Float frames in [0, 1] (any shape, e.g. IMAGE (F, H, W, 3)) -> uint8 0..255, clamped and rounded.
+
+    The one float -> 8-bit conversion of the pack (video files, enhance frames, previews)."""
+    return (images.float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+
+
 def latent_frames(num_frames: int) -> int:
     """Latent frame count for a 4k+1 pixel frame count: (F - 1) / 4 + 1."""
     return (num_frames - 1) // VAE_TEMPORAL_COMPRESSION + 1

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 import torch
 
 from flashvideo_core.devices import on_device
+from flashvideo_core.errors import FlashVideoInputError
+from flashvideo_core.layout import to_uint8
+from flashvideo_core.vae import decode_preview_frame
 
 STAGE1 = "FLASHVIDEO_STAGE1"
 STAGE2 = "FLASHVIDEO_STAGE2"
@@ -56,21 +59,16 @@ def check_widgets(node_cls, **values) -> bool | str:
     return True
 
 
-def frames_check(frames: int | None) -> bool | str:
-    """True, or a message for a frame count that is not 4k+1 (None = linked, checked before sampling)."""
-    if frames is None:
-        return True
-    if (frames - 1) % 4:
-        below = max(1, frames - (frames - 1) % 4)
-        return f"frames={frames} must be 4k+1 (e.g. {below} or {below + 4}); the official value is 49."
-    return True
+def core_check(check, *args, **values) -> bool | str:
+    """True, or the core's message for values it refuses: check(*args, **values) raising FlashVideoInputError.
 
-
-def size_check(width: int | None, height: int | None) -> bool | str:
-    """True, or a message for a width or height that is not a multiple of 16 (None = linked, skipped)."""
-    for name, value in (("width", width), ("height", height)):
-        if value is not None and value % 16:
-            return f"{name}={value} must be a multiple of 16 (e.g. {value - value % 16})."
+    Values that are None (a linked input, not known at validation) are left out, so the check sees
+    its defaults for them; they are checked again with their real values when the node runs.
+    """
+    try:
+        check(*args, **{name: value for name, value in values.items() if value is not None})
+    except FlashVideoInputError as exc:
+        return str(exc)
     return True
 
 
@@ -85,8 +83,6 @@ def latent_preview_fn(vae: LoadedModel | None):
 
     def preview(latent: torch.Tensor):
         if vae is not None:
-            from flashvideo_core.vae import decode_preview_frame
-
             with torch.no_grad():
                 image = decode_preview_frame(vae.module, latent, frame=latent.shape[2] // 2, max_size=384)
         else:
@@ -94,7 +90,7 @@ def latent_preview_fn(vae: LoadedModel | None):
             gray = frame.mean(0)
             gray = (gray - gray.min()) / (gray.max() - gray.min() + 1e-6)
             image = gray[..., None].expand(*gray.shape, 3)
-        array = (image.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+        array = to_uint8(image).cpu().numpy()
         return Image.fromarray(array)
 
     return preview

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from flashvideo_core import config
+from flashvideo_core.enhance.plan import EnhanceSettings
 from flashvideo_core.enhance.run import enhance_images
 from flashvideo_core.enhance.sizing import NAMED_SIZES, image_frame_bytes
+from flashvideo_core.enhance.windows import DEFAULT_OVERLAP, DEFAULT_WINDOW
 from flashvideo_core.layout import checked_images
 from flashvideo_core.progress import WindowedProgress
+from flashvideo_core.sampling.settings import SEED_MAX
+from flashvideo_core.sampling.stage2_chain import Stage2Models
 
 from . import comfy_services as services
 from .common import CATEGORY, EMBEDS, STAGE2, VAE, latent_preview_fn
@@ -61,13 +65,15 @@ class FlashVideoEnhanceImages:
                         "tooltip": "Guidance (paper 10-13)."}),
                 "shift": ("FLOAT", {"default": config.STAGE2_SHIFT, "min": 0.1, "max": 10.0, "step": 0.1,
                           "tooltip": "Flow time shift (2-3.5)."}),
-                "window": ("INT", {"default": 49, "min": 5, "max": 257, "step": 4, "tooltip":
+                "window": ("INT", {"default": DEFAULT_WINDOW, "min": 5, "max": 257, "step": 4, "tooltip":
                            "Frames per window, 4k+1 (trained at 49)."}),
-                "overlap": ("INT", {"default": 8, "min": 0, "max": 64, "tooltip":
+                "overlap": ("INT", {"default": DEFAULT_OVERLAP, "min": 0, "max": 64, "tooltip":
                             "Frames blended between windows (no jump at window edges)."}),
                 "color_match": ("BOOLEAN", {"default": False, "tooltip":
                                 "Match each window's colours to the input (Oklab mean/std) for sources that drift."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1, "tooltip": "Seeds encode and noise."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "tooltip":
+                         "Seeds encode and noise: window i uses seed + 1 + 1000003 i (then + 1 for its noise), "
+                         "as the CLI's `enhance --seed` does, so both give the same frames."}),
             }
         }
 
@@ -77,11 +83,11 @@ class FlashVideoEnhanceImages:
         images = checked_images(images)  # NaN/Inf and 0..255 floats refused before any model work
         choice = {"scale": int(target[1:])} if target.startswith("x") else (
             {"long_edge": long_edge} if target == "long edge" else {"size": target})
-        with model.active(), vae.active():
-            out = enhance_images(
-                images, model=model.module, vae=vae.module, cond=embeds.stage2, **choice,
-                noise_step="auto" if auto_noise else noise_step, steps=steps, cfg=cfg, shift=shift, seed=seed,
-                window=window, overlap=overlap, color_match=color_match,
-                callback=WindowedProgress(services.Progress(latent_preview_fn(vae))),
-            )
+        settings = EnhanceSettings(**choice, noise_step="auto" if auto_noise else noise_step, steps=steps, cfg=cfg,
+                                   shift=shift, seed=seed, window=window, overlap=overlap, color_match=color_match)
+        handles = {id(model.module): model, id(vae.module): vae}
+        models = Stage2Models(model.module, vae.module, embeds.stage2, use=lambda module: handles[id(module)].active(),
+                              free_memory=services.free_memory)  # one model on the GPU at a time
+        out = enhance_images(images, models, settings, device=model.device,
+                             callback=WindowedProgress(services.Progress(latent_preview_fn(vae))))
         return (out,)

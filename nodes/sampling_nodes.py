@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 from flashvideo_core import config
 from flashvideo_core.errors import FlashVideoInputError
 from flashvideo_core.layout import check_latent
 from flashvideo_core.sampling.degradation import degrade_latent
+from flashvideo_core.sampling.settings import SEED_MAX, Stage1Settings, Stage2Settings
 from flashvideo_core.sampling.stages import run_stage1, run_stage2
 from flashvideo_core.text.encoder import check_prompt
 
@@ -18,13 +21,12 @@ from .common import (
     T5,
     VAE,
     check_widgets,
+    core_check,
     flashvideo_info,
-    frames_check,
     latent_preview_fn,
-    size_check,
 )
 
-SEED_MAX = 2**63 - 1
+logger = logging.getLogger(__name__)
 VAE_PREVIEW_TIP = "Optional: connect the VAE to see each step's x0 as a decoded frame (otherwise a gray map)."
 
 
@@ -56,13 +58,7 @@ class FlashVideoTextEncode:
     @classmethod
     def VALIDATE_INPUTS(cls, prompt=None):
         """True, or check_prompt's message for an empty or unreadable prompt (None = linked, checked when run)."""
-        if prompt is None:
-            return True
-        try:
-            check_prompt(prompt)
-        except FlashVideoInputError as exc:
-            return str(exc)
-        return True
+        return True if prompt is None else core_check(check_prompt, prompt)
 
     def encode(self, t5, prompt, stage2_prefix):
         """Prompt text -> (PromptEmbeds: (1, 226, 4096) for Stage I and for Stage II,); empty prompts refused."""
@@ -70,8 +66,9 @@ class FlashVideoTextEncode:
         with t5.active():
             embeds = t5.text_encoder.encode(prompt, stage2_prefix=stage2_prefix)
         if embeds.num_truncated or embeds.stage2_truncated:
-            print(f"[FlashVideo] prompt has {embeds.num_tokens} tokens; the last {embeds.num_truncated} were cut "
-                  f"for Stage I and {embeds.stage2_truncated} for Stage II (limit {config.TEXT_TOKENS}).")
+            logger.warning("[FlashVideo] prompt has %d tokens; the last %d were cut for Stage I and %d for Stage II "
+                           "(limit %d).", embeds.num_tokens, embeds.num_truncated, embeds.stage2_truncated,
+                           config.TEXT_TOKENS)
         return (embeds,)
 
 
@@ -113,18 +110,17 @@ class FlashVideoStage1Sampler:
     def VALIDATE_INPUTS(cls, frames=None, width=None, height=None):
         # Named inputs skip ComfyUI's own range check, so check_widgets does it; no **kwargs here, which
         # would switch off ComfyUI's checks of every other input.
-        checks = (check_widgets(cls, frames=frames, width=width, height=height), frames_check(frames),
-                  size_check(width, height))
+        checks = (check_widgets(cls, frames=frames, width=width, height=height),
+                  core_check(Stage1Settings, num_frames=frames, width=width, height=height))
         return next((c for c in checks if c is not True), True)
 
     def sample(self, model, embeds, seed, steps, cfg, cfg_exponent, frames, width, height, vae=None):
         """Embeds -> (LATENT {"samples": RAW (1, 16, (frames-1)/4+1, height/8, width/8), "flashvideo": info},)."""
         progress = services.Progress(latent_preview_fn(vae))
         with model.active():
-            latent = run_stage1(
-                model.module, embeds.stage1, num_frames=frames, height=height, width=width, steps=steps, cfg=cfg,
-                cfg_exponent=cfg_exponent, seed=seed, callback=progress,
-            )
+            settings = Stage1Settings(num_frames=frames, height=height, width=width, steps=steps, cfg=cfg,
+                                      cfg_exponent=cfg_exponent)
+            latent = run_stage1(model.module, embeds.stage1, settings, seed=seed, callback=progress)
         services.soft_empty_cache()
         return ({"samples": latent, "flashvideo": {"stage": 1, "seed": seed, "prompt": embeds.prompt}},)
 
@@ -148,7 +144,9 @@ class FlashVideoLatentDegradation:
                                "Degradation strength. Default 675; the paper recommends 650-750 for 49 frames "
                                "(fewer frames need less: 17 frames worked at 500). Higher = more new detail, less "
                                "faithful to the input."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "tooltip": "Seeds the added noise."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "tooltip":
+                         "Seeds the added noise. Same Stage II as the CLI: set this to Prepare Stage II's seed + 1 "
+                         "(`generate --seed S` uses S + 1 there and S + 2 here)."}),
             }
         }
 
@@ -156,7 +154,7 @@ class FlashVideoLatentDegradation:
         """LATENT (B, 16, T, h, w) -> (degraded LATENT of the same shape, recording noise_step,)."""
         samples = latent["samples"]
         check_latent(samples, "latent")
-        degraded = degrade_latent(samples, noise_step, seed=seed)
+        degraded = degrade_latent(samples, noise_step, seed=seed)  # the chain's rule: stage2_seeds
         info = {**flashvideo_info(latent), "noise_step": noise_step, "degraded": True}
         return ({**latent, "samples": degraded, "flashvideo": info},)
 
@@ -199,12 +197,10 @@ class FlashVideoStage2Sampler:
                 "This latent was not degraded: connect FlashVideo Latent Degradation between Prepare Stage II "
                 "and the Stage II Sampler (it records the noise step Stage II must be told)."
             )
+        settings = Stage2Settings(noise_step=info["noise_step"], steps=steps, cfg=cfg, shift=shift, solver=solver)
         progress = services.Progress(latent_preview_fn(vae))
         with model.active():
-            out = run_stage2(
-                model.module, embeds.stage2, latent["samples"], noise_step=info["noise_step"], steps=steps, cfg=cfg,
-                shift=shift, solver=solver, callback=progress,
-            )
+            out = run_stage2(model.module, embeds.stage2, latent["samples"], settings, callback=progress)
         services.soft_empty_cache()
         result_info = {**info, "stage": 2, "degraded": False}
         return ({**latent, "samples": out, "flashvideo": result_info},)

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from flashvideo_core import config
 from flashvideo_core.errors import FlashVideoInputError
-from flashvideo_core.layout import check_latent, checked_images, image_to_video, video_to_image
-from flashvideo_core.sampling.handoff import video_to_stage2_latent
+from flashvideo_core.layout import (
+    check_latent,
+    check_num_frames,
+    check_pixel_size,
+    checked_images,
+    image_to_video,
+    video_to_image,
+)
+from flashvideo_core.sampling.settings import SEED_MAX
+from flashvideo_core.sampling.stage2_chain import video_to_stage2_latent
 from flashvideo_core.vae import AUTO, UNSLICED, SliceSpec, decode_latents
 
 from . import comfy_services as services
-from .common import CATEGORY, VAE, check_widgets, flashvideo_info, size_check
+from .common import CATEGORY, VAE, check_widgets, core_check
 
 SLICE_MODES = ["auto", "manual", "off"]
 
@@ -91,14 +99,16 @@ class FlashVideoPrepareStage2:
                           "Stage II width, multiple of 16. Official 1920 (16:9); 2K is 2560."}),
                 "height": ("INT", {"default": config.STAGE2_HEIGHT, "min": 16, "max": 8192, "step": 16, "tooltip":
                            "Stage II height, multiple of 16. Official 1072 (1080 floored to 16)."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1, "tooltip":
-                         "Seeds the posterior sample of the encoder."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "tooltip":
+                         "Seeds the posterior sample of the encoder. Same Stage II as the CLI: "
+                         "`generate --seed S` uses S + 1 here and S + 2 in Latent Degradation."}),
             }
         }
 
     @classmethod
     def VALIDATE_INPUTS(cls, width=None, height=None):
-        checks = (check_widgets(cls, width=width, height=height), size_check(width, height))
+        checks = (check_widgets(cls, width=width, height=height),
+                  core_check(check_pixel_size, height or 16, width or 16, "Stage II size"))
         return next((c for c in checks if c is not True), True)
 
     def prepare(self, vae, images, width, height, seed):
@@ -106,19 +116,12 @@ class FlashVideoPrepareStage2:
         Stage II size. NaN/Inf and values far outside 0..1 are refused (checked_images)."""
         images = checked_images(images)
         frames = images.shape[0]
-        if (frames - 1) % 4:
-            raise FlashVideoInputError(
-                f"images has {frames} frames; Stage II needs 4k+1 (e.g. {frames - (frames - 1) % 4}). Trim the clip, "
-                "or use FlashVideo Enhance Video, which handles any length."
-            )
+        try:
+            check_num_frames(frames, "images frames")
+        except FlashVideoInputError as exc:
+            raise FlashVideoInputError(f"{exc} Trim the clip, or use FlashVideo Enhance Video, which handles any "
+                                       "length.") from None
         progress = services.Progress()
         with vae.active():
-            latent = video_to_stage2_latent(vae.module, image_to_video(images), height, width, seed=seed,
-                                            callback=progress)
+            latent = video_to_stage2_latent(vae.module, image_to_video(images), height, width, seed, callback=progress)
         return ({"samples": latent, "flashvideo": {"stage": 2, "source_frames": frames}},)
-
-
-def describe(latent: dict) -> str:
-    """A one-line description of a LATENT for messages."""
-    info = flashvideo_info(latent)
-    return f"stage {info.get('stage', '?')} latent {tuple(latent['samples'].shape)}"

@@ -129,23 +129,22 @@ def format_scale(factor: float) -> str:
     return f"{factor:.3g}" if factor < 100 else f"{factor:.0f}"
 
 
-def fit_frames(video: torch.Tensor, target: TargetSize) -> torch.Tensor:
-    """Pixel video (B, 3, F, h, w) -> (B, 3, F, work_height, work_width), same value range.
+def fit_frames(frames: torch.Tensor, target: TargetSize) -> torch.Tensor:
+    """Frames (F, 3, h, w) -> (F, 3, work_height, work_width), same value range and dtype.
 
     Resizes to the exact (height, width) with bilinear antialiasing (the hand-off's filter; aspect is
     the input's up to one pixel, so nothing is stretched), then pads bottom and right by repeating
-    the last row/column up to the work size.
+    the last row/column up to the work size. Frames are the batch, the layout interpolate works in:
+    no permute, and no copy at all for frames already at the work size.
     """
-    b, c, f, h, w = video.shape
-    frames = video.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)  # (B*F, 3, h, w)
-    if (h, w) != (target.height, target.width):
+    if tuple(frames.shape[-2:]) != (target.height, target.width):
         frames = F.interpolate(
             frames.float(), size=(target.height, target.width), mode="bilinear", antialias=True, align_corners=False
-        ).to(video.dtype)
+        ).to(frames.dtype)
     pad_h, pad_w = target.work_height - target.height, target.work_width - target.width
     if pad_h or pad_w:
         frames = F.pad(frames, (0, pad_w, 0, pad_h), mode="replicate")
-    return frames.reshape(b, f, c, target.work_height, target.work_width).permute(0, 2, 1, 3, 4)
+    return frames
 
 
 def crop_to_target(video: torch.Tensor, target: TargetSize) -> torch.Tensor:

@@ -5,23 +5,20 @@ Used by the CLI pipeline, the enhance path and the ComfyUI sampler nodes.
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 
 from .. import config
 from ..devices import model_device, model_dtype
 from ..errors import FlashVideoInputError
 from ..finite import check_finite, checked_model_calls
-from ..layout import check_latent, check_num_frames, check_pixel_size, latent_frames
+from ..layout import check_latent, latent_frames
 from ..progress import ProgressCallback, ProgressEvent
 from ..rng import cpu_generator, randn
-from .degradation import check_noise_step
 from .guidance import stage1_denoiser, stage2_velocity
-from .schedule import check_stage1_steps, stage1_alphas, stage1_timesteps, stage2_time_grid
+from .schedule import stage1_alphas, stage1_timesteps, stage2_time_grid
+from .settings import Stage1Settings, Stage2Settings, check_seed
 from .stage1_sampler import sample_dpmpp_2m_v
-from .stage2_sampler import check_solver, sample_euler_flow
+from .stage2_sampler import sample_euler_flow
 
 
 def check_embedding(cond: torch.Tensor, model, name: str = "prompt embedding", batch: int | None = None) -> None:
@@ -45,12 +42,6 @@ def _check_stage(model, stage: int) -> None:
         given = "Stage II" if is_stage2 else "Stage I"
         wanted = "Stage II" if stage == 2 else "Stage I"
         raise FlashVideoInputError(f"a {given} model was given where the {wanted} model is needed.")
-
-
-def check_cfg(cfg: float, name: str = "cfg") -> None:
-    """Raise unless cfg is a finite number >= 0."""
-    if isinstance(cfg, bool) or not isinstance(cfg, numbers.Real) or not math.isfinite(cfg) or cfg < 0:
-        raise FlashVideoInputError(f"{name}={cfg!r} must be a finite number >= 0.")
 
 
 def _place(model, device, dtype) -> torch.device:
@@ -78,48 +69,39 @@ def _preview_in_raw_space(callback: ProgressCallback | None, scale: float) -> Pr
 def run_stage1(
     model,
     cond: torch.Tensor,
+    settings: Stage1Settings = Stage1Settings(),
     *,
-    num_frames: int = config.DEFAULT_NUM_FRAMES,
-    height: int = config.STAGE1_HEIGHT,
-    width: int = config.STAGE1_WIDTH,
-    steps: int = config.STAGE1_STEPS,
-    cfg: float = config.STAGE1_CFG,
-    cfg_exponent: float = config.STAGE1_CFG_EXPONENT,
     seed: int = 0,
     device=None,
     dtype: torch.dtype | None = None,
     callback: ProgressCallback | None = None,
-    dynamic_cfg: bool = True,
-    schedule: str = "official",
 ) -> torch.Tensor:
     """Text embedding -> Stage I RAW latent (1, 16, (F-1)/4+1, H/8, W/8), float32 on CPU.
 
-    cond: (1, L, text_dim) T5 embedding (the unconditional one is zeros). Everything is validated
-    before the model is touched. The initial noise is CPU fp32 randn drawn from rng.cpu_generator(seed)
-    in the official layout (1, T, 16, h, w) (so it equals the official script's initial noise for the
-    same seed) and permuted to (1, 16, T, h, w); the same generator then feeds the sampler's noise.
-    The model runs on `device` in `dtype` (default: where it is, as it is; if given, the model is moved
-    or cast in place); the sampler state stays fp32 (the official code samples in fp32 under bf16 autocast).
-    Dynamic CFG uses N = 51 (the official guider constant) at every step count; dynamic_cfg=False
-    gives a constant `cfg`. schedule: "official" (SAT alpha tables) or "diffusers" (see schedule.stage1_alphas).
-    Callback previews are RAW-space x0 latents (fp32, CPU).
+    cond: (1, L, text_dim) T5 embedding (the unconditional one is zeros). settings: frames, size,
+    steps, CFG (valid by construction). The initial noise is CPU fp32 randn drawn from
+    rng.cpu_generator(seed) in the official layout (1, T, 16, h, w) (so it equals the official
+    script's initial noise for the same seed) and permuted to (1, 16, T, h, w); the same generator
+    then feeds the sampler's noise. The model runs on `device` in `dtype` (default: where it is, as
+    it is; if given, the model is moved or cast in place); the sampler state stays fp32 (the official
+    code samples in fp32 under bf16 autocast). Dynamic CFG uses N = 51 (the official guider
+    constant) at every step count. Callback previews are RAW-space x0 latents (fp32, CPU).
     """
     _check_stage(model, 1)
-    check_num_frames(num_frames, "frames")
-    check_pixel_size(height, width, "Stage I size")
-    check_stage1_steps(steps)
+    check_seed(seed)
     check_embedding(cond, model, batch=1)
-    check_cfg(cfg)
-    timesteps = stage1_timesteps(steps)
-    alphas = stage1_alphas(timesteps, schedule)
+    timesteps = stage1_timesteps(settings.steps)
+    alphas = stage1_alphas(timesteps, settings.schedule)
     device = _place(model, device, dtype)
     generator = cpu_generator(seed)
-    frames = latent_frames(num_frames)
-    noise = randn((1, frames, config.LATENT_CHANNELS, height // 8, width // 8), generator, device=device)
-    noise = noise.permute(0, 2, 1, 3, 4).contiguous()  # (1, 16, T, h, w)
+    spatial = config.VAE_SPATIAL_COMPRESSION
+    shape = (1, latent_frames(settings.num_frames), config.LATENT_CHANNELS, settings.height // spatial,
+             settings.width // spatial)
+    noise = randn(shape, generator, device=device).permute(0, 2, 1, 3, 4).contiguous()  # (1, 16, T, h, w)
     check_finite(cond, "Stage I: the prompt embedding", "Check the T5 weights (a damaged file) and the prompt.")
     denoise = checked_model_calls(stage1_denoiser(
-        model, cond, alphas.denoiser, cfg, cfg_exponent, config.STAGE1_STEPS, dynamic_cfg=dynamic_cfg
+        model, cond, alphas.denoiser, settings.cfg, settings.cfg_exponent, config.STAGE1_STEPS,
+        dynamic_cfg=settings.dynamic_cfg,
     ), "Stage I", getattr(model, "source_file", None))
     with torch.no_grad():
         x0 = sample_dpmpp_2m_v(
@@ -133,44 +115,38 @@ def run_stage2(
     model,
     cond: torch.Tensor,
     latent: torch.Tensor,
+    settings: Stage2Settings = Stage2Settings(),
     *,
-    noise_step: int = config.DEFAULT_NOISE_STEP,
-    steps: int = config.STAGE2_STEPS,
-    cfg: float = config.STAGE2_CFG,
-    shift: float = config.STAGE2_SHIFT,
-    solver: str = "euler",
     device=None,
     dtype: torch.dtype | None = None,
     callback: ProgressCallback | None = None,
-    round_times: bool = True,
 ) -> torch.Tensor:
     """Degraded RAW latent (B, 16, T, h, w) -> Stage II RAW latent of the same shape, float32 on CPU.
 
-    `latent` must already be degraded (degradation.degrade_latent) at `noise_step`, which is also fed
-    to the model's ref-step embedding. cond: (1 or B, L, text_dim). Everything is validated before the
-    model is touched. The ODE state is the latent x 1.15258426 in the model's dtype (default: as it is;
-    device/dtype move or cast the model in place), integrated over stage2_time_grid(steps, shift).
-    round_times=True (official): the grid, the model timesteps 1000 (1 - t) and the noise step are
-    computed in the model's dtype, as the official code does (bf16: S=5 timesteps 1000, 904, 784, 624,
-    384 and noise step 676); False: exact float64 grid, timesteps and noise step passed in fp32.
+    `latent` must already be degraded (degradation.degrade_latent) at settings.noise_step, which is
+    also fed to the model's ref-step embedding. cond: (1 or B, L, text_dim). The data is checked
+    before the model is touched (settings are valid by construction). The ODE state is the latent
+    x 1.15258426 in the model's dtype (default: as it is; device/dtype move or cast the model in
+    place), integrated over stage2_time_grid(steps, shift). round_times=True (official): the grid,
+    the model timesteps 1000 (1 - t) and the noise step are computed in the model's dtype, as the
+    official code does (bf16: S=5 timesteps 1000, 904, 784, 624, 384 and noise step 676); False:
+    exact float64 grid, timesteps and noise step passed in fp32.
     Callback previews are RAW-space x0 latents (fp32, CPU).
     """
     _check_stage(model, 2)
     check_latent(latent, "latent")
     check_embedding(cond, model, batch=latent.shape[0])
     check_finite(cond, "Stage II: the prompt embedding", "Check the T5 weights (a damaged file) and the prompt.")
-    check_noise_step(noise_step)
-    check_solver(solver)
-    check_cfg(cfg)
-    stage2_time_grid(steps, shift)  # validates steps and shift
     device = _place(model, device, dtype)
     working = model_dtype(model)
-    time_dtype = working if round_times else torch.float32
-    grid = stage2_time_grid(steps, shift, dtype=working if round_times else torch.float64)
+    time_dtype = working if settings.round_times else torch.float32
+    grid = stage2_time_grid(settings.steps, settings.shift, dtype=working if settings.round_times else torch.float64)
     z = (latent.to(device).float() * config.STAGE2_SCALE_FACTOR).to(working)
     velocity = checked_model_calls(
-        stage2_velocity(model, cond, cfg, noise_step, time_dtype), "Stage II", getattr(model, "source_file", None)
+        stage2_velocity(model, cond, settings.cfg, settings.noise_step, time_dtype), "Stage II",
+        getattr(model, "source_file", None),
     )
     with torch.no_grad():
-        z = sample_euler_flow(velocity, z, grid, _preview_in_raw_space(callback, config.STAGE2_SCALE_FACTOR), solver)
+        z = sample_euler_flow(velocity, z, grid, _preview_in_raw_space(callback, config.STAGE2_SCALE_FACTOR),
+                              settings.solver)
     return (z.float() / config.STAGE2_SCALE_FACTOR).cpu()

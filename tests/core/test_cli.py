@@ -54,8 +54,8 @@ def test_generate_preview_only_never_overwrites(tiny_weights_dir, tmp_path):
     [
         (["--frames", "50"], "frames=50"), (["--height", "270"], "height=270"),
         (["--noise-step", "1000"], "noise_step"),
-        (["--steps", "0"], "steps=0"), (["--cfg", "-1"], "cfg=-1"), (["--stage2-steps", "0"], "stage2_steps=0"),
-        (["--shift", "0"], "shift=0"), (["--stage2-cfg", "nan"], "stage2_cfg=nan"), (["--fps", "0"], "fps=0"),
+        (["--steps", "0"], "steps=0"), (["--cfg", "-1"], "cfg=-1"), (["--stage2-steps", "0"], "--shift): steps=0"),
+        (["--shift", "0"], "shift=0"), (["--stage2-cfg", "nan"], "--shift): cfg=nan"), (["--fps", "0"], "fps=0"),
     ],
 )
 def test_generate_bad_input_fails_before_work(tiny_weights_dir, tmp_path, capsys, extra, message):

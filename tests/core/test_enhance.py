@@ -1,6 +1,6 @@
 """Stage II on any video: frame counts, exact sizes, seamless windows, fps/audio, validation first.
 
-Most tests replace the model chain (`_stage2_pixels`) with a stand-in that returns its input pixels,
+Most tests give enhance a stand-in Refine (the public per-window seam) that returns its input pixels,
 so they check the plumbing (windows, padding, sizing, blending, files) exactly and fast; the tests
 marked "tiny models" run the real encode -> degrade -> Stage II -> decode chain on tiny random models.
 """
@@ -15,36 +15,38 @@ import numpy as np
 import pytest
 import torch
 
-from flashvideo_core.enhance import run as enhance_mod
-from flashvideo_core.enhance.run import enhance_frames, enhance_images, enhance_video_file, plan_enhance, window_seed
+from flashvideo_core.enhance.plan import WINDOW_SEED_STRIDE, EnhanceSettings, describe_plan, plan_enhance, window_seed
+from flashvideo_core.enhance.run import enhance_frames, enhance_images, enhance_video_file
 from flashvideo_core.errors import FlashVideoInputError
 from flashvideo_core.progress import ProgressEvent
 from flashvideo_core.video import probe_video
 
 COND = torch.zeros(1, 226, 32)
-MODEL, VAE = object(), object()  # never called by the stand-in
 
 
 class FakeStage2:
-    """Stands in for encode -> Stage II -> decode: returns the pixels it gets, plus a per-window offset."""
+    """A Refine standing in for encode -> Stage II -> decode: the pixels it gets, plus a per-window offset."""
 
     def __init__(self, offsets=None):
         self.calls = []
         self.offsets = offsets or {}
 
-    def __call__(self, fitted, index, plan, *args):
-        length, height, width = fitted.shape[2:]
+    def __call__(self, video, seed, plan):
+        length, height, width = video.shape[2:]
         assert (length - 1) % 4 == 0, f"window length {length} is not 4k+1"
         assert height % 16 == 0 and width % 16 == 0
+        index = (seed - plan.seed - 1) // WINDOW_SEED_STRIDE
         self.calls.append((index, length, height, width))
-        return (fitted + self.offsets.get(index, 0.0)).clamp(-1, 1)
+        return (video + self.offsets.get(index, 0.0)).clamp(-1, 1)
 
 
 @pytest.fixture
-def fake(monkeypatch):
-    stand_in = FakeStage2()
-    monkeypatch.setattr(enhance_mod, "_stage2_pixels", stand_in)
-    return stand_in
+def fake():
+    return FakeStage2()
+
+
+def _settings(**kwargs):
+    return EnhanceSettings(**({"scale": 2, "window": 9, "overlap": 2} | kwargs))
 
 
 def _smooth_clip(num_frames, height=32, width=48):
@@ -57,20 +59,19 @@ def _smooth_clip(num_frames, height=32, width=48):
         yield frame
 
 
-def _run(num_frames, **kwargs):
-    settings = {"model": MODEL, "vae": VAE, "cond": COND, "scale": 2, "window": 9, "overlap": 2} | kwargs
-    return list(enhance_frames(_smooth_clip(num_frames), num_frames, **settings))
+def _run(refine, num_frames, callback=None, **kwargs):
+    return list(enhance_frames(_smooth_clip(num_frames), num_frames, refine, _settings(**kwargs), callback=callback))
 
 
 @pytest.mark.parametrize("num_frames", [1, 17, 49, 50, 130])
 def test_any_frame_count_comes_back_unchanged(fake, num_frames):
-    out = _run(num_frames, window=49, overlap=8)
+    out = _run(fake, num_frames, window=49, overlap=8)
     assert len(out) == num_frames
     assert all(f.shape == (64, 96, 3) and f.dtype == np.uint8 for f in out)
 
 
 def test_short_clips_are_padded_to_4k_plus_1_and_trimmed(fake):
-    assert len(_run(2)) == 2
+    assert len(_run(fake, 2)) == 2
     assert fake.calls[0][1] == 5  # 2 frames run as 5
 
 
@@ -86,18 +87,17 @@ def test_short_clips_are_padded_to_4k_plus_1_and_trimmed(fake):
 )
 def test_odd_sizes_come_back_at_exactly_the_requested_size(fake, in_size, kwargs, exact):
     images = torch.rand(1, *in_size, 3)
-    out = enhance_images(images, model=MODEL, vae=VAE, cond=COND, **kwargs)
+    out = enhance_images(images, fake, EnhanceSettings(**kwargs))
     assert out.shape == (1, *exact, 3)
     (_, _, work_h, work_w) = fake.calls[0]
     assert (work_h, work_w) == (-(-exact[0] // 16) * 16, -(-exact[1] // 16) * 16)
 
 
-def test_window_blending_leaves_no_step_at_window_edges(monkeypatch):
+def test_window_blending_leaves_no_step_at_window_edges():
     # Each window comes back brighter or darker by a constant, as independent generations would.
     stand_in = FakeStage2(offsets={0: 0.0, 1: 0.3, 2: -0.2, 3: 0.25, 4: 0.0})
-    monkeypatch.setattr(enhance_mod, "_stage2_pixels", stand_in)
     num_frames, overlap = 41, 4
-    out = np.stack(_run(num_frames, window=13, overlap=overlap)).astype(np.float64)
+    out = np.stack(_run(stand_in, num_frames, window=13, overlap=overlap)).astype(np.float64)
     means = out[..., 0].mean(axis=(1, 2))  # one brightness per frame
     steps = np.abs(np.diff(means))
     ramp = (200 - 40) / (num_frames - 1)
@@ -109,15 +109,15 @@ def test_window_blending_leaves_no_step_at_window_edges(monkeypatch):
 
 def test_identity_model_returns_the_clip_upscaled(fake):
     frames = list(_smooth_clip(20))
-    out = list(enhance_frames(iter(frames), 20, model=MODEL, vae=VAE, cond=COND, scale=2, window=9, overlap=2))
+    out = list(enhance_frames(iter(frames), 20, fake, _settings()))
     for a, b in zip(frames, out, strict=True):
         assert abs(float(a.mean()) - float(b.mean())) < 1.0
 
 
-def test_color_match_pulls_a_colour_cast_back(monkeypatch):
-    monkeypatch.setattr(enhance_mod, "_stage2_pixels", FakeStage2(offsets={0: 0.4}))
-    plain = np.stack(_run(9, window=9))
-    matched = np.stack(_run(9, window=9, color_match=True))
+def test_color_match_pulls_a_colour_cast_back():
+    cast = FakeStage2(offsets={0: 0.4})
+    plain = np.stack(_run(cast, 9, window=9))
+    matched = np.stack(_run(cast, 9, window=9, color_match=True))
     reference = np.stack(list(_smooth_clip(9)))
     assert abs(plain.mean() - reference.mean()) > 30
     assert abs(matched.mean() - reference.mean()) < 3
@@ -125,8 +125,8 @@ def test_color_match_pulls_a_colour_cast_back(monkeypatch):
 
 def test_progress_reports_each_window(fake):
     events: list[ProgressEvent] = []
-    _run(20, callback=events.append)
-    windows = plan_enhance(20, 32, 48, scale=2, window=9, overlap=2).windows
+    _run(fake, 20, callback=events.append)
+    windows = plan_enhance(20, 32, 48, _settings()).windows
     assert [(e.step, e.total) for e in events if e.phase == "enhance"] == [
         (i, len(windows)) for i in range(len(windows) + 1)
     ]
@@ -138,7 +138,14 @@ def test_a_callback_exception_propagates(fake):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        _run(20, callback=cancel)
+        _run(fake, 20, callback=cancel)
+
+
+def test_a_prompt_embedding_of_the_wrong_shape_is_refused_before_any_model_call(tiny_models):
+    from dataclasses import replace
+
+    with pytest.raises(FlashVideoInputError, match="Stage II prompt embedding must be"):
+        enhance_frames(_smooth_clip(5), 5, replace(tiny_models, cond=torch.zeros(226, 32)), _settings())
 
 
 @pytest.mark.parametrize(
@@ -152,20 +159,20 @@ def test_a_callback_exception_propagates(fake):
         ({"steps": 0}, "steps"),
         ({"cfg": float("nan")}, "cfg=nan"),
         ({"shift": float("inf")}, "shift=inf"),
-        ({"cond": torch.zeros(226, 32)}, "cond"),
+        ({"seed": -1}, "seed=-1"),
     ],
 )
 def test_bad_settings_fail_before_any_model_call(fake, kwargs, fragment):
     with pytest.raises(FlashVideoInputError, match=fragment):
-        enhance_frames(_smooth_clip(5), 5, **({"model": MODEL, "vae": VAE, "cond": COND, "scale": 2} | kwargs))
+        enhance_frames(_smooth_clip(5), 5, fake, EnhanceSettings(**({"scale": 2} | kwargs)))
     assert fake.calls == []
 
 
 def test_target_smaller_than_input_and_tiny_inputs_are_rejected(fake):
     with pytest.raises(FlashVideoInputError, match="smaller than the input"):
-        enhance_images(torch.rand(1, 1080, 1920, 3), model=MODEL, vae=VAE, cond=COND, size="720p")
+        enhance_images(torch.rand(1, 1080, 1920, 3), fake, EnhanceSettings(size="720p"))
     with pytest.raises(FlashVideoInputError, match="too small"):
-        enhance_images(torch.rand(1, 8, 48, 3), model=MODEL, vae=VAE, cond=COND, scale=2)
+        enhance_images(torch.rand(1, 8, 48, 3), fake, EnhanceSettings(scale=2))
     assert fake.calls == []
 
 
@@ -176,13 +183,13 @@ def test_an_image_output_larger_than_the_free_ram_is_refused_before_any_model_ca
     images = torch.rand(30, 270, 480, 3)  # -> 30 frames of 1080x1920: 0.7 GB
     message = r"images: 30 enhanced frames of 1920x1080 take 712 MB .* 50 MB of RAM is free \(about 1 frame fit"
     with pytest.raises(FlashVideoInputError, match=message):
-        enhance_images(images, model=MODEL, vae=VAE, cond=COND, size="1080p")
+        enhance_images(images, fake, EnhanceSettings(size="1080p"))
     assert fake.calls == []
 
 
 def test_images_with_alpha_or_gray_are_handled(fake):
-    rgba = enhance_images(torch.rand(2, 32, 48, 4), model=MODEL, vae=VAE, cond=COND, scale=2, window=5, overlap=0)
-    gray = enhance_images(torch.rand(2, 32, 48, 1), model=MODEL, vae=VAE, cond=COND, scale=2, window=5, overlap=0)
+    rgba = enhance_images(torch.rand(2, 32, 48, 4), fake, _settings(window=5, overlap=0))
+    gray = enhance_images(torch.rand(2, 32, 48, 1), fake, _settings(window=5, overlap=0))
     assert rgba.shape == gray.shape == (2, 64, 96, 3)
     assert torch.allclose(gray[..., 0], gray[..., 2])
 
@@ -193,9 +200,12 @@ def test_window_seeds_are_deterministic_and_distinct():
 
 
 def test_auto_noise_step_follows_the_window_length():
-    assert plan_enhance(17, 270, 480, size="1080p", window=49).noise_step == 500
-    assert plan_enhance(130, 270, 480, size="1080p", window=49).noise_step == 675
-    assert plan_enhance(130, 270, 480, size="1080p", noise_step=700).noise_step == 700
+    def step(frames, **kwargs):
+        return plan_enhance(frames, 270, 480, EnhanceSettings(size="1080p", **kwargs)).stage2.noise_step
+
+    assert step(17, window=49) == 500
+    assert step(130, window=49) == 675
+    assert step(130, noise_step=700) == 700
 
 
 def _clip_file(path, frames=20, rate="12.5", audio=True, size="48x32"):
@@ -212,7 +222,7 @@ def _clip_file(path, frames=20, rate="12.5", audio=True, size="48x32"):
 
 def test_video_file_keeps_frame_count_fps_and_audio(fake, tmp_path):
     src = _clip_file(tmp_path / "in.mp4", frames=20, rate="12.5")
-    out = enhance_video_file(src, tmp_path / "out.mp4", model=MODEL, vae=VAE, cond=COND, scale=2, window=9, overlap=2)
+    out = enhance_video_file(src, tmp_path / "out.mp4", _settings(), models=fake)
     a, b = probe_video(src), probe_video(out)
     assert (b.num_frames, b.fps, b.height, b.width) == (a.num_frames, Fraction(25, 2), 64, 96)
     assert b.has_audio and b.audio_codec == "aac"
@@ -224,8 +234,7 @@ def test_video_file_with_non_square_pixels_keeps_its_displayed_shape(fake, tmp_p
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=48x36:rate=8",
                     "-frames:v", "5", "-vf", "setsar=4/3", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(src)],
                    check=True)
-    out = probe_video(enhance_video_file(src, tmp_path / "out.mp4", model=MODEL, vae=VAE, cond=COND, scale=2,
-                                         window=9, overlap=2))
+    out = probe_video(enhance_video_file(src, tmp_path / "out.mp4", _settings(), models=fake))
     assert (out.num_frames, out.width, out.height, out.pixel_aspect) == (5, 128, 72, 1)
 
 
@@ -234,7 +243,7 @@ def test_video_file_errors_come_before_any_model_work(fake, tmp_path):
     (tmp_path / "taken.mp4").write_bytes(b"x")
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
-    common = {"model": MODEL, "vae": VAE, "cond": COND, "scale": 2}
+    common = {"settings": EnhanceSettings(scale=2), "models": fake}
     with pytest.raises(FileExistsError):
         enhance_video_file(src, tmp_path / "taken.mp4", **common)
     with pytest.raises(FlashVideoInputError, match="is the input"):
@@ -246,14 +255,13 @@ def test_video_file_errors_come_before_any_model_work(fake, tmp_path):
     assert fake.calls == []
 
 
-def test_a_failing_model_leaves_no_output_file(monkeypatch, tmp_path):
+def test_a_failing_model_leaves_no_output_file(tmp_path):
     def broken(*args):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(enhance_mod, "_stage2_pixels", broken)
     src = _clip_file(tmp_path / "in.mp4", frames=5, audio=False)
     with pytest.raises(RuntimeError, match="out of memory"):
-        enhance_video_file(src, tmp_path / "out.mp4", model=MODEL, vae=VAE, cond=COND, scale=2)
+        enhance_video_file(src, tmp_path / "out.mp4", EnhanceSettings(scale=2), models=broken)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
 
 
@@ -262,20 +270,20 @@ def test_a_failing_model_leaves_no_output_file(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_models():
-    """(Stage II transformer, VAE) with tiny random weights."""
+    """Stage2Models of a Stage II transformer and a VAE with tiny random weights."""
     from flashvideo_core import config
     from flashvideo_core.model.transformer import build_transformer
+    from flashvideo_core.sampling.stage2_chain import Stage2Models
     from flashvideo_core.vae import build_vae
 
-    return build_transformer(config.TINY_STAGE2, seed=0), build_vae(config.TINY_VAE, seed=0)
+    cond = torch.randn(1, 226, 32, generator=torch.Generator().manual_seed(0))
+    return Stage2Models(build_transformer(config.TINY_STAGE2, seed=0), build_vae(config.TINY_VAE, seed=0), cond)
 
 
-def _tiny_run(models, num_frames, height=16, width=32, **kwargs):
-    model, vae = models
+def _tiny_run(models, num_frames, height=16, width=32, slices="auto", callback=None, **kwargs):
     clip = _smooth_clip(num_frames, height, width)
-    settings = {"cond": torch.randn(1, 226, 32, generator=torch.Generator().manual_seed(0)), "scale": 2,
-                "window": 9, "overlap": 2, "steps": 2} | kwargs
-    return list(enhance_frames(clip, num_frames, model=model, vae=vae, **settings))
+    settings = EnhanceSettings(**({"scale": 2, "window": 9, "overlap": 2, "steps": 2} | kwargs))
+    return list(enhance_frames(clip, num_frames, models, settings, slices=slices, callback=callback))
 
 
 @pytest.mark.parametrize("num_frames", [1, 17, 49, 50, 130])
@@ -308,10 +316,8 @@ def test_tiny_models_are_deterministic_in_the_seed(tiny_models):
 
 
 def test_tiny_models_file_round_trip_keeps_fps_and_audio(tiny_models, tmp_path):
-    model, vae = tiny_models
     src = _clip_file(tmp_path / "in.mp4", frames=11, rate="30000/1001", size="32x16")
-    out = enhance_video_file(src, tmp_path / "out.mp4", model=model, vae=vae, cond=COND, scale=2, window=9,
-                             overlap=2, steps=1)
+    out = enhance_video_file(src, tmp_path / "out.mp4", _settings(steps=1), models=tiny_models)
     info = probe_video(out)
     assert (info.num_frames, info.fps, info.height, info.width) == (11, Fraction(30000, 1001), 32, 64)
     assert info.has_audio
@@ -319,29 +325,26 @@ def test_tiny_models_file_round_trip_keeps_fps_and_audio(tiny_models, tmp_path):
 
 def test_a_default_target_beyond_x4_is_refused_before_any_model_work_unless_allowed(fake, tmp_path):
     src = _clip_file(tmp_path / "in.mp4", frames=5, audio=False)  # 48x32: 1080p would be x40
-    common = {"model": MODEL, "vae": VAE, "cond": COND}
     with pytest.raises(FlashVideoInputError, match=r"48x32 \(WxH\) input to 1920x1280, a x40 upscale"):
-        enhance_video_file(src, tmp_path / "out.mp4", **common)
+        enhance_video_file(src, tmp_path / "out.mp4", EnhanceSettings(), models=fake)
     assert fake.calls == [] and sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
-    assert plan_enhance(5, 32, 48, allow_large_upscale=True).target.width == 1920
-    images = enhance_images(torch.rand(1, 32, 48, 3), size="1080p", **common)  # explicit, as the Enhance node is
+    assert plan_enhance(5, 32, 48, EnhanceSettings(allow_large_upscale=True)).target.width == 1920
+    images = enhance_images(torch.rand(1, 32, 48, 3), fake, EnhanceSettings(size="1080p"))  # explicit, as the node
     assert images.shape == (1, 1280, 1920, 3)
 
 
 def test_the_plan_names_sizes_width_x_height_and_the_scale_factor():
-    from flashvideo_core.enhance.run import describe_plan
-
-    plan = plan_enhance(14, 27, 48, scale=2, window=9, overlap=2)  # 48x27 -> 96x54, work 96x64
+    plan = plan_enhance(14, 27, 48, _settings())  # 48x27 -> 96x54, work 96x64
     text = describe_plan(plan)
     assert text.startswith("size:   48x27 -> 96x54 (WxH), x2 upscale; the model works at 96x64 (edge-padded")
     assert "auto: 9-frame window at 96x54" in text
-    assert "x4.8 upscale" in describe_plan(plan_enhance(5, 270, 400, size="1080p"))  # 400 -> 1920
+    assert "x4.8 upscale" in describe_plan(plan_enhance(5, 270, 400, EnhanceSettings(size="1080p")))  # 400 -> 1920
 
 
 def test_frames_of_another_size_are_named_width_x_height(fake):
     frames = [np.zeros((32, 48, 3), np.uint8), np.zeros((32, 40, 3), np.uint8)]
     with pytest.raises(FlashVideoInputError, match=r"frame 1 is 40x32 \(WxH\) RGB; all frames must be 48x32"):
-        list(enhance_frames(iter(frames), 2, model=MODEL, vae=VAE, cond=COND, scale=2, window=5, overlap=0))
+        list(enhance_frames(iter(frames), 2, fake, _settings(window=5, overlap=0)))
 
 
 def test_tiny_models_decode_ticks_several_times_within_one_slice(tiny_models):

@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from flashvideo_core import config, devices
+from flashvideo_core.enhance.plan import EnhanceSettings
 from flashvideo_core.enhance.run import enhance_images, enhance_video_file
 from flashvideo_core.errors import FlashVideoInputError
 from flashvideo_core.model.transformer import build_transformer
+from flashvideo_core.sampling.stage2_chain import Stage2Models
 from flashvideo_core.vae import build_vae
 from flashvideo_core.weights.loaders import find_weights
 
@@ -21,7 +23,7 @@ COND = torch.randn(1, 226, 32, generator=torch.Generator().manual_seed(0))
 
 @pytest.fixture(scope="module")
 def models():
-    return build_transformer(config.TINY_STAGE2, seed=0), build_vae(config.TINY_VAE, seed=0)
+    return Stage2Models(build_transformer(config.TINY_STAGE2, seed=0), build_vae(config.TINY_VAE, seed=0), COND)
 
 
 def _clip(path, frames=5, size="48x32"):
@@ -32,20 +34,18 @@ def _clip(path, frames=5, size="48x32"):
 
 
 def test_an_8_bit_image_batch_is_read_as_0_to_255(models):
-    model, vae = models
     pixels = torch.randint(0, 256, (2, 16, 32, 3), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
-    common = {"model": model, "vae": vae, "cond": COND, "scale": 2, "window": 5, "overlap": 0, "steps": 1}
-    as_uint8 = enhance_images(pixels, **common)
-    as_float = enhance_images(pixels.float() / 255.0, **common)
+    settings = EnhanceSettings(scale=2, window=5, overlap=0, steps=1)
+    as_uint8 = enhance_images(pixels, models, settings)
+    as_float = enhance_images(pixels.float() / 255.0, models, settings)
     assert torch.equal(as_uint8, as_float)  # was: uint8 taken as 0..1, every pixel clamped to white
 
 
 def test_a_nan_image_is_refused_naming_the_frame(models):
-    model, vae = models
     images = torch.rand(3, 16, 32, 3)
     images[2, 0, 0, 0] = float("nan")
     with pytest.raises(FlashVideoInputError, match="images frame 2 .* holds NaN or Inf"):
-        enhance_images(images, model=model, vae=vae, cond=COND, scale=2, window=5, overlap=0)
+        enhance_images(images, models, EnhanceSettings(scale=2, window=5, overlap=0))
 
 
 def test_an_unreadable_prompt_is_refused_before_t5_loads(tiny_weights_dir, tmp_path, monkeypatch):
@@ -53,8 +53,8 @@ def test_an_unreadable_prompt_is_refused_before_t5_loads(tiny_weights_dir, tmp_p
     monkeypatch.setattr("flashvideo_core.weights.loaders.load_text_encoder", lambda *a, **k: loads.append(a))
     src = _clip(tmp_path / "in.mp4")
     with pytest.raises(FlashVideoInputError, match="not valid text at position 1"):
-        enhance_video_file(src, tmp_path / "out.mp4", weights=find_weights(tiny_weights_dir), prompt="a\udcffb",
-                           scale=2)
+        enhance_video_file(src, tmp_path / "out.mp4", EnhanceSettings(scale=2), weights=find_weights(tiny_weights_dir),
+                           prompt="a\udcffb")
     assert not loads and sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
 
 
@@ -66,12 +66,11 @@ def test_a_window_that_cannot_fit_is_refused_before_any_model_loads(tiny_weights
     src = _clip(tmp_path / "in.mp4")
     with pytest.raises(FlashVideoInputError, match=r"Stage II \(one enhance window\) at 96x64 \(WxH\) with 5 frames "
                                                    r"needs at least .* use a smaller size"):
-        enhance_video_file(src, tmp_path / "out.mp4", weights=find_weights(tiny_weights_dir), scale=2)
+        enhance_video_file(src, tmp_path / "out.mp4", EnhanceSettings(scale=2), weights=find_weights(tiny_weights_dir))
     assert not loads and sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
 
 
 def test_ready_models_are_checked_against_the_free_memory_too(models, monkeypatch):
-    model, vae = models
     monkeypatch.setattr(devices, "free_memory", lambda device: 2**10)
     with pytest.raises(FlashVideoInputError, match=r"Stage II \(one enhance window\)"):
-        enhance_images(torch.rand(1, 16, 32, 3), model=model, vae=vae, cond=COND, scale=2)
+        enhance_images(torch.rand(1, 16, 32, 3), models, EnhanceSettings(scale=2))

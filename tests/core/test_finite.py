@@ -6,6 +6,7 @@ import torch
 from flashvideo_core.cli import main
 from flashvideo_core.errors import NonFiniteError
 from flashvideo_core.finite import check_finite, checked_model_calls
+from flashvideo_core.sampling.settings import Stage2Settings
 from flashvideo_core.sampling.stages import run_stage2
 from flashvideo_core.text.encoder import load_text_encoder
 from flashvideo_core.weights.loaders import load_stage2
@@ -56,7 +57,7 @@ def test_a_nan_latent_is_refused_before_stage2_samples(tiny_weights, tiny_weight
     calls = []
     model.register_forward_pre_hook(lambda *a: calls.append(1))
     with pytest.raises(NonFiniteError, match="latent holds NaN/Inf \\(1 of 512"):
-        run_stage2(model, cond, latent, steps=2)
+        run_stage2(model, cond, latent, Stage2Settings(steps=2))
     assert calls == []
 
 

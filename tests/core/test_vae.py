@@ -6,7 +6,7 @@ import torch
 from flashvideo_core import config
 from flashvideo_core.errors import CheckpointError, FlashVideoInputError
 from flashvideo_core.rng import cpu_generator
-from flashvideo_core.sampling.handoff import resize_video, stage1_to_stage2
+from flashvideo_core.sampling.stage2_chain import resize_video, video_to_stage2_latent
 from flashvideo_core.vae import (
     UNSLICED,
     SliceSpec,
@@ -275,6 +275,11 @@ def test_auto_encode_uses_the_planned_slices_and_retries_with_the_same_noise(vae
     retried = encode_video(vae, video, cpu_generator(5), free_bytes=10**12)
     assert attempts[0].tile_height is None and attempts[1].tile_height == 8
     assert torch.equal(retried, real(vae, video, cpu_generator(5), True, attempts[1]))
+
+
+def stage1_to_stage2(vae, latent, height, width, seed, slices="auto"):
+    """The hand-off as generate runs it: decode, resize, encode with a posterior sample."""
+    return video_to_stage2_latent(vae, decode_latents(vae, latent, slices), height, width, seed, slices)
 
 
 def test_handoff_slices_by_free_memory_by_default(vae):

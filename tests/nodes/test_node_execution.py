@@ -57,8 +57,11 @@ def test_bad_widget_values_are_named_at_validation():
     stage1, prepare = N["FlashVideoStage1Sampler"], N["FlashVideoPrepareStage2"]
     defaults = {"seed": 0, "steps": 51, "cfg": 8.0, "cfg_exponent": 5.0, "frames": 49, "width": 480, "height": 256}
     assert validate_like_comfyui(stage1, defaults) is True
-    assert "frames=50 must be 4k+1 (e.g. 49 or 53)" in validate_like_comfyui(stage1, {**defaults, "frames": 50})
-    assert "width=270 must be a multiple of 16" in validate_like_comfyui(stage1, {**defaults, "width": 270})
+    # the core's own checks and messages (Stage1Settings), as the CLI prints them
+    message = validate_like_comfyui(stage1, {**defaults, "frames": 50})
+    assert "frames=50 is not a frame count of the form 4k+1 (valid: 1, 5, 9, ..., 49, ...; nearest below: 49" in message
+    message = validate_like_comfyui(stage1, {**defaults, "width": 270})
+    assert "Stage I size width=270 must be a multiple of 16" in message
     # ComfyUI skips its own range check for inputs VALIDATE_INPUTS names, so the node does it
     assert "width=0 is outside 16..4096" in validate_like_comfyui(stage1, {**defaults, "width": 0})
     assert "frames=-3 is outside 1..1025" in validate_like_comfyui(stage1, {**defaults, "frames": -3})
@@ -92,7 +95,7 @@ def test_a_truncated_weight_file_is_named_at_validation(comfy_models):
 
 def test_bad_inputs_are_clear(models, comfy_models):
     stage1, stage2, vae, _ = models
-    with pytest.raises(FlashVideoInputError, match="48 frames; Stage II needs 4k\\+1"):
+    with pytest.raises(FlashVideoInputError, match="images frames=48 is not a frame count of the form 4k\\+1.*Trim"):
         N["FlashVideoPrepareStage2"]().prepare(vae, torch.rand(48, 32, 32, 3), 64, 64, 0)
     with pytest.raises(FlashVideoInputError, match="channels.*another model family"):
         N["FlashVideoVAEDecode"]().decode(vae, {"samples": torch.zeros(1, 4, 2, 8, 8)}, "auto", 2, 64, 8)

@@ -1,0 +1,147 @@
+"""The one Stage II chain: pixels -> resize -> encode (posterior sample) -> degrade -> Stage II ODE -> decode.
+
+`generate` (after Stage I), `enhance` (per window) and the tests run this function; the ComfyUI nodes
+run its steps one node at a time (Prepare Stage II = `video_to_stage2_latent`, Latent Degradation =
+`degradation.degrade_latent`, Stage II Sampler = `stages.run_stage2`, VAE Decode), with the same
+seed rule (settings.stage2_seeds), so a node graph and a CLI run with matching seeds give the same
+latent.
+
+Models come as a `Stage2Models` bundle whose `use` says how a model is brought to where it runs for
+the span it is used (default: as it is); `generate` passes one that moves each model to the GPU and
+back, so one model at a time holds device memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .. import devices
+from ..devices import model_device
+from ..layout import check_pixel_size
+from ..progress import ProgressCallback
+from ..rng import cpu_generator
+from ..vae import AUTO, Slices, decode_latents, encode_video
+from .degradation import degrade_latent
+from .settings import Stage2Settings, check_seed, stage2_seeds
+from .stages import check_embedding, run_stage2
+
+RESIZE_BATCH = 8
+"""Frames resized per interpolate call (bounds the intermediate)."""
+
+
+def resize_video(video: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, 3, F, H, W) -> (B, 3, F, height, width), bilinear, antialias=True, align_corners=False, float32.
+
+    A video already at that size comes back as it is (float32; no copy when it already is float32).
+    """
+    if tuple(video.shape[-2:]) == (height, width):
+        return video.float()
+    batch, channels, frames, _, _ = video.shape
+    out = torch.empty(batch, channels, frames, height, width)
+    for start in range(0, frames, RESIZE_BATCH):
+        chunk = video[:, :, start : start + RESIZE_BATCH].float()
+        flat = chunk.transpose(1, 2).reshape(-1, channels, *chunk.shape[-2:])  # (B*f, 3, H, W)
+        resized = F.interpolate(flat, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+        out[:, :, start : start + chunk.shape[2]] = resized.reshape(batch, -1, channels, height, width).transpose(1, 2)
+    return out
+
+
+def video_to_stage2_latent(
+    vae,
+    video: torch.Tensor,
+    height: int,
+    width: int,
+    seed: int,
+    slices: Slices = AUTO,
+    callback: ProgressCallback | None = None,
+    free_bytes: int | None = None,
+) -> torch.Tensor:
+    """Pixel video (B, 3, F, H, W) in [-1, 1] -> RAW latent (B, 16, (F-1)/4+1, height/8, width/8).
+
+    Resized to height x width (multiples of 16), then encoded with a posterior sample drawn from
+    rng.cpu_generator(seed): the encode seed of stage2_seeds. slices: see vae.Slices ("auto" plans
+    with free_bytes; None: the free memory of the VAE's device).
+    """
+    check_pixel_size(height, width, "Stage II size")
+    check_seed(seed)
+    resized = resize_video(video, height, width)
+    return encode_video(vae, resized, cpu_generator(seed), sample=True, slices=slices, callback=callback,
+                        free_bytes=free_bytes)
+
+
+def resident(module: torch.nn.Module) -> AbstractContextManager[torch.nn.Module]:
+    """The default Stage2Models.use: the module as it is, where it is."""
+    return contextlib.nullcontext(module)
+
+
+@dataclass(frozen=True)
+class Stage2Models:
+    """What the chain runs: the Stage II transformer, the VAE, the Stage II prompt embedding (1, 226, D).
+
+    use(module) -> a context manager giving the module ready to run for the span it is used (e.g.
+    devices.on_device, or ComfyUI's model manager in the nodes); default `resident`.
+    free_memory(device) -> bytes free there, for planning "auto" VAE slices and checking what fits
+    (ComfyUI's own count inside ComfyUI); None: devices.free_memory.
+    """
+
+    transformer: torch.nn.Module
+    vae: torch.nn.Module
+    cond: torch.Tensor
+    use: Callable[[torch.nn.Module], AbstractContextManager[torch.nn.Module]] = resident
+    free_memory: Callable[[torch.device], int] | None = None
+
+    def free_bytes(self, device: torch.device | str) -> int:
+        """Bytes free on `device` by this bundle's count (free_memory, else devices.free_memory)."""
+        return (self.free_memory or devices.free_memory)(torch.device(device))
+
+    def check(self) -> None:
+        """Raise FlashVideoInputError unless cond is (1, tokens, D) with D the transformer's text width."""
+        check_embedding(self.cond, self.transformer, "Stage II prompt embedding", batch=1)
+
+
+@dataclass(frozen=True)
+class Stage2Result:
+    """latent: the refined RAW latent (B, 16, T, h, w); video: it decoded, (B, 3, F, 8h, 8w) in [-1, 1], CPU."""
+
+    latent: torch.Tensor
+    video: torch.Tensor
+
+
+def refine_video(
+    models: Stage2Models,
+    video: torch.Tensor,
+    size: tuple[int, int],
+    settings: Stage2Settings,
+    seed: int,
+    *,
+    slices: Slices = AUTO,
+    device=None,
+    dtype: torch.dtype | None = None,
+    callback: ProgressCallback | None = None,
+) -> Stage2Result:
+    """Pixels (B, 3, F, H, W) in [-1, 1], F = 4k+1 -> Stage II at size (height, width), multiples of 16.
+
+    seed: the Stage II seed s (encode s, degradation s + 1: settings.stage2_seeds). The VAE is used
+    for the encode and again for the decode, the transformer in between (each through models.use);
+    device/dtype as in stages.run_stage2. Progress: encode, stage2, decode phases.
+    """
+    encode_seed, degrade_seed = stage2_seeds(seed)
+    height, width = size
+    with models.use(models.vae) as vae:
+        latent = video_to_stage2_latent(vae, video, height, width, encode_seed, slices, callback,
+                                        models.free_bytes(model_device(vae)))
+    degraded = degrade_latent(latent, settings.noise_step, seed=degrade_seed)
+    del latent
+    with models.use(models.transformer) as transformer:
+        refined = run_stage2(transformer, models.cond, degraded, settings, device=device, dtype=dtype,
+                             callback=callback)
+    del degraded
+    with models.use(models.vae) as vae:
+        decoded = decode_latents(vae, refined, slices, callback, models.free_bytes(model_device(vae)))
+    return Stage2Result(refined, decoded)
