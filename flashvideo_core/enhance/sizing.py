@@ -129,22 +129,24 @@ def format_scale(factor: float) -> str:
     return f"{factor:.3g}" if factor < 100 else f"{factor:.0f}"
 
 
-def fit_frames(frames: torch.Tensor, target: TargetSize) -> torch.Tensor:
-    """Frames (F, 3, h, w) -> (F, 3, work_height, work_width), same value range and dtype.
+def fit_frames(video: torch.Tensor, target: TargetSize) -> torch.Tensor:
+    """Pixel video (B, 3, F, h, w) -> (B, 3, F, work_height, work_width), same value range and dtype.
 
     Resizes to the exact (height, width) with bilinear antialiasing (the hand-off's filter; aspect is
     the input's up to one pixel, so nothing is stretched), then pads bottom and right by repeating
-    the last row/column up to the work size. Frames are the batch, the layout interpolate works in:
-    no permute, and no copy at all for frames already at the work size.
+    the last row/column up to the work size. Frames become the batch interpolate works on through
+    views (no copy for B = 1 beyond the resized output itself), and the result is a view of that.
     """
+    b, c, f = video.shape[:3]
+    frames = video.transpose(1, 2).flatten(0, 1)  # (B*F, 3, h, w)
     if tuple(frames.shape[-2:]) != (target.height, target.width):
         frames = F.interpolate(
             frames.float(), size=(target.height, target.width), mode="bilinear", antialias=True, align_corners=False
-        ).to(frames.dtype)
+        ).to(video.dtype)
     pad_h, pad_w = target.work_height - target.height, target.work_width - target.width
     if pad_h or pad_w:
         frames = F.pad(frames, (0, pad_w, 0, pad_h), mode="replicate")
-    return frames
+    return frames.unflatten(0, (b, f)).transpose(1, 2)
 
 
 def crop_to_target(video: torch.Tensor, target: TargetSize) -> torch.Tensor:

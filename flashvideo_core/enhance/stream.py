@@ -2,10 +2,11 @@
 output frames are held, so memory does not grow with the clip's length.
 
 Per window (windows.py: 4k+1 frames, overlapping): frames are resized to the exact target size and
-edge-padded to multiples of 16 (sizing.fit_frames) in their own layout, turned once into the model's
-(1, 3, L, h, w), refined by a `Refine` (the Stage II chain, sampling.stage2_chain), cropped back to
-the exact size, optionally colour-matched to the input window (color.py), trimmed of padded frames,
-turned once back into frames and crossfaded into the output (windows.WindowBlender).
+edge-padded to multiples of 16 (sizing.fit_frames), refined by a `Refine` (the Stage II chain,
+sampling.stage2_chain), cropped back to the exact size, optionally colour-matched to the input window
+(color.py), trimmed of padded frames and crossfaded into the output (windows.WindowBlender). The
+layout changes once in (layout.image_to_video) and once out (layout.video_to_image); fit_frames and
+the crop work on views in between.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator
 import torch
 
 from ..errors import FlashVideoInputError
+from ..layout import image_to_video, video_to_image
 from ..progress import ProgressCallback, report
 from ..sampling.stage2_chain import Stage2Models, refine_video
 from ..vae import AUTO, Slices
@@ -68,11 +70,10 @@ def enhance_stream(frames: Iterator[torch.Tensor], plan: EnhancePlan, refine: Re
 def enhance_window(clip: torch.Tensor, window: Window, seed: int, plan: EnhancePlan, refine: Refine) -> torch.Tensor:
     """One window: clip (n, H, W, 3), uint8 or float in [0, 1] -> enhanced (n, H', W', 3) in [0, 1]."""
     target = plan.target
-    pixels = clip.float() / 255.0 if clip.dtype == torch.uint8 else clip.float()
-    source = pixels.permute(0, 3, 1, 2) * 2.0 - 1.0  # (n, 3, H, W) in [-1, 1]: frames stay the batch
+    source = image_to_video(clip.float() / 255.0 if clip.dtype == torch.uint8 else clip)  # (1, 3, n, H, W)
     if window.padding:
-        source = torch.cat([source, source[-1:].expand(window.padding, -1, -1, -1)])
-    video = fit_frames(source, target).transpose(0, 1).unsqueeze(0)  # (1, 3, L, work_h, work_w), one view
+        source = torch.cat([source, source[:, :, -1:].expand(-1, -1, window.padding, -1, -1)], dim=2)
+    video = fit_frames(source, target)  # (1, 3, L, work_h, work_w), a view of the resized frames
     decoded = refine(video, seed, plan)
     del video
     if decoded.shape[2] < window.num_frames:
@@ -82,8 +83,8 @@ def enhance_window(clip: torch.Tensor, window: Window, seed: int, plan: EnhanceP
         )
     out = crop_to_target(decoded, target)[:, :, : window.num_frames]  # (1, 3, n, H', W')
     if plan.color_match:
-        out = match_color(out, source[: window.num_frames].transpose(0, 1).unsqueeze(0))
-    return ((out[0].permute(1, 2, 3, 0) + 1.0) / 2.0).clamp(0.0, 1.0)  # (n, H', W', 3)
+        out = match_color(out, source[:, :, : window.num_frames])
+    return video_to_image(out)  # (n, H', W', 3) in [0, 1]
 
 
 def _next_frame(frames: Iterator[torch.Tensor], index: int, plan: EnhancePlan) -> torch.Tensor:

@@ -69,7 +69,7 @@ def test_bad_sizes_raise_a_clear_message(in_size, kwargs, fragment):
 def test_fit_frames_pads_with_edge_pixels_and_crop_restores_the_exact_frames():
     target = TargetSize(height=20, width=40, work_height=32, work_width=48)
     video = torch.rand(1, 3, 2, 20, 40) * 2 - 1
-    fitted = fit_frames(video[0].transpose(0, 1), target).transpose(0, 1).unsqueeze(0)
+    fitted = fit_frames(video, target)
     assert fitted.shape == (1, 3, 2, 32, 48)
     assert torch.equal(fitted[..., 20:, :40], video[..., 19:20, :].expand(-1, -1, -1, 12, -1))
     assert torch.equal(fitted[..., :20, 40:], video[..., :, 39:40].expand(-1, -1, -1, -1, 8))
@@ -81,8 +81,8 @@ def test_fit_frames_resizes_without_stretching():
     video = -torch.ones(1, 3, 1, 32, 48)
     video[..., 8:24, 16:32] = 1.0
     target = resolve_target_size(32, 48, scale=2)
-    fitted = fit_frames(video[0].transpose(0, 1), target)  # (F, 3, H, W)
-    bright = fitted[0, 0] > 0
+    fitted = fit_frames(video, target)
+    bright = fitted[0, 0, 0] > 0
     rows, cols = bright.any(1).sum().item(), bright.any(0).sum().item()
     assert rows == cols == 32
 
