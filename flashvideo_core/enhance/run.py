@@ -10,6 +10,7 @@ The models come as a sampling.stage2_chain.Stage2Models bundle, or as any `Refin
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -57,13 +58,14 @@ def enhance_frames(frames: Iterable, num_frames: int, models: Stage2Models | Ref
     first = to_rgb_uint8(first)
     plan = plan_enhance(num_frames, first.shape[0], first.shape[1], settings)
     refine = _refiner(models, plan, slices, device, dtype, callback)
+    return _uint8_stream(itertools.chain([first], source), plan, refine, callback)
 
-    def as_tensors() -> Iterator[torch.Tensor]:
-        yield torch.from_numpy(first)
-        for frame in source:
-            yield torch.from_numpy(to_rgb_uint8(frame))  # uint8 until its window runs: 4x less memory
 
-    return (to_uint8(frame).numpy() for frame in enhance_stream(as_tensors(), plan, refine, callback))
+def _uint8_stream(frames: Iterator, plan: EnhancePlan, refine: Refine, callback) -> Iterator[np.ndarray]:
+    """enhance_stream over any frames (converted to uint8 RGB as they are read: 4x less memory held than
+    float until their window runs) -> uint8 (H', W', 3) frames."""
+    tensors = (torch.from_numpy(to_rgb_uint8(frame)) for frame in frames)
+    return (to_uint8(frame).numpy() for frame in enhance_stream(tensors, plan, refine, callback))
 
 
 def enhance_images(images: torch.Tensor, models: Stage2Models | Refine, settings: EnhanceSettings, *,
@@ -131,8 +133,8 @@ def enhance_video_file(
         on_plan(plan, info)
     if models is None:
         models = load_stage2_models(weights, prompt, stage2_prefix, run_device, run_dtype, callback)
-    frames = enhance_frames(iter_frames(info.path, info), info.num_frames, models, settings, slices=slices,
-                            device=run_device, dtype=run_dtype, callback=callback)
+    refine = _refiner(models, plan, slices, run_device, run_dtype, callback)
+    frames = _uint8_stream(iter_frames(info.path, info), plan, refine, callback)
     return write_video(target_path, frames, fps=info.fps, audio_from=info.path if info.has_audio else None,
                        overwrite=overwrite)
 
