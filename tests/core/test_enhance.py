@@ -364,3 +364,14 @@ def test_tiny_models_decode_ticks_several_times_within_one_slice(tiny_models):
     assert [s for s, _ in decode] == sorted(set(s for s, _ in decode)), "each value once, rising"
     shares = [e.step for e in clip if 700 < e.step <= 1000]  # the decode's 30% of the window's bar
     assert len(shares) >= 4
+
+
+def test_a_file_run_is_planned_once(fake, tmp_path, monkeypatch):
+    from flashvideo_core.enhance import run
+
+    plans = []
+    real = run.plan_enhance
+    monkeypatch.setattr(run, "plan_enhance", lambda *a: plans.append(a) or real(*a))
+    src = _clip_file(tmp_path / "in.mp4", frames=5, audio=False)
+    enhance_video_file(src, tmp_path / "out.mp4", _settings(), models=fake)
+    assert len(plans) == 1  # was 2: enhance_video_file and again in enhance_frames
