@@ -1,4 +1,4 @@
-"""`python -m flashvideo_core`: see cli.py."""
+"""`python -m flashvideo_core`: see cli/."""
 
 import sys
 

@@ -10,8 +10,13 @@ import time
 
 import pytest
 
-from flashvideo_core import atomic
-from flashvideo_core.atomic import atomic_output
+from flashvideo_core.atomic import atomic_output, claims
+
+
+def assert_only_file(folder, target, content: bytes) -> None:
+    """`folder` holds `target` with `content` and nothing else (no temporary file or claim left)."""
+    assert target.read_bytes() == content
+    assert list(folder.iterdir()) == [target]
 
 
 def test_success_renames_into_place(tmp_path):
@@ -19,8 +24,7 @@ def test_success_renames_into_place(tmp_path):
     with atomic_output(target) as tmp:
         assert tmp.suffix == ".mp4" and tmp != target
         tmp.write_bytes(b"data")
-    assert target.read_bytes() == b"data"
-    assert list(tmp_path.iterdir()) == [target]
+    assert_only_file(tmp_path, target, b"data")
 
 
 def test_failure_leaves_nothing_and_keeps_old_file(tmp_path):
@@ -30,8 +34,7 @@ def test_failure_leaves_nothing_and_keeps_old_file(tmp_path):
         with atomic_output(target) as tmp:
             tmp.write_bytes(b"half")
             raise KeyboardInterrupt
-    assert target.read_bytes() == b"old"
-    assert list(tmp_path.iterdir()) == [target]
+    assert_only_file(tmp_path, target, b"old")
 
 
 def test_no_overwrite_refuses_before_work(tmp_path):
@@ -40,7 +43,7 @@ def test_no_overwrite_refuses_before_work(tmp_path):
     with pytest.raises(FileExistsError):
         with atomic_output(target, overwrite=False):
             raise AssertionError("must not start")
-    assert target.read_bytes() == b"mine"
+    assert_only_file(tmp_path, target, b"mine")
 
 
 def test_finished_file_gets_ordinary_permissions(tmp_path):
@@ -56,7 +59,7 @@ def test_finished_file_gets_ordinary_permissions(tmp_path):
 
 def _claim_name(target, pid, host=None, stamp=1):
     """A claim file name as atomic_output makes it (host: this machine unless given)."""
-    return f".{target.name}.{host or atomic._HOST}-{pid}-{stamp:016x}.partial{target.suffix}"
+    return f".{target.name}.{host or claims.HOST}-{pid}-{stamp:016x}.partial{target.suffix}"
 
 
 def _dead_pid() -> int:
@@ -153,7 +156,7 @@ def test_without_hard_links_publishing_still_never_replaces(tmp_path, monkeypatc
     def no_links(src, dst):
         raise OSError(errno.EPERM, "Operation not permitted (FAT)")
 
-    monkeypatch.setattr(atomic.os, "link", no_links)
+    monkeypatch.setattr(os, "link", no_links)
     target = tmp_path / "out.mp4"
     with atomic_output(target, overwrite=False) as tmp:
         tmp.write_bytes(b"first")
@@ -192,7 +195,7 @@ def test_stale_claims_of_gone_runs_are_cleaned_and_nothing_else(tmp_path, live_p
     dead_other_name = tmp_path / _claim_name(tmp_path / "other.mkv", _dead_pid())
     earlier_self = tmp_path / _claim_name(target, os.getpid())  # our pid, but not ours: a restarted container
     live = tmp_path / _claim_name(target, live_pid, stamp=2)
-    other_machine = tmp_path / _claim_name(target, _dead_pid(), host="abcdef" if atomic._HOST != "abcdef" else "fedcba")
+    other_machine = tmp_path / _claim_name(target, _dead_pid(), host="abcdef" if claims.HOST != "abcdef" else "fedcba")
     foreign = [tmp_path / ".clip.k3j4h5g6.partial.mp4", tmp_path / "notes.partial.mp4", tmp_path / "clip.mp4.txt"]
     for path in (dead, dead_other_name, earlier_self, live, other_machine, *foreign):
         path.write_bytes(b"x")

@@ -1,0 +1,13 @@
+"""Command line: `python -m flashvideo_core {generate,enhance,convert,tiny-weights,download} ...`.
+
+parser.py builds the argument parser (flags, help texts, TINY_SETTINGS), commands.py runs each
+subcommand, bars.py draws the progress bars (TqdmProgress), entry.py is `main` (dispatch, exit codes,
+SIGTERM). The `flashvideo` console script and `python -m flashvideo_core` both call `main`.
+"""
+
+from .bars import TqdmProgress
+from .commands import describe_generate, tiny_generate_settings
+from .entry import main
+from .parser import TINY_SETTINGS, build_parser
+
+__all__ = ["TINY_SETTINGS", "TqdmProgress", "build_parser", "describe_generate", "main", "tiny_generate_settings"]
