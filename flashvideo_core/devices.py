@@ -13,6 +13,8 @@ from collections.abc import Iterator
 
 import torch
 
+from .errors import FlashVideoInputError
+
 
 def default_device() -> torch.device:
     """CUDA if available, else CPU."""
@@ -29,8 +31,6 @@ def parse_device(name: str | torch.device | None) -> torch.device:
 
     Raises FlashVideoInputError for an unknown name or a device this machine does not have.
     """
-    from .errors import FlashVideoInputError
-
     if name is None or name == "auto":
         return default_device()
     try:
@@ -61,8 +61,6 @@ def parse_dtype(name: str | torch.dtype | None, device: torch.device | str) -> t
     if name in (None, "auto"):
         return default_dtype(device)
     if name not in DTYPES:
-        from .errors import FlashVideoInputError
-
         raise FlashVideoInputError(f"precision={name!r} is not one of auto, {', '.join(DTYPES)}.")
     return DTYPES[name]
 

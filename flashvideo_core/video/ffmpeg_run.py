@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import imageio_ffmpeg
+
 from ..errors import FlashVideoInputError
 from .ffmpeg_log import FrameCount, InputHeader, error_line, parse_count, parse_input_header
 
@@ -55,8 +57,6 @@ def read_header(src: Path) -> InputHeader:
 
     Raises FlashVideoInputError naming `src` if ffmpeg cannot open it or it has no video stream.
     """
-    import imageio_ffmpeg
-
     log = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(src)],
                          capture_output=True, text=True, errors="replace").stderr
     return _checked_header(src, log)
@@ -64,8 +64,6 @@ def read_header(src: Path) -> InputHeader:
 
 def _decode_once(src: Path, choose_filter: Callable[[InputHeader], str], option: str) -> DecodeProbe | None:
     """decode_probe with `option` as the filter-from-file spelling; None if this ffmpeg does not know it."""
-    import imageio_ffmpeg
-
     cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "verbose", "-i", str(src),
            *_MARKER_INPUT, "-map", "0:v:0", option, "pipe:0", "-fps_mode", "passthrough", "-f", "null", "-"]
     with subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

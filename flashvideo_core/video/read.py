@@ -16,6 +16,7 @@ import os
 import threading
 from collections.abc import Iterator
 
+import imageio_ffmpeg
 import numpy as np
 
 from ..errors import FlashVideoInputError
@@ -33,8 +34,6 @@ def iter_frames(path: str | os.PathLike, info: VideoInfo | None = None) -> Itera
     process (plus probe_video's without `info`). Raises FlashVideoInputError naming the file if it
     cannot be read or decodes at another size than probed.
     """
-    import imageio_ffmpeg
-
     info = info or probe_video(path)
     for note in info.notes:
         logger.warning("%s: %s", info.path, note)

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
+import imageio_ffmpeg
 import numpy as np
 
 from ..atomic import Reservation, atomic_output, reserved_output, signals_held
@@ -82,8 +83,6 @@ def write_video(
 def _encode(claim: Reservation, first: np.ndarray, rest: Iterator, rate: Fraction, crf: int,
             audio_args: list[str]) -> None:
     """Encode `first` and `rest` into the claimed file (H.264 at `rate`, BT.709) and publish it."""
-    import imageio_ffmpeg
-
     target = claim.target
     height, width = first.shape[:2]
     pix_fmt = "yuv420p"

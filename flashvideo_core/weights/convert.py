@@ -42,12 +42,12 @@ def convert_checkpoint(
     kind = detect_kind(state)
     metadata = {"flashvideo_kind": kind, "flashvideo_source": src.name}
     if kind in ("stage1", "stage2"):
-        from ..model.sat_loading import infer_transformer_config, to_flashvideo_state
+        from ..model.sat_loading import infer_transformer_config, to_flashvideo_state  # diffusers: when needed
 
         converted = to_flashvideo_state(state)
         metadata["flashvideo_transformer_config"] = json.dumps(infer_transformer_config(converted).__dict__)
     elif kind == "vae":
-        from ..vae.loading import infer_vae_config, to_diffusers_vae_state
+        from ..vae.loading import infer_vae_config, to_diffusers_vae_state  # diffusers: when needed
 
         converted = to_diffusers_vae_state(state)  # load_vae's own rule, so both read a file alike
         vae_config = infer_vae_config(converted)
@@ -61,7 +61,7 @@ def convert_checkpoint(
 
 
 def _save(state: dict[str, torch.Tensor], dst: Path, metadata: dict[str, str], overwrite: bool) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # looked up per call: the disk-full test replaces it
 
     with write_errors_named(dst), atomic_output(dst, overwrite) as tmp:
         save_file({key: _own_storage(tensor) for key, tensor in state.items()}, str(tmp), metadata=metadata)

@@ -68,7 +68,7 @@ def reporting_bar(callback: ProgressCallback | None, phase: str):
     downloading thread, so an exception from the callback (a cancel) stops the download; the
     partial file stays for the next call to resume.
     """
-    from huggingface_hub.utils import tqdm as hub_tqdm
+    from huggingface_hub.utils import tqdm as hub_tqdm  # huggingface_hub: only for an explicit download
 
     class ReportingBar(hub_tqdm):
         def __init__(self, *args, **kwargs):
@@ -115,7 +115,7 @@ def download_weights(
 
 def _download_all(wanted: list[PublishedFile], dest: Path, callback: ProgressCallback | None) -> list[Path]:
     """hf_hub_download each of `wanted` into dest (existing folder); DownloadError names the failing file."""
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import hf_hub_download  # huggingface_hub: only for an explicit download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
     takes_bar = "tqdm_class" in inspect.signature(hf_hub_download).parameters  # huggingface_hub >= 0.26

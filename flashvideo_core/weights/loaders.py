@@ -14,7 +14,9 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import check_compatible, check_weight_file
 from ..errors import CheckpointError
+from ..text.encoder import load_text_encoder as _load_text_encoder
 
 WEIGHT_NAMES = {"stage1": "stage1", "stage2": "stage2", "vae": "3d-vae"}
 
@@ -47,8 +49,6 @@ class WeightPaths:
         CheckpointError for a truncated or corrupt file, one that holds another model, or models that
         do not fit together (text width, latent channels), before anything runs. Each file's header is
         read once (checkpoint.read_shapes remembers it), so later width look-ups read nothing again."""
-        from ..checkpoint import check_compatible, check_weight_file
-
         self.require(*names)
         for name in names:
             check_weight_file(getattr(self, name), WEIGHT_KINDS[name])
@@ -71,7 +71,7 @@ def find_weights(folder: str | Path) -> WeightPaths:
 
 def load_stage1(path: str | Path, device="cpu", dtype: torch.dtype = torch.float32, callback=None):
     """Stage I transformer from stage1.pt (LoRA merged), a converted .safetensors or a diffusers folder."""
-    from ..model.sat_loading import load_transformer
+    from ..model.sat_loading import load_transformer  # diffusers: imported when a model loads, not for --help
 
     model = load_transformer(path, stage=1, device=device, dtype=dtype, callback=callback)
     model.source_file = str(path)
@@ -80,7 +80,7 @@ def load_stage1(path: str | Path, device="cpu", dtype: torch.dtype = torch.float
 
 def load_stage2(path: str | Path, device="cpu", dtype: torch.dtype = torch.float32, callback=None):
     """Stage II transformer (with its two extra embeddings) from stage2.pt, .safetensors or a folder."""
-    from ..model.sat_loading import load_transformer
+    from ..model.sat_loading import load_transformer  # diffusers: imported when a model loads
 
     model = load_transformer(path, stage=2, device=device, dtype=dtype, callback=callback)
     model.source_file = str(path)
@@ -89,7 +89,7 @@ def load_stage2(path: str | Path, device="cpu", dtype: torch.dtype = torch.float
 
 def load_vae(path: str | Path, device="cpu", dtype: torch.dtype = torch.float32, callback=None):
     """CogVideoX VAE from 3d-vae.pt, a .safetensors file or a diffusers vae/ folder."""
-    from ..vae import load_vae as _load_vae
+    from ..vae import load_vae as _load_vae  # diffusers: imported when a model loads
 
     return _load_vae(path, device=device, dtype=dtype, callback=callback)
 
@@ -98,6 +98,4 @@ def load_text_encoder(
     path: str | Path, tokenizer: str | Path | None = None, device="cpu", dtype=torch.float32, callback=None
 ):
     """T5 encoder + tokenizer (text_encoder/ folder or a single t5xxl .safetensors)."""
-    from ..text.encoder import load_text_encoder as _load_text_encoder
-
     return _load_text_encoder(path, tokenizer, device=device, dtype=dtype, callback=callback)

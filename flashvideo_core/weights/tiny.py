@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .. import config
 from ..atomic import signals_held, write_errors_named
+from ..text.encoder import write_tiny_t5
 
 TINY_LORA_RANK = 4
 TINY_VERSION = "1"
@@ -80,9 +81,8 @@ def ensure_tiny_weights(folder: str | Path | None = None) -> Path:
 
 def _write_files(folder: Path, seed: int) -> None:
     """Write every tiny file into `folder` (an empty private folder: no care for partial files here)."""
-    from ..model.sat_loading import save_sat_transformer
+    from ..model.sat_loading import save_sat_transformer  # these three import diffusers: only when writing
     from ..model.transformer import build_transformer
-    from ..text.encoder import write_tiny_t5
     from ..vae import build_vae, save_sat_vae
 
     save_sat_transformer(build_transformer(config.TINY_STAGE1, seed=seed), folder / TINY_NAMES["stage1"],
