@@ -1,4 +1,5 @@
-"""The one place that talks to ComfyUI: progress, cancel, devices, model folders.
+"""The one place that talks to ComfyUI: progress, cancel, devices, model folders (its memory manager:
+nodes.comfy_memory, which LoadedModel.active() uses).
 
 Everything is imported lazily; without ComfyUI (tests, other hosts) the core's own rules are the
 fallbacks (flashvideo_core.devices: default_device, free_memory, empty_cache), never a second copy of

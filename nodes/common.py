@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from flashvideo_core.devices import on_device
 from flashvideo_core.errors import FlashVideoInputError
 from flashvideo_core.layout import to_uint8
 from flashvideo_core.vae import decode_preview_frame
+
+from . import comfy_memory
 
 STAGE1 = "FLASHVIDEO_STAGE1"
 STAGE2 = "FLASHVIDEO_STAGE2"
@@ -38,10 +39,18 @@ class LoadedModel:
     source: str
     text_encoder: object = None
     """For T5 handles: the flashvideo_core TextEncoder (tokenizer + this module)."""
+    comfy_patcher: object = field(default=None, init=False, repr=False, compare=False)
+    """Inside ComfyUI: the comfy.model_patcher.ModelPatcher that registers this module, made on first use."""
 
-    def active(self):
-        """Context manager: the module on its compute device for the block, offloaded afterwards."""
-        return on_device(self.module, self.device, self.offload_to)
+    def active(self, memory_required: int = 0):
+        """Context manager: the module on its compute device for the block (it yields the module).
+
+        Inside ComfyUI it is loaded through comfy.model_management.load_models_gpu (ComfyUI makes room
+        and can unload it later); afterwards "offload after use" unloads it through ComfyUI, "keep on
+        device" leaves it loaded. Outside ComfyUI devices.on_device moves it. See nodes.comfy_memory.
+        memory_required: bytes the block needs besides the weights (inside ComfyUI: what it frees).
+        """
+        return comfy_memory.in_use(self, memory_required)
 
 
 def check_widgets(node_cls, **values) -> bool | str:

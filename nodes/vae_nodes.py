@@ -123,5 +123,6 @@ class FlashVideoPrepareStage2:
                                        "length.") from None
         progress = services.Progress()
         with vae.active():
-            latent = video_to_stage2_latent(vae.module, image_to_video(images), height, width, seed, callback=progress)
+            latent = video_to_stage2_latent(vae.module, image_to_video(images), height, width, seed, callback=progress,
+                                            free_bytes=services.free_memory(vae.device))
         return ({"samples": latent, "flashvideo": {"stage": 2, "source_frames": frames}},)
