@@ -123,10 +123,11 @@ def pixel_frames(num_latent_frames: int) -> int:
 def check_num_frames(num_frames: int, name: str = "num_frames") -> None:
     """Raise unless num_frames is a positive 4k+1 (1, 5, 9, ..., 49, ...)."""
     if not isinstance(num_frames, int) or num_frames < 1 or (num_frames - 1) % VAE_TEMPORAL_COMPRESSION:
-        below = max(1, num_frames - (num_frames - 1) % 4) if isinstance(num_frames, int) and num_frames >= 1 else 1
+        step = VAE_TEMPORAL_COMPRESSION
+        below = max(1, num_frames - (num_frames - 1) % step) if isinstance(num_frames, int) and num_frames >= 1 else 1
         raise FlashVideoInputError(
             f"{name}={num_frames!r} is not a frame count of the form 4k+1 "
-            f"(valid: 1, 5, 9, ..., 49, ...; nearest below: {below}, above: {below + 4})."
+            f"(valid: 1, 5, 9, ..., 49, ...; nearest below: {below}, above: {below + step})."
         )
 
 
@@ -134,7 +135,9 @@ def check_pixel_size(height: int, width: int, name: str = "size") -> None:
     """Raise unless height and width are multiples of 16 from 16 to MAX_PIXEL_EDGE."""
     for label, value in (("height", height), ("width", width)):
         if not isinstance(value, int) or value < PIXEL_MULTIPLE or value % PIXEL_MULTIPLE:
-            lower = max(PIXEL_MULTIPLE, (value // PIXEL_MULTIPLE) * PIXEL_MULTIPLE) if isinstance(value, int) else 16
+            lower = PIXEL_MULTIPLE
+            if isinstance(value, int):
+                lower = max(PIXEL_MULTIPLE, (value // PIXEL_MULTIPLE) * PIXEL_MULTIPLE)
             raise FlashVideoInputError(
                 f"{name} {label}={value!r} must be a multiple of {PIXEL_MULTIPLE} and at least "
                 f"{PIXEL_MULTIPLE} (e.g. {lower} or {lower + PIXEL_MULTIPLE})."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,11 @@ import torch
 from flashvideo_core.checkpoint import check_weight_file
 from flashvideo_core.devices import parse_dtype
 from flashvideo_core.errors import CheckpointError
+from flashvideo_core.model.sat_loading import load_transformer
+from flashvideo_core.text.encoder import load_text_encoder
+from flashvideo_core.text.loading import find_tokenizer
+from flashvideo_core.vae import load_vae
+from flashvideo_core.weights.hub import download_weights
 
 from . import comfy_services as services
 from .common import (
@@ -26,11 +32,26 @@ from .common import (
     LoadedModel,
 )
 
+logger = logging.getLogger(__name__)
 FOLDER_TIP = "Files in models/FlashVideo (and extra_model_paths.yaml entries) and in models/{core}."
 
 
 def _choices(kind: str, folders_too: bool = False) -> list[str]:
     return services.list_models(kind, folders_too) or ["(no model files found)"]
+
+
+def _model_input(kind: str, tooltip: str) -> tuple:
+    """The model-name combo of a loader: the kind's files and folders, with where they are looked for."""
+    where = FOLDER_TIP.format(core=services.CORE_FOLDERS[kind])
+    return (_choices(kind, folders_too=True), {"tooltip": f"{tooltip} {where}"})
+
+
+def _placement_inputs() -> dict:
+    """The precision and offload widgets every loader ends with, in this order."""
+    return {
+        "precision": (PRECISIONS, {"default": "auto", "tooltip": PRECISION_TIP}),
+        "offload": (OFFLOAD_MODES, {"default": OFFLOAD_MODES[0], "tooltip": OFFLOAD_TIP}),
+    }
 
 
 def _validate_choice(kind: str, name: str | None) -> bool | str:
@@ -87,22 +108,24 @@ def _wrap(module, place: _Placement, source: str) -> LoadedModel:
     return LoadedModel(module, place.device, place.rest, place.dtype, source)
 
 
-class _TransformerLoader:
-    KIND = "stage1"
-    STAGE = 1
+class _Loader:
+    """What the model loader nodes share: the method ComfyUI calls and their menu."""
+
     FUNCTION = "load"
     CATEGORY = f"{CATEGORY}/loaders"
 
+
+class _TransformerLoader(_Loader):
+    KIND = "stage1"
+    STAGE = 1
+
     @classmethod
     def INPUT_TYPES(cls):
-        core = services.CORE_FOLDERS[cls.KIND]
         return {
             "required": {
-                "model_name": (_choices(cls.KIND, folders_too=True), {
-                    "tooltip": f"The published {cls.KIND}.pt as it is (SAT layout), a converted .safetensors or a "
-                               f"diffusers folder. {FOLDER_TIP.format(core=core)}"}),
-                "precision": (PRECISIONS, {"default": "auto", "tooltip": PRECISION_TIP}),
-                "offload": (OFFLOAD_MODES, {"default": OFFLOAD_MODES[0], "tooltip": OFFLOAD_TIP}),
+                "model_name": _model_input(cls.KIND, f"The published {cls.KIND}.pt as it is (SAT layout), a "
+                                                     "converted .safetensors or a diffusers folder."),
+                **_placement_inputs(),
             }
         }
 
@@ -112,8 +135,6 @@ class _TransformerLoader:
 
     def load(self, model_name, precision, offload):
         """A file name from the model lists -> (LoadedModel holding the Stage I or II transformer,)."""
-        from flashvideo_core.model.sat_loading import load_transformer
-
         path = services.model_path(self.KIND, model_name)
         place = _placement(precision, offload)
         module = load_transformer(path, stage=self.STAGE, dtype=place.dtype, callback=services.Progress())
@@ -140,25 +161,21 @@ class FlashVideoStage2Loader(_TransformerLoader):
     DESCRIPTION = "Loads FlashVideo's Stage II model (stage2.pt: 2B DiT with 3D RoPE and its two extra embeddings)."
 
 
-class FlashVideoVAELoader:
+class FlashVideoVAELoader(_Loader):
     """Node: loads the CogVideoX 3D VAE (3d-vae.pt, safetensors or a diffusers vae/ folder)."""
 
     RETURN_TYPES = (VAE,)
     RETURN_NAMES = ("vae",)
     OUTPUT_TOOLTIPS = ("The CogVideoX 3D VAE used by both stages.",)
-    FUNCTION = "load"
-    CATEGORY = f"{CATEGORY}/loaders"
     DESCRIPTION = "Loads the CogVideoX 3D VAE (3d-vae.pt as published, a .safetensors, or a diffusers vae/ folder)."
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "vae_name": (_choices("vae", folders_too=True), {
-                    "tooltip": "3d-vae.pt as published, a .safetensors or CogVideoX-5b's vae/ folder. "
-                               + FOLDER_TIP.format(core="vae")}),
-                "precision": (PRECISIONS, {"default": "auto", "tooltip": PRECISION_TIP}),
-                "offload": (OFFLOAD_MODES, {"default": OFFLOAD_MODES[0], "tooltip": OFFLOAD_TIP}),
+                "vae_name": _model_input("vae", "3d-vae.pt as published, a .safetensors or CogVideoX-5b's vae/ "
+                                                "folder."),
+                **_placement_inputs(),
             }
         }
 
@@ -168,8 +185,6 @@ class FlashVideoVAELoader:
 
     def load(self, vae_name, precision, offload):
         """A file or folder name from the VAE list -> (LoadedModel holding the CogVideoX VAE,)."""
-        from flashvideo_core.vae import load_vae
-
         path = services.model_path("vae", vae_name)
         place = _placement(precision, offload)
         module = load_vae(path, dtype=place.dtype, callback=services.Progress())
@@ -179,14 +194,12 @@ class FlashVideoVAELoader:
 TOKENIZER_AUTO = "auto (tokenizer/ beside the encoder)"
 
 
-class FlashVideoT5Loader:
+class FlashVideoT5Loader(_Loader):
     """Node: loads the T5 v1.1 XXL encoder and its tokenizer."""
 
     RETURN_TYPES = (T5,)
     RETURN_NAMES = ("t5",)
     OUTPUT_TOOLTIPS = ("T5 v1.1 XXL encoder with its tokenizer.",)
-    FUNCTION = "load"
-    CATEGORY = f"{CATEGORY}/loaders"
     DESCRIPTION = ("Loads the T5 v1.1 XXL text encoder: CogVideoX-5b's text_encoder/ folder, or a t5xxl_fp16 / fp8 "
                    "single file you already have for SD3, Flux, LTX or Mochi.")
 
@@ -196,16 +209,14 @@ class FlashVideoT5Loader:
         tokenizers += _tokenizer_folders()
         return {
             "required": {
-                "encoder_name": (_choices("t5", folders_too=True), {
-                    "tooltip": "text_encoder/ folder (CogVideoX-5b) or a single t5xxl .safetensors. "
-                               + FOLDER_TIP.format(core="text_encoders")}),
+                "encoder_name": _model_input("t5", "text_encoder/ folder (CogVideoX-5b) or a single t5xxl "
+                                                   ".safetensors."),
                 "tokenizer": (list(dict.fromkeys(tokenizers)), {
                     "default": TOKENIZER_AUTO,
                     "tooltip": "Folder with spiece.model or tokenizer.json. auto: the tokenizer/ folder next to the "
                                "encoder (CogVideoX layout), else ComfyUI's own T5 tokenizer (for a single "
                                "t5xxl_fp16.safetensors)."}),
-                "precision": (PRECISIONS, {"default": "auto", "tooltip": PRECISION_TIP}),
-                "offload": (OFFLOAD_MODES, {"default": OFFLOAD_MODES[0], "tooltip": OFFLOAD_TIP}),
+                **_placement_inputs(),
             }
         }
 
@@ -220,8 +231,6 @@ class FlashVideoT5Loader:
         moves the weights to the compute device while a node encodes, and TextEncoder.encode sends the
         token ids to wherever the weights are then (it keeps no device of its own).
         """
-        from flashvideo_core.text.encoder import load_text_encoder
-
         path = services.model_path("t5", encoder_name)
         tokenizer_path = _auto_tokenizer(path) if tokenizer == TOKENIZER_AUTO else _resolve_tokenizer(tokenizer)
         place = _placement(precision, offload)
@@ -234,8 +243,6 @@ class FlashVideoT5Loader:
 
 def _auto_tokenizer(encoder_path: Path) -> Path | None:
     """None (tokenizer/ beside the encoder) when there is one, else ComfyUI's bundled T5 tokenizer."""
-    from flashvideo_core.text.loading import find_tokenizer
-
     try:
         find_tokenizer(encoder_path, None)
         return None
@@ -243,7 +250,8 @@ def _auto_tokenizer(encoder_path: Path) -> Path | None:
         bundled = services.bundled_t5_tokenizer()
         if bundled is None:
             raise
-        print(f"[FlashVideo] no tokenizer beside {encoder_path.name}; using ComfyUI's T5 tokenizer ({bundled}).")
+        logger.info("[FlashVideo] no tokenizer beside %s; using ComfyUI's T5 tokenizer (%s).",
+                    encoder_path.name, bundled)
         return bundled
 
 
@@ -290,8 +298,6 @@ class FlashVideoDownloadWeights:
 
     def download(self, files):
         """A DOWNLOAD_CHOICES entry -> (the downloaded paths, one per line,); files land in models/FlashVideo."""
-        from flashvideo_core.weights.hub import download_weights
-
         paths = download_weights(services.pack_model_dir(), DOWNLOAD_KEYS[files], callback=services.Progress())
         text = "\n".join(str(p) for p in paths)
         return {"ui": {"text": [text]}, "result": (text,)}

@@ -17,6 +17,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from flashvideo_core import config  # noqa: E402
+from flashvideo_core.enhance.windows import DEFAULT_OVERLAP, DEFAULT_WINDOW  # noqa: E402
 from nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
@@ -141,8 +143,10 @@ def _encode(g: Graph, ids: dict, prompt: str = PROMPT, pos=(380, 0)) -> int:
 
 
 def _stage1(g: Graph, ids: dict, embeds: int, pos=(830, 0)) -> int:
-    node = g.add("FlashVideoStage1Sampler", pos, {"seed": 42, "steps": 51, "cfg": 8.0, "cfg_exponent": 5.0,
-                                                   "frames": 49, "width": 480, "height": 256}, size=(340, 300))
+    node = g.add("FlashVideoStage1Sampler", pos, {
+        "seed": 42, "steps": config.STAGE1_STEPS, "cfg": config.STAGE1_CFG, "cfg_exponent": config.STAGE1_CFG_EXPONENT,
+        "frames": config.DEFAULT_NUM_FRAMES, "width": config.STAGE1_WIDTH, "height": config.STAGE1_HEIGHT,
+    }, size=(340, 300))
     g.link(ids["stage1"], "stage1_model", node, "model")
     g.link(embeds, "embeds", node, "embeds")
     g.link(ids["vae"], "vae", node, "vae")
@@ -157,7 +161,7 @@ def _decode(g: Graph, vae: int, latent: int, latent_output: str, pos) -> int:
     return node
 
 
-def _save(g: Graph, images: int, prefix: str, pos, fps: float = 8.0, fps_from: int | None = None,
+def _save(g: Graph, images: int, prefix: str, pos, fps: float = float(config.DEFAULT_FPS), fps_from: int | None = None,
           audio_from: int | None = None) -> int:
     create = g.add("CreateVideo", pos, {"fps": fps}, size=(260, 100))
     g.link(images, "images", create, "images")
@@ -175,7 +179,7 @@ def _stage2_branch(g: Graph, ids: dict, embeds: int, prepared: int, x: int, y: i
                    cfg: float, prefix: str) -> None:
     degraded = g.add("FlashVideoLatentDegradation", (x, y), {"noise_step": noise, "seed": 0}, size=(320, 130))
     g.link(prepared, "latent", degraded, "latent")
-    sampler = g.add("FlashVideoStage2Sampler", (x + 350, y), {"steps": steps, "cfg": cfg, "shift": 2.5,
+    sampler = g.add("FlashVideoStage2Sampler", (x + 350, y), {"steps": steps, "cfg": cfg, "shift": config.STAGE2_SHIFT,
                                                               "solver": "euler"}, size=(340, 230))
     g.link(ids["stage2"], "stage2_model", sampler, "model")
     g.link(embeds, "embeds", sampler, "embeds")
@@ -185,18 +189,34 @@ def _stage2_branch(g: Graph, ids: dict, embeds: int, prepared: int, x: int, y: i
     _save(g, decoded, prefix, (x + 1070, y))
 
 
-def text_to_video() -> Graph:
-    g = Graph()
-    ids = _models(g)
+def _stage1_preview(g: Graph, stage2: bool = True) -> tuple[dict, int, int]:
+    """Loaders, prompt, Stage I and its saved 270p preview -> (model node ids, embeds node, preview images node)."""
+    ids = _models(g, stage2=stage2)
     embeds = _encode(g, ids)
     latent = _stage1(g, ids, embeds)
     preview = _decode(g, ids["vae"], latent, "latent", (1200, 0))
     _save(g, preview, "FlashVideo/preview_270p", (1550, 0))
-    prepared = g.add("FlashVideoPrepareStage2", (830, 640), {"width": 1920, "height": 1072, "seed": 0},
-                     size=(320, 200))
+    return ids, embeds, preview
+
+
+def _prepare_stage2(g: Graph, ids: dict, preview: int) -> int:
+    """The preview frames -> the Stage II latent at the official size (the node every Stage II branch starts from)."""
+    prepared = g.add("FlashVideoPrepareStage2", (830, 640),
+                     {"width": config.STAGE2_WIDTH, "height": config.STAGE2_HEIGHT, "seed": 0}, size=(320, 200))
     g.link(ids["vae"], "vae", prepared, "vae")
     g.link(preview, "images", prepared, "images")
-    _stage2_branch(g, ids, embeds, prepared, 1200, 640, 675, 4, 13.0, "FlashVideo/final_1080p")
+    return prepared
+
+
+OFFICIAL_STAGE2 = (config.DEFAULT_NOISE_STEP, config.STAGE2_STEPS, config.STAGE2_CFG)
+"""noise step, steps, cfg of a Stage II branch with the official settings."""
+
+
+def text_to_video() -> Graph:
+    g = Graph()
+    ids, embeds, preview = _stage1_preview(g)
+    prepared = _prepare_stage2(g, ids, preview)
+    _stage2_branch(g, ids, embeds, prepared, 1200, 640, *OFFICIAL_STAGE2, "FlashVideo/final_1080p")
     g.group("Stage I: 270p preview (cheap)", (810, -80, 1480, 620), "#3f789e")
     g.group("Stage II: 1080p detail (runs on exactly this preview; Stage I is cached)", (810, 560, 2300, 560),
             "#8A8")
@@ -205,11 +225,7 @@ def text_to_video() -> Graph:
 
 def preview_only() -> Graph:
     g = Graph()
-    ids = _models(g, stage2=False)
-    embeds = _encode(g, ids)
-    latent = _stage1(g, ids, embeds)
-    preview = _decode(g, ids["vae"], latent, "latent", (1200, 0))
-    _save(g, preview, "FlashVideo/preview_270p", (1550, 0))
+    _stage1_preview(g, stage2=False)
     return g
 
 
@@ -222,8 +238,9 @@ def enhance_video_file() -> Graph:
     parts = g.add("GetVideoComponents", (730, 320), {}, size=(260, 110))
     g.link(load, "VIDEO", parts, "video")
     enhance = g.add("FlashVideoEnhanceImages", (1020, 0), {
-        "target": "1080p", "long_edge": 1920, "auto_noise": True, "noise_step": 675, "steps": 4, "cfg": 13.0,
-        "shift": 2.5, "window": 49, "overlap": 8, "color_match": False, "seed": 0}, size=(360, 480))
+        "target": "1080p", "long_edge": 1920, "auto_noise": True, "noise_step": config.DEFAULT_NOISE_STEP,
+        "steps": config.STAGE2_STEPS, "cfg": config.STAGE2_CFG, "shift": config.STAGE2_SHIFT, "window": DEFAULT_WINDOW,
+        "overlap": DEFAULT_OVERLAP, "color_match": False, "seed": 0}, size=(360, 480))
     g.link(ids["stage2"], "stage2_model", enhance, "model")
     g.link(ids["vae"], "vae", enhance, "vae")
     g.link(embeds, "embeds", enhance, "embeds")
@@ -234,16 +251,9 @@ def enhance_video_file() -> Graph:
 
 def branch() -> Graph:
     g = Graph()
-    ids = _models(g)
-    embeds = _encode(g, ids)
-    latent = _stage1(g, ids, embeds)
-    preview = _decode(g, ids["vae"], latent, "latent", (1200, 0))
-    _save(g, preview, "FlashVideo/preview_270p", (1550, 0))
-    prepared = g.add("FlashVideoPrepareStage2", (830, 640), {"width": 1920, "height": 1072, "seed": 0},
-                     size=(320, 200))
-    g.link(ids["vae"], "vae", prepared, "vae")
-    g.link(preview, "images", prepared, "images")
-    _stage2_branch(g, ids, embeds, prepared, 1200, 640, 675, 4, 13.0, "FlashVideo/branch_a_675_nfe4")
+    ids, embeds, preview = _stage1_preview(g)
+    prepared = _prepare_stage2(g, ids, preview)
+    _stage2_branch(g, ids, embeds, prepared, 1200, 640, *OFFICIAL_STAGE2, "FlashVideo/branch_a_675_nfe4")
     _stage2_branch(g, ids, embeds, prepared, 1200, 1160, 725, 6, 10.0, "FlashVideo/branch_b_725_nfe6")
     return g
 

@@ -15,7 +15,7 @@ from ..config import DEFAULT_NOISE_STEP, STAGE1_CFG, STAGE1_CFG_EXPONENT, STAGE1
 from ..devices import model_dtype
 from ..errors import FlashVideoInputError
 from ..layout import latent_to_transformer, transformer_to_latent
-from .schedule import dynamic_cfg_scale
+from .schedule import dynamic_cfg_scale, stage2_model_timestep
 
 
 def _text_pair(cond: torch.Tensor, batch: int, device, dtype, cond_first: bool) -> torch.Tensor:
@@ -27,6 +27,19 @@ def _text_pair(cond: torch.Tensor, batch: int, device, dtype, cond_first: bool) 
     text = cond.to(device=device, dtype=dtype).expand(batch, -1, -1)
     pair = (text, torch.zeros_like(text)) if cond_first else (torch.zeros_like(text), text)
     return torch.cat(pair)
+
+
+def _text_pairs(cond: torch.Tensor, dtype: torch.dtype, cond_first: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    """texts_for(latent (B, C, T, h, w)) -> its (2B, L, D) text batch (_text_pair), made once per (B, device)."""
+    made: dict[tuple, torch.Tensor] = {}
+
+    def texts_for(latent: torch.Tensor) -> torch.Tensor:
+        key = (latent.shape[0], latent.device)
+        if key not in made:
+            made[key] = _text_pair(cond, latent.shape[0], latent.device, dtype, cond_first)
+        return made[key]
+
+    return texts_for
 
 
 def stage1_denoiser(
@@ -49,17 +62,13 @@ def stage1_denoiser(
     Returns fp32 (B, C, T, h, w).
     """
     dtype = model_dtype(model)
-    texts: dict[tuple, torch.Tensor] = {}
+    texts_for = _text_pairs(cond, dtype, cond_first=False)  # [zeros, cond]
 
     def denoise(x: torch.Tensor, t: int) -> torch.Tensor:
-        batch = x.shape[0]
-        key = (batch, x.device)
-        if key not in texts:
-            texts[key] = _text_pair(cond, batch, x.device, dtype, cond_first=False)  # (2B, L, D)
         x_pair = torch.cat([x, x]).float()  # (2B, C, T, h, w)
-        timestep = torch.full((2 * batch,), float(t), device=x.device, dtype=torch.float32)
+        timestep = torch.full((2 * x.shape[0],), float(t), device=x.device, dtype=torch.float32)
         with torch.no_grad():
-            v = transformer_to_latent(model(latent_to_transformer(x_pair).to(dtype), texts[key], timestep)).float()
+            v = transformer_to_latent(model(latent_to_transformer(x_pair).to(dtype), texts_for(x), timestep)).float()
         a = float(alphas_cumprod[t])
         x0_u, x0_c = (a**0.5 * x_pair - (1.0 - a) ** 0.5 * v).chunk(2)
         scale = dynamic_cfg_scale(t, cfg, cfg_exponent, num_steps, dynamic=dynamic_cfg)
@@ -80,26 +89,23 @@ def stage2_velocity(
     z: scaled latent (B, C, T, h, w), in the ODE's dtype; t: flow time in [0, 1). cond: (1 or B, L, D).
     The model runs once on the batch [cond, uncond = zeros] (the official order) with the latents in the
     model's dtype. Time values are held in `working_dtype` (default: the model's dtype), as the official
-    code holds them in its ODE's dtype: timestep = 1000 - 1000 t computed in that dtype, and the noise
-    step written as torch.full((2B,), noise_step, dtype=working_dtype), so in bf16 675 arrives as 676.0
+    code holds them in its ODE's dtype: timestep = 1000 - 1000 t computed in that dtype
+    (schedule.stage2_model_timestep), and the noise step written as
+    torch.full((2B,), noise_step, dtype=working_dtype), so in bf16 675 arrives as 676.0
     and the timesteps are bf16-rounded exactly as in the official bf16 runs; fp32 keeps them (nearly) exact.
     v = v_u + cfg (v_c - v_u), computed and returned in z's dtype, (B, C, T, h, w).
     """
     dtype = model_dtype(model)
     time_dtype = working_dtype or dtype
-    texts: dict[tuple, torch.Tensor] = {}
+    texts_for = _text_pairs(cond, dtype, cond_first=True)  # [cond, zeros]
 
     def velocity(z: torch.Tensor, t: float) -> torch.Tensor:
         batch = z.shape[0]
-        key = (batch, z.device)
-        if key not in texts:
-            texts[key] = _text_pair(cond, batch, z.device, dtype, cond_first=True)  # (2B, L, D)
         hidden = latent_to_transformer(torch.cat([z, z])).to(dtype)  # (2B, T, C, h, w)
-        t_value = torch.full((2 * batch,), float(t), device=z.device, dtype=time_dtype)
-        timestep = 1000 - t_value * 1000
+        timestep = stage2_model_timestep(torch.full((2 * batch,), float(t), device=z.device, dtype=time_dtype))
         step = torch.full((2 * batch,), noise_step, device=z.device, dtype=time_dtype)
         with torch.no_grad():
-            v = transformer_to_latent(model(hidden, texts[key], timestep, noise_step=step)).to(z.dtype)
+            v = transformer_to_latent(model(hidden, texts_for(z), timestep, noise_step=step)).to(z.dtype)
         v_c, v_u = v.chunk(2)
         return v_u + cfg * (v_c - v_u)
 

@@ -2,7 +2,7 @@
 
 - The shared "ZeroSNR DDPM" schedule (1000 steps) used by Stage I sampling and latent degradation.
 - Stage I timestep spacing, the alpha tables its sampler and denoiser read, and the official dynamic CFG.
-- Stage II's shifted flow-matching time grid and its model timesteps 1000 (1 - t).
+- Stage II's shifted flow-matching time grid and its model timesteps 1000 - 1000 t.
 """
 
 from __future__ import annotations
@@ -145,6 +145,15 @@ def stage2_time_grid(num_steps: int = 4, shift: float = 2.5, dtype: torch.dtype 
     return shifted.to(torch.float64)
 
 
+def stage2_model_timestep(t: torch.Tensor) -> torch.Tensor:
+    """Flow time t (a tensor of any shape and dtype) -> the timestep the Stage II model sees, 1000 - 1000 t.
+
+    Computed in t's own dtype, as the official ODE computes it in its dtype: in bf16 both the product
+    and the difference are bf16-rounded exactly as in the official bf16 runs.
+    """
+    return 1000 - t * 1000
+
+
 def stage2_model_timesteps(grid: torch.Tensor) -> torch.Tensor:
-    """Timesteps the Stage II model sees: 1000 (1 - t) for every grid point but the last (float64 (S,))."""
-    return 1000.0 * (1.0 - grid[:-1].to(torch.float64))
+    """Timesteps the Stage II model sees at every grid point but the last (float64 (S,)): stage2_model_timestep."""
+    return stage2_model_timestep(grid[:-1].to(torch.float64))

@@ -1,4 +1,6 @@
-"""Prompt checks and encoding with the official rules: T5 v1.1, exactly 226 tokens, no attention mask, zero uncond.
+"""Prompt checks and encoding with the official rules: T5 v1.1, exactly 226 tokens, no attention mask.
+
+The unconditional embedding is not encoded: it is all zeros, built by sampling.guidance.
 
 Imports no transformers until a model is loaded, so check_prompt is cheap to import (CLI, nodes).
 """
@@ -11,7 +13,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+import sentencepiece as spm
 import torch
+from safetensors.torch import save_file
 
 from ..config import STAGE2_PROMPT_PREFIX, TEXT_TOKENS
 from ..devices import model_device, model_dtype
@@ -40,10 +44,6 @@ class PromptEmbeds:
     def width(self) -> int:
         """The embedding width d_model (4096 for T5 v1.1 XXL)."""
         return self.stage1.shape[-1]
-
-    def uncond(self, stage: int = 1) -> torch.Tensor:
-        """The unconditional embedding: zeros shaped like the stage's embedding (official rule)."""
-        return torch.zeros_like(self.stage1 if stage == 1 else self.stage2)
 
 
 EMPTY_PROMPT = "prompt is empty; FlashVideo needs a (preferably long, detailed) description."
@@ -148,8 +148,6 @@ TINY_WORDS = (
 
 
 def _tiny_spiece_model(seed: int = 0) -> bytes:
-    import sentencepiece as spm
-
     rng = random.Random(seed)
     lines = [" ".join(rng.choice(TINY_WORDS) for _ in range(12)) for _ in range(300)]
     buffer = io.BytesIO()
@@ -162,7 +160,7 @@ def _tiny_spiece_model(seed: int = 0) -> bytes:
 
 
 def _tiny_t5_config(vocab_size: int):
-    from transformers import T5Config
+    from transformers import T5Config  # transformers: only when a model is made (module docstring)
 
     return T5Config(
         vocab_size=vocab_size, d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2,
@@ -176,9 +174,9 @@ def write_tiny_t5(dest_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
     dest_dir/text_encoder/{config.json, model.safetensors}, dest_dir/tokenizer/{spiece.model,
     tokenizer_config.json, special_tokens_map.json}. Deterministic in seed. Returns both folders.
     """
-    from transformers import T5EncoderModel
+    from transformers import T5EncoderModel  # transformers: only when a model is made (module docstring)
 
-    from .loading import load_t5_tokenizer
+    from .loading import load_t5_tokenizer  # (transformers, as above)
 
     dest = Path(dest_dir)
     tokenizer_dir, encoder_dir = dest / "tokenizer", dest / "text_encoder"
@@ -199,9 +197,7 @@ def write_tiny_t5(dest_dir: str | Path, seed: int = 0) -> tuple[Path, Path]:
 
 def write_tiny_t5_single_file(path: str | Path, encoder_dir: str | Path) -> Path:
     """Save the encoder of `encoder_dir` as one ComfyUI-style safetensors file (encoder.* + shared.weight)."""
-    from safetensors.torch import save_file
-
-    from .loading import load_t5_encoder
+    from .loading import load_t5_encoder  # imports transformers: only when a model is loaded
 
     model = load_t5_encoder(encoder_dir)
     state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "encoder.embed_tokens.weight"}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -50,48 +51,72 @@ def build_vae(config: VAEConfig, seed: int | None = None) -> AutoencoderKLCogVid
     return vae.eval()
 
 
+@dataclass(frozen=True)
+class _KeyLayout:
+    """How one layout names the VAE's block tensors (the two layouts of the module docstring).
+
+    block: groups (encoder|decoder, down|up, index, inner, resnet index or None for a sampler, rest);
+    mid: groups (encoder|decoder, number, rest). up_index: finds an up block's index (to count them).
+    resnet, sampler, block_key, mid_key: str.format templates of this layout's names; first_mid: the
+    number of the first mid resnet; shortcut: the 1x1 shortcut conv's name; dropped: key prefixes of
+    training-only tensors left out when reading this layout.
+    """
+
+    block: re.Pattern
+    mid: re.Pattern
+    up_index: str
+    resnet: str
+    sampler: str
+    block_key: str
+    mid_key: str
+    first_mid: int
+    shortcut: str
+    dropped: tuple[str, ...] = ()
+
+
+SAT_LAYOUT = _KeyLayout(
+    SAT_BLOCK, SAT_MID, r"^decoder\.up\.(\d+)\.", "block.{resnet}", "{kind}sample",
+    "{part}.{kind}.{index}.{inner}.{rest}", "{part}.mid.block_{number}.{rest}", 1, "nin_shortcut", ("loss.",),
+)
+DIFFUSERS_LAYOUT = _KeyLayout(
+    DIFFUSERS_BLOCK, DIFFUSERS_MID, r"^decoder\.up_blocks\.(\d+)\.", "resnets.{resnet}", "{kind}samplers.0",
+    "{part}.{kind}_blocks.{index}.{inner}.{rest}", "{part}.mid_block.resnets.{number}.{rest}", 0, "conv_shortcut",
+)
+
+
 def _num_up_blocks(state: dict[str, torch.Tensor], pattern: str) -> int:
     indices = {int(m.group(1)) for k in state if (m := re.match(pattern, k))}
     return max(indices) + 1 if indices else 0
 
 
-def sat_vae_to_diffusers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """SAT VAE state -> diffusers AutoencoderKLCogVideoX state. Unknown layouts raise CheckpointError."""
-    count = _num_up_blocks(state, r"^decoder\.up\.(\d+)\.")
+def _renamed(state: dict[str, torch.Tensor], src: _KeyLayout, dst: _KeyLayout) -> dict[str, torch.Tensor]:
+    """`state` named in layout `src` -> the same tensors named in layout `dst` (up blocks counted backwards
+    in one of them, so index i <-> count - 1 - i; src.dropped tensors left out; other keys kept)."""
+    count = _num_up_blocks(state, src.up_index)
     out = {}
     for key, tensor in state.items():
-        if key.startswith("loss."):
+        if key.startswith(src.dropped):
             continue
-        if match := SAT_BLOCK.match(key):
-            part, kind, index, inner, resnet, rest = match.groups()
+        if match := src.block.match(key):
+            part, kind, index, _, resnet, rest = match.groups()
             index = int(index) if kind == "down" else count - 1 - int(index)
-            if inner.startswith("block"):
-                inner = f"resnets.{resnet}"
-            else:
-                inner = f"{kind}samplers.0"
-            key = f"{part}.{kind}_blocks.{index}.{inner}.{rest}"
-        elif match := SAT_MID.match(key):
+            inner = dst.sampler.format(kind=kind) if resnet is None else dst.resnet.format(resnet=resnet)
+            key = dst.block_key.format(part=part, kind=kind, index=index, inner=inner, rest=rest)
+        elif match := src.mid.match(key):
             part, number, rest = match.groups()
-            key = f"{part}.mid_block.resnets.{int(number) - 1}.{rest}"
-        out[key.replace("nin_shortcut", "conv_shortcut")] = tensor
+            key = dst.mid_key.format(part=part, number=int(number) - src.first_mid + dst.first_mid, rest=rest)
+        out[key.replace(src.shortcut, dst.shortcut)] = tensor
     return out
+
+
+def sat_vae_to_diffusers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """SAT VAE state -> diffusers AutoencoderKLCogVideoX state (training-only `loss.*` tensors dropped)."""
+    return _renamed(state, SAT_LAYOUT, DIFFUSERS_LAYOUT)
 
 
 def diffusers_vae_to_sat(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """diffusers AutoencoderKLCogVideoX state -> SAT layout (the inverse of sat_vae_to_diffusers)."""
-    count = _num_up_blocks(state, r"^decoder\.up_blocks\.(\d+)\.")
-    out = {}
-    for key, tensor in state.items():
-        if match := DIFFUSERS_BLOCK.match(key):
-            part, kind, index, inner, resnet, rest = match.groups()
-            index = int(index) if kind == "down" else count - 1 - int(index)
-            inner = f"block.{resnet}" if inner.startswith("resnets") else f"{kind}sample"
-            key = f"{part}.{kind}.{index}.{inner}.{rest}"
-        elif match := DIFFUSERS_MID.match(key):
-            part, number, rest = match.groups()
-            key = f"{part}.mid.block_{int(number) + 1}.{rest}"
-        out[key.replace("conv_shortcut", "nin_shortcut")] = tensor
-    return out
+    return _renamed(state, DIFFUSERS_LAYOUT, SAT_LAYOUT)
 
 
 def is_sat_vae(state: dict[str, torch.Tensor]) -> bool:

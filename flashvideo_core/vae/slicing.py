@@ -19,11 +19,11 @@ import torch.nn.functional as F
 
 from ..devices import model_device, model_dtype
 from ..errors import FlashVideoInputError
-from ..layout import check_latent, check_num_frames, check_pixel_size
+from ..layout import check_latent, check_num_frames, check_pixel_size, latent_frames, pixel_frames
 from ..progress import ProgressCallback, report
 from ..rng import randn
 from .retry import encode_with_auto_slices, with_auto_slices
-from .spec import AUTO, SPATIAL, TEMPORAL, UNSLICED, Slices, SliceSpec, check_slices, temporal_chunks, tile_starts
+from .spec import AUTO, SPATIAL, UNSLICED, Slices, SliceSpec, check_slices, temporal_chunks, tile_starts
 
 __all__ = [  # the slice types and geometry of spec.py are re-exported: callers may take them with the loops
     "AUTO",
@@ -84,7 +84,7 @@ def decode_latents(
     if check_slices(slices) == AUTO:
         return with_auto_slices(vae, tuple(latents.shape), free_bytes, "decode",
                                 lambda spec: decode_latents(vae, latents, spec, callback))
-    wanted_frames = TEMPORAL * (latents.shape[2] - 1) + 1
+    wanted_frames = pixel_frames(latents.shape[2])
     if latents.shape[2] % 2 == 0:
         latents = torch.cat([latents, latents[:, :, -1:]], dim=2)
     video = _decode_odd(vae, latents, slices, callback)
@@ -95,8 +95,7 @@ def _decode_odd(vae, latents: torch.Tensor, spec: SliceSpec, callback: ProgressC
     """Latents (B, 16, T, h, w), T odd -> video (B, 3, 4(T-1)+1, 8h, 8w) clamped to [-1, 1], on CPU."""
     device, dtype = model_device(vae), model_dtype(vae)
     batch, _, frames, height, width = latents.shape
-    out_frames = TEMPORAL * (frames - 1) + 1
-    out = torch.zeros(batch, 3, out_frames, SPATIAL * height, SPATIAL * width)
+    out = torch.zeros(batch, 3, pixel_frames(frames), SPATIAL * height, SPATIAL * width)
     weight_sum = torch.zeros(SPATIAL * height, SPATIAL * width)
     tiles = _tiles(height, width, spec)
     chunks = temporal_chunks(frames, spec.chunk_frames)
@@ -114,7 +113,7 @@ def _decode_odd(vae, latents: torch.Tensor, spec: SliceSpec, callback: ProgressC
                 z = vae.post_quant_conv(z)
             with torch.no_grad(), _ticks_within(vae.decoder, callback, "decode", done, total, ticks):
                 pixels, cache = vae.decoder(z, conv_cache=cache)
-            first = 0 if start == 0 else TEMPORAL * (start - 1) + 1
+            first = 0 if start == 0 else pixel_frames(start)
             region = out[:, :, first : first + pixels.shape[2], SPATIAL * y : SPATIAL * (y + tile_h),
                          SPATIAL * x : SPATIAL * (x + tile_w)]
             region += pixels.float().cpu() * weight
@@ -210,7 +209,7 @@ def encode_video(
 def _encoded_shape(vae, video: torch.Tensor) -> tuple[int, int, int, int, int]:
     """Video (B, 3, F, H, W) -> the shape (B, 16, (F-1)/4+1, H/8, W/8) of its latent."""
     batch, _, frames, height, width = video.shape
-    return batch, vae.config.latent_channels, (frames - 1) // TEMPORAL + 1, height // SPATIAL, width // SPATIAL
+    return batch, vae.config.latent_channels, latent_frames(frames), height // SPATIAL, width // SPATIAL
 
 
 def _encode_moments(vae, video: torch.Tensor, spec: SliceSpec, callback: ProgressCallback | None) -> torch.Tensor:
@@ -231,9 +230,9 @@ def _encode_moments(vae, video: torch.Tensor, spec: SliceSpec, callback: Progres
         )
         cache = None
         for start, stop in chunks:
-            first = 0 if start == 0 else TEMPORAL * (start - 1) + 1
-            last = TEMPORAL * (stop - 1) + 1
-            pixels = video[:, :, first:last, SPATIAL * y : SPATIAL * (y + tile_h), SPATIAL * x : SPATIAL * (x + tile_w)]
+            first = 0 if start == 0 else pixel_frames(start)
+            pixels = video[:, :, first : pixel_frames(stop), SPATIAL * y : SPATIAL * (y + tile_h),
+                           SPATIAL * x : SPATIAL * (x + tile_w)]
             with torch.no_grad():
                 h, cache = vae.encoder(pixels.to(device, dtype), conv_cache=cache)
                 if vae.quant_conv is not None:

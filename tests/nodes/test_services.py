@@ -6,7 +6,7 @@ wherever the handle moves them.
 """
 
 import sys
-from types import ModuleType, SimpleNamespace
+from types import ModuleType
 
 import pytest
 import torch
@@ -15,6 +15,8 @@ from flashvideo_core import devices
 from flashvideo_core.devices import model_device
 from nodes import NODE_CLASS_MAPPINGS as N
 from nodes import comfy_services
+
+from ..spies import spy_on_t5_forward
 
 AUTO_TOKENIZER = "auto (tokenizer/ beside the encoder)"
 
@@ -60,20 +62,6 @@ def test_inside_comfyui_model_management_answers(fake_comfy, monkeypatch):
     assert fake_comfy == [("get_free_memory", torch.device("cpu")), ("get_torch_device",), ("soft_empty_cache",)]
 
 
-def _spy_on_forward(encoder) -> list:
-    """Record (ids device, weights device) of every T5 forward; answer CPU zeros (meta cannot be copied out)."""
-    seen = []
-    original = encoder.model.forward
-
-    def spy(*, input_ids, **kwargs):
-        seen.append((input_ids.device, model_device(encoder.model)))
-        hidden = original(input_ids=input_ids, **kwargs).last_hidden_state
-        return SimpleNamespace(last_hidden_state=torch.zeros(hidden.shape, dtype=hidden.dtype))
-
-    encoder.model.forward = spy
-    return seen
-
-
 def test_t5_loader_encoder_follows_the_weights_when_they_move(comfy_models, monkeypatch):
     """Offloading handle: built on the offload device (CPU); active() moves the weights, encode follows them.
 
@@ -84,7 +72,7 @@ def test_t5_loader_encoder_follows_the_weights_when_they_move(comfy_models, monk
     t5 = N["FlashVideoT5Loader"]().load("text_encoder/", AUTO_TOKENIZER, "fp32", "offload after use")[0]
     assert t5.text_encoder.model is t5.module
     assert model_device(t5.module) == torch.device("cpu"), "an offloading handle rests on the offload device"
-    seen = _spy_on_forward(t5.text_encoder)
+    seen = spy_on_t5_forward(t5.text_encoder)
     t5.module.to(t5.device)  # what t5.active() does first
     t5.text_encoder.encode("a lake")
     assert seen == [(torch.device("meta"), torch.device("meta"))]
@@ -93,7 +81,7 @@ def test_t5_loader_encoder_follows_the_weights_when_they_move(comfy_models, monk
 def test_t5_text_encode_node_sends_the_ids_to_the_compute_device(comfy_models, monkeypatch):
     monkeypatch.setattr(comfy_services, "torch_device", lambda: torch.device("meta"))
     t5 = N["FlashVideoT5Loader"]().load("text_encoder/", AUTO_TOKENIZER, "fp32", "keep on device")[0]
-    seen = _spy_on_forward(t5.text_encoder)
+    seen = spy_on_t5_forward(t5.text_encoder)
     embeds = N["FlashVideoTextEncode"]().encode(t5, "A red fox runs through fresh snow.", True)[0]
     meta = torch.device("meta")
     assert seen == [(meta, meta), (meta, meta)], f"token ids went to {[ids for ids, _ in seen]}, weights on meta"
