@@ -17,7 +17,7 @@ import torch
 
 from . import config
 from .errors import FlashVideoInputError
-from .layout import latent_frames
+from .layout import latent_frames, pixel_frames
 
 ACTIVATION_FACTOR = 8
 """Values per token x hidden held at least during one block (x, q, k, v, attention out, 2 of the 4x MLP)."""
@@ -25,7 +25,8 @@ ACTIVATION_FACTOR = 8
 
 def transformer_tokens(num_frames: int, height: int, width: int) -> int:
     """Tokens of one forward: latent frames x (H/16) x (W/16) video patches + the 226 text tokens."""
-    return latent_frames(num_frames) * (height // 16) * (width // 16) + config.TEXT_TOKENS
+    patch = config.PIXEL_MULTIPLE  # one transformer token: 2x2 latent pixels of 8x8 video pixels
+    return latent_frames(num_frames) * (height // patch) * (width // patch) + config.TEXT_TOKENS
 
 
 def transformer_floor(num_frames: int, height: int, width: int, hidden: int, dtype: torch.dtype,
@@ -51,9 +52,10 @@ def check_fits(what: str, need: int, free: int, device: torch.device | str, num_
         return
     share = 0.95 * free / need  # a margin for the parts that do not scale (text tokens)
     side = math.sqrt(share)
-    fit_w, fit_h = max(16, int(width * side) // 16 * 16), max(16, int(height * side) // 16 * 16)
+    step = config.PIXEL_MULTIPLE
+    fit_w, fit_h = max(step, int(width * side) // step * step), max(step, int(height * side) // step * step)
     fit_latent = int(latent_frames(num_frames) * share)  # the floor grows with latent frames, 4 video frames each
-    fit_frames = 4 * (fit_latent - 1) + 1
+    fit_frames = pixel_frames(fit_latent)
     frames_hint = f", or {fit_frames} frames at {width}x{height}" if fit_latent >= 2 else ""
     raise FlashVideoInputError(
         f"{what} at {width}x{height} (WxH) with {num_frames} frames needs at least {need / 2**30:.1f} GiB on "

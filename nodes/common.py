@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from flashvideo_core import config
 from flashvideo_core.errors import FlashVideoInputError
 from flashvideo_core.layout import to_uint8
 from flashvideo_core.vae import decode_preview_frame
@@ -18,6 +19,11 @@ VAE = "FLASHVIDEO_VAE"
 T5 = "FLASHVIDEO_T5"
 EMBEDS = "FLASHVIDEO_EMBEDS"
 CATEGORY = "FlashVideo"
+SIZE_STEP = config.PIXEL_MULTIPLE
+"""Width/height widgets step by this (multiples of 16)."""
+FRAME_STEP = config.VAE_TEMPORAL_COMPRESSION
+"""Frame-count widgets step by this (4k+1 counts)."""
+MAX_EDGE = config.MAX_PIXEL_EDGE
 
 PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
 PRECISION_TIP = "auto = bf16 on a GPU (the official precision), fp32 on the CPU. fp16 is not recommended for T5."

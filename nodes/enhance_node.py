@@ -13,7 +13,7 @@ from flashvideo_core.sampling.settings import SEED_MAX
 from flashvideo_core.sampling.stage2_chain import Stage2Models
 
 from . import comfy_services as services
-from .common import CATEGORY, EMBEDS, STAGE2, VAE, latent_preview_fn
+from .common import CATEGORY, EMBEDS, FRAME_STEP, MAX_EDGE, SIZE_STEP, STAGE2, VAE, latent_preview_fn
 
 TARGETS = ["1080p", "720p", "2K", "x2", "x4", "long edge"]
 FRAME_MB = {name: image_frame_bytes(*size) / 2**20 for name, size in NAMED_SIZES.items()}
@@ -53,8 +53,8 @@ class FlashVideoEnhanceImages:
                            "the aspect, so a square 1080x1080 clip at 1080p becomes 1920x1920 and portrait 1080x1920 "
                            "stays; x2/x4 scale both edges; 'long edge' uses the value below. Never stretched; must "
                            "not be smaller than the input."}),
-                "long_edge": ("INT", {"default": 1920, "min": 16, "max": 8192, "step": 2, "tooltip":
-                              "Used when target is 'long edge'."}),
+                "long_edge": ("INT", {"default": config.STAGE2_WIDTH, "min": SIZE_STEP, "max": MAX_EDGE, "step": 2,
+                              "tooltip": "Used when target is 'long edge'."}),
                 "auto_noise": ("BOOLEAN", {"default": True, "tooltip":
                                "Pick the noise step from the window's frames and size (17 frames -> 500, 49 at "
                                "1080p -> 675; clamped to 500-750). Off: use noise_step."}),
@@ -65,7 +65,7 @@ class FlashVideoEnhanceImages:
                         "tooltip": "Guidance (paper 10-13)."}),
                 "shift": ("FLOAT", {"default": config.STAGE2_SHIFT, "min": 0.1, "max": 10.0, "step": 0.1,
                           "tooltip": "Flow time shift (2-3.5)."}),
-                "window": ("INT", {"default": DEFAULT_WINDOW, "min": 5, "max": 257, "step": 4, "tooltip":
+                "window": ("INT", {"default": DEFAULT_WINDOW, "min": 5, "max": 257, "step": FRAME_STEP, "tooltip":
                            "Frames per window, 4k+1 (trained at 49)."}),
                 "overlap": ("INT", {"default": DEFAULT_OVERLAP, "min": 0, "max": 64, "tooltip":
                             "Frames blended between windows (no jump at window edges)."}),

@@ -18,6 +18,7 @@ from flashvideo_core.text.loading import find_tokenizer
 from flashvideo_core.vae import load_vae
 from flashvideo_core.weights.hub import download_weights
 
+from . import comfy_memory
 from . import comfy_services as services
 from .common import (
     CATEGORY,
@@ -103,8 +104,14 @@ def _placement(precision: str, offload: str) -> _Placement:
 
 
 def _wrap(module, place: _Placement, source: str) -> LoadedModel:
-    """A loaded module -> its LoadedModel handle, the weights moved to place.home in place.dtype."""
-    module.to(device=place.home, dtype=place.dtype)
+    """A loaded module -> its LoadedModel handle, the weights moved to place.home in place.dtype.
+
+    Inside ComfyUI the weights wait on ComfyUI's offload device whatever the offload widget says: the
+    first use loads them through ComfyUI's manager (nodes.comfy_memory), which makes room first; moved
+    to the GPU here, they would take memory ComfyUI does not know is used.
+    """
+    home = services.offload_device() if comfy_memory.comfy_memory_manager() is not None else place.home
+    module.to(device=home, dtype=place.dtype)
     return LoadedModel(module, place.device, place.rest, place.dtype, source)
 
 

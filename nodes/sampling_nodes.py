@@ -16,6 +16,8 @@ from . import comfy_services as services
 from .common import (
     CATEGORY,
     EMBEDS,
+    FRAME_STEP,
+    SIZE_STEP,
     STAGE1,
     STAGE2,
     T5,
@@ -96,12 +98,12 @@ class FlashVideoStage1Sampler:
                         "Guidance scale; dynamic CFG ramps it over the run. Official: 8."}),
                 "cfg_exponent": ("FLOAT", {"default": config.STAGE1_CFG_EXPONENT, "min": 0.0, "max": 20.0,
                                  "step": 0.1, "tooltip": "Dynamic-CFG exponent (official 5)."}),
-                "frames": ("INT", {"default": config.DEFAULT_NUM_FRAMES, "min": 1, "max": 1025, "step": 4, "tooltip":
-                           "Frame count, 4k+1. Trained at 49 (about 6 s at 8 fps)."}),
-                "width": ("INT", {"default": config.STAGE1_WIDTH, "min": 16, "max": 4096, "step": 16, "tooltip":
-                          "Multiple of 16. Trained at 480."}),
-                "height": ("INT", {"default": config.STAGE1_HEIGHT, "min": 16, "max": 4096, "step": 16, "tooltip":
-                           "Multiple of 16. Trained at 256 (270 floored to 16, as the official code)."}),
+                "frames": ("INT", {"default": config.DEFAULT_NUM_FRAMES, "min": 1, "max": 1025, "step": FRAME_STEP,
+                           "tooltip": "Frame count, 4k+1. Trained at 49 (about 6 s at 8 fps)."}),
+                "width": ("INT", {"default": config.STAGE1_WIDTH, "min": SIZE_STEP, "max": 4096, "step": SIZE_STEP,
+                          "tooltip": "Multiple of 16. Trained at 480."}),
+                "height": ("INT", {"default": config.STAGE1_HEIGHT, "min": SIZE_STEP, "max": 4096, "step": SIZE_STEP,
+                           "tooltip": "Multiple of 16. Trained at 256 (270 floored to 16, as the official code)."}),
             },
             "optional": {"vae": (VAE, {"tooltip": VAE_PREVIEW_TIP})},
         }

@@ -17,7 +17,7 @@ from flashvideo_core.sampling.stage2_chain import video_to_stage2_latent
 from flashvideo_core.vae import AUTO, UNSLICED, SliceSpec, decode_latents
 
 from . import comfy_services as services
-from .common import CATEGORY, VAE, check_widgets, core_check
+from .common import CATEGORY, MAX_EDGE, SIZE_STEP, VAE, check_widgets, core_check
 
 SLICE_MODES = ["auto", "manual", "off"]
 
@@ -95,10 +95,11 @@ class FlashVideoPrepareStage2:
                 "images": ("IMAGE", {"tooltip": "Video frames (4k+1 of them, e.g. 49) in 0..1 from any node "
                                                 "(alpha is dropped, gray expanded). Each 1080p frame costs about "
                                                 "25 MB in memory."}),
-                "width": ("INT", {"default": config.STAGE2_WIDTH, "min": 16, "max": 8192, "step": 16, "tooltip":
-                          "Stage II width, multiple of 16. Official 1920 (16:9); 2K is 2560."}),
-                "height": ("INT", {"default": config.STAGE2_HEIGHT, "min": 16, "max": 8192, "step": 16, "tooltip":
-                           "Stage II height, multiple of 16. Official 1072 (1080 floored to 16)."}),
+                "width": ("INT", {"default": config.STAGE2_WIDTH, "min": SIZE_STEP, "max": MAX_EDGE, "step": SIZE_STEP,
+                          "tooltip": "Stage II width, multiple of 16. Official 1920 (16:9); 2K is 2560."}),
+                "height": ("INT", {"default": config.STAGE2_HEIGHT, "min": SIZE_STEP, "max": MAX_EDGE,
+                           "step": SIZE_STEP,
+                           "tooltip": "Stage II height, multiple of 16. Official 1072 (1080 floored to 16)."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "tooltip":
                          "Seeds the posterior sample of the encoder. Same Stage II as the CLI: "
                          "`generate --seed S` uses S + 1 here and S + 2 in Latent Degradation."}),
@@ -108,7 +109,8 @@ class FlashVideoPrepareStage2:
     @classmethod
     def VALIDATE_INPUTS(cls, width=None, height=None):
         checks = (check_widgets(cls, width=width, height=height),
-                  core_check(check_pixel_size, height or 16, width or 16, "Stage II size"))
+                  core_check(check_pixel_size, *(SIZE_STEP if v is None else v for v in (height, width)),
+                             "Stage II size"))  # a linked (None) side is checked when the node runs
         return next((c for c in checks if c is not True), True)
 
     def prepare(self, vae, images, width, height, seed):

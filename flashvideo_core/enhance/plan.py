@@ -48,7 +48,7 @@ class EnhanceSettings:
         """Raise FlashVideoInputError naming the first invalid setting and its fix."""
         if self.target is not None and any(v is not None for v in (self.scale, self.size, self.long_edge)):
             raise FlashVideoInputError("give either target or one of scale / size / long_edge, not both.")
-        given = None if is_auto(self.noise_step) else resolve_noise_step(self.noise_step, 1, 16, 16)
+        given = None if is_auto(self.noise_step) else _checked_step(self.noise_step)
         self.stage2(config.DEFAULT_NOISE_STEP if given is None else given)  # checks steps, cfg, shift
         check_seed(self.seed)
         plan_windows(self.window, self.window, self.overlap)  # the window rules, on a clip of one window
@@ -92,6 +92,11 @@ def plan_enhance(num_frames: int, in_height: int, in_width: int, settings: Enhan
     source = "auto" if is_auto(settings.noise_step) else "given"
     return EnhancePlan(num_frames, in_height, in_width, target, windows, settings.stage2(step), settings.seed,
                        bool(settings.color_match), source)
+
+
+def _checked_step(noise_step) -> int:
+    """An integer noise_step setting, checked (resolve_noise_step's own rule; the size does not matter here)."""
+    return resolve_noise_step(noise_step, 1, config.PIXEL_MULTIPLE, config.PIXEL_MULTIPLE)
 
 
 def is_auto(noise_step) -> bool:

@@ -333,3 +333,12 @@ def test_a_comfy_stand_in_without_model_patcher_is_not_comfyui(monkeypatch):
     with handle.active():
         assert _devices(handle) == {"meta"}
     assert handle.comfy_patcher is None
+
+
+def test_inside_comfyui_a_kept_model_waits_off_the_gpu_until_comfyui_loads_it(comfy_models, comfy):
+    comfy.get_torch_device = lambda: META  # the fake GPU
+    stage2 = N["FlashVideoStage2Loader"]().load("stage2.pt", "auto", "keep on device")[0]
+    assert _devices(stage2) == {"cpu"} and comfy.current_loaded_models == [], "not on the GPU behind ComfyUI's back"
+    with stage2.active():
+        assert _devices(stage2) == {"meta"} and comfy.loaded(stage2)
+    assert _devices(stage2) == {"meta"} and comfy.loaded(stage2), "keep on device: stays loaded, listed"
