@@ -142,9 +142,16 @@ def _encode(g: Graph, ids: dict, prompt: str = PROMPT, pos=(380, 0)) -> int:
     return node
 
 
+SEED = 42
+"""Stage I's seed; Prepare Stage II takes SEED + 1 and Latent Degradation SEED + 2, as `generate --seed 42`
+does (sampling.settings.stage2_seeds), so the shipped graphs reproduce the CLI (and the encode and the
+degradation never draw the same noise)."""
+
+
 def _stage1(g: Graph, ids: dict, embeds: int, pos=(830, 0)) -> int:
     node = g.add("FlashVideoStage1Sampler", pos, {
-        "seed": 42, "steps": config.STAGE1_STEPS, "cfg": config.STAGE1_CFG, "cfg_exponent": config.STAGE1_CFG_EXPONENT,
+        "seed": SEED, "steps": config.STAGE1_STEPS, "cfg": config.STAGE1_CFG,
+        "cfg_exponent": config.STAGE1_CFG_EXPONENT,
         "frames": config.DEFAULT_NUM_FRAMES, "width": config.STAGE1_WIDTH, "height": config.STAGE1_HEIGHT,
     }, size=(340, 300))
     g.link(ids["stage1"], "stage1_model", node, "model")
@@ -177,7 +184,8 @@ def _save(g: Graph, images: int, prefix: str, pos, fps: float = float(config.DEF
 
 def _stage2_branch(g: Graph, ids: dict, embeds: int, prepared: int, x: int, y: int, noise: int, steps: int,
                    cfg: float, prefix: str) -> None:
-    degraded = g.add("FlashVideoLatentDegradation", (x, y), {"noise_step": noise, "seed": 0}, size=(320, 130))
+    degraded = g.add("FlashVideoLatentDegradation", (x, y), {"noise_step": noise, "seed": SEED + 2},
+                     size=(320, 130))
     g.link(prepared, "latent", degraded, "latent")
     sampler = g.add("FlashVideoStage2Sampler", (x + 350, y), {"steps": steps, "cfg": cfg, "shift": config.STAGE2_SHIFT,
                                                               "solver": "euler"}, size=(340, 230))
@@ -202,7 +210,8 @@ def _stage1_preview(g: Graph, stage2: bool = True) -> tuple[dict, int, int]:
 def _prepare_stage2(g: Graph, ids: dict, preview: int) -> int:
     """The preview frames -> the Stage II latent at the official size (the node every Stage II branch starts from)."""
     prepared = g.add("FlashVideoPrepareStage2", (830, 640),
-                     {"width": config.STAGE2_WIDTH, "height": config.STAGE2_HEIGHT, "seed": 0}, size=(320, 200))
+                     {"width": config.STAGE2_WIDTH, "height": config.STAGE2_HEIGHT, "seed": SEED + 1},
+                     size=(320, 200))
     g.link(ids["vae"], "vae", prepared, "vae")
     g.link(preview, "images", prepared, "images")
     return prepared
