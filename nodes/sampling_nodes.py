@@ -6,7 +6,8 @@ import logging
 
 from flashvideo_core import config
 from flashvideo_core.errors import FlashVideoInputError
-from flashvideo_core.layout import check_latent
+from flashvideo_core.layout import check_latent, pixel_frames
+from flashvideo_core.memory_floor import check_fits, transformer_floor
 from flashvideo_core.sampling.degradation import degrade_latent
 from flashvideo_core.sampling.settings import SEED_MAX, Stage1Settings, Stage2Settings
 from flashvideo_core.sampling.stages import run_stage1, run_stage2
@@ -118,10 +119,12 @@ class FlashVideoStage1Sampler:
 
     def sample(self, model, embeds, seed, steps, cfg, cfg_exponent, frames, width, height, vae=None):
         """Embeds -> (LATENT {"samples": RAW (1, 16, (frames-1)/4+1, height/8, width/8), "flashvideo": info},)."""
+        settings = Stage1Settings(num_frames=frames, height=height, width=width, steps=steps, cfg=cfg,
+                                  cfg_exponent=cfg_exponent)
+        need = _forward_floor(model, frames, height, width)
         progress = services.Progress(latent_preview_fn(vae))
-        with model.active():
-            settings = Stage1Settings(num_frames=frames, height=height, width=width, steps=steps, cfg=cfg,
-                                      cfg_exponent=cfg_exponent)
+        with model.active(memory_required=need):
+            _check_room("Stage I", model, need, frames, height, width)
             latent = run_stage1(model.module, embeds.stage1, settings, seed=seed, callback=progress)
         services.soft_empty_cache()
         return ({"samples": latent, "flashvideo": {"stage": 1, "seed": seed, "prompt": embeds.prompt}},)
@@ -200,9 +203,24 @@ class FlashVideoStage2Sampler:
                 "and the Stage II Sampler (it records the noise step Stage II must be told)."
             )
         settings = Stage2Settings(noise_step=info["noise_step"], steps=steps, cfg=cfg, shift=shift, solver=solver)
+        _, _, frames, height, width = latent["samples"].shape
+        size = (pixel_frames(frames), height * config.VAE_SPATIAL_COMPRESSION, width * config.VAE_SPATIAL_COMPRESSION)
+        need = _forward_floor(model, *size)
         progress = services.Progress(latent_preview_fn(vae))
-        with model.active():
+        with model.active(memory_required=need):
+            _check_room("Stage II", model, need, *size)
             out = run_stage2(model.module, embeds.stage2, latent["samples"], settings, callback=progress)
         services.soft_empty_cache()
         result_info = {**info, "stage": 2, "degraded": False}
         return ({**latent, "samples": out, "flashvideo": result_info},)
+
+
+def _forward_floor(model, frames: int, height: int, width: int) -> int:
+    """Bytes one CFG forward of `model` at this size needs at least (memory_floor.transformer_floor)."""
+    return transformer_floor(frames, height, width, model.module.config.hidden_size, model.dtype)
+
+
+def _check_room(stage: str, model, need: int, frames: int, height: int, width: int) -> None:
+    """Raise FlashVideoInputError before sampling if the forward's least memory is not free where the
+    model now runs (ComfyUI has already been asked to make that room), naming sizes that fit."""
+    check_fits(stage, need, services.free_memory(model.device), model.device, frames, height, width)

@@ -3,12 +3,12 @@ made) and, for a given input, its plan: target size, windows and the noise step 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from .. import config
 from ..errors import FlashVideoInputError
-from ..sampling.settings import Stage2Settings, check_seed
-from .noise_rule import resolve_noise_step
+from ..sampling.settings import Stage2Settings, check_seed, offset_seed
+from .noise_rule import auto_noise_step
 from .sizing import TargetSize, format_scale, resolve_target_size
 from .windows import DEFAULT_OVERLAP, DEFAULT_WINDOW, Window, plan_windows
 
@@ -41,6 +41,10 @@ class EnhanceSettings:
     color_match: bool = False
     allow_large_upscale: bool = False
 
+    stage2: Stage2Settings = field(init=False, repr=False, compare=False)
+    """The windows' Stage II settings (for "auto", at the default step until plan_enhance resolves it),
+    made and so checked once, here."""
+
     def __post_init__(self) -> None:
         self.validate()
 
@@ -48,14 +52,15 @@ class EnhanceSettings:
         """Raise FlashVideoInputError naming the first invalid setting and its fix."""
         if self.target is not None and any(v is not None for v in (self.scale, self.size, self.long_edge)):
             raise FlashVideoInputError("give either target or one of scale / size / long_edge, not both.")
-        given = None if is_auto(self.noise_step) else _checked_step(self.noise_step)
-        self.stage2(config.DEFAULT_NOISE_STEP if given is None else given)  # checks steps, cfg, shift
+        if isinstance(self.noise_step, str) and not is_auto(self.noise_step):
+            raise FlashVideoInputError(
+                f"noise_step={self.noise_step!r} must be 'auto' or an integer 0-999 (default 675; paper 650-750)."
+            )
+        step = config.DEFAULT_NOISE_STEP if is_auto(self.noise_step) else self.noise_step
+        stage2 = Stage2Settings(noise_step=step, steps=self.steps, cfg=self.cfg, shift=self.shift)  # checks them
+        object.__setattr__(self, "stage2", stage2)
         check_seed(self.seed)
         plan_windows(self.window, self.window, self.overlap)  # the window rules, on a clip of one window
-
-    def stage2(self, noise_step: int) -> Stage2Settings:
-        """The Stage II settings of a window, at the resolved noise step."""
-        return Stage2Settings(noise_step=noise_step, steps=self.steps, cfg=self.cfg, shift=self.shift)
 
 
 @dataclass(frozen=True)
@@ -88,15 +93,12 @@ def plan_enhance(num_frames: int, in_height: int, in_width: int, settings: Enhan
             f"target {target.width}x{target.height} (WxH) is smaller than the input {in_width}x{in_height}."
         )
     windows = tuple(plan_windows(num_frames, window=settings.window, overlap=settings.overlap))
-    step = resolve_noise_step(settings.noise_step, windows[0].length, target.height, target.width)
-    source = "auto" if is_auto(settings.noise_step) else "given"
-    return EnhancePlan(num_frames, in_height, in_width, target, windows, settings.stage2(step), settings.seed,
+    stage2, source = settings.stage2, "given"
+    if is_auto(settings.noise_step):  # the rule's step, from the window length and the size
+        stage2 = replace(stage2, noise_step=auto_noise_step(windows[0].length, target.height, target.width))
+        source = "auto"
+    return EnhancePlan(num_frames, in_height, in_width, target, windows, stage2, settings.seed,
                        bool(settings.color_match), source)
-
-
-def _checked_step(noise_step) -> int:
-    """An integer noise_step setting, checked (resolve_noise_step's own rule; the size does not matter here)."""
-    return resolve_noise_step(noise_step, 1, config.PIXEL_MULTIPLE, config.PIXEL_MULTIPLE)
 
 
 def is_auto(noise_step) -> bool:
@@ -105,9 +107,10 @@ def is_auto(noise_step) -> bool:
 
 
 def window_seed(seed: int, index: int) -> int:
-    """Stage II seed of window `index`: seed + 1 + WINDOW_SEED_STRIDE x index (window 0: seed + 1, as
-    `generate` gives its Stage II); the window encodes with it and degrades with it + 1 (stage2_seeds)."""
-    return seed + 1 + WINDOW_SEED_STRIDE * index
+    """Stage II seed of window `index`: seed + 1 + WINDOW_SEED_STRIDE x index, wrapped into 0..SEED_MAX
+    (window 0: seed + 1, as `generate` gives its Stage II); the window encodes with it and degrades with
+    it + 1 (stage2_seeds)."""
+    return offset_seed(seed, 1 + WINDOW_SEED_STRIDE * index)
 
 
 def describe_plan(plan: EnhancePlan) -> str:

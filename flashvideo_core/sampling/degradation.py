@@ -44,6 +44,13 @@ def degrade_latent(
         if seed is None:
             raise FlashVideoInputError("degrade_latent needs a seed or a generator (the noise must be reproducible).")
         generator = cpu_generator(seed)
+    return add_degradation_noise(latent, noise_step, generator, scale_factor)
+
+
+def add_degradation_noise(latent: torch.Tensor, noise_step: int, generator: torch.Generator,
+                          scale_factor: float = STAGE2_SCALE_FACTOR) -> torch.Tensor:
+    """degrade_latent's formula without its checks, for callers whose latent and noise step are already
+    checked (the Stage II chain: a latent it encoded, Stage2Settings.noise_step). Same inputs and output."""
     alpha = zero_snr_alphas_cumprod()[int(noise_step)].item()
     eps = randn(tuple(latent.shape), generator, device=latent.device)  # (B, 16, T, h, w) fp32
     scaled = latent.float() * scale_factor

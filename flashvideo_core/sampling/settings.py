@@ -97,17 +97,22 @@ STAGE2_SEED_OFFSET = 1
 """generate's Stage II seed is its seed + this (Stage I uses the seed itself)."""
 
 
+def offset_seed(seed: int, offset: int) -> int:
+    """seed + offset, wrapped into 0..SEED_MAX (so a seed near the top stays a valid seed)."""
+    return (seed + offset) % (SEED_MAX + 1)
+
+
 def stage2_seeds(seed: int) -> tuple[int, int]:
-    """Stage II seed s -> (encode seed, degradation seed) = (s, s + 1).
+    """Stage II seed s -> (encode seed, degradation seed) = (s, s + 1), each wrapped into 0..SEED_MAX.
 
     The one rule shared by every Stage II run: the VAE's posterior sample is drawn from
     rng.cpu_generator(s) and the degradation noise from rng.cpu_generator(s + 1). In ComfyUI that is
     Prepare Stage II seed = s and Latent Degradation seed = s + 1; `generate --seed S` uses
     s = S + 1 (Stage I takes S); enhance window i uses s = enhance seed + 1 + 1,000,003 i.
     """
-    return seed, seed + 1
+    return seed, offset_seed(seed, 1)
 
 
 def clip_stage2_seed(seed: int) -> int:
-    """generate's Stage II seed for its seed S: S + STAGE2_SEED_OFFSET (see stage2_seeds)."""
-    return seed + STAGE2_SEED_OFFSET
+    """generate's Stage II seed for its seed S: S + STAGE2_SEED_OFFSET, wrapped (see stage2_seeds)."""
+    return offset_seed(seed, STAGE2_SEED_OFFSET)

@@ -27,7 +27,7 @@ from ..layout import check_pixel_size
 from ..progress import ProgressCallback
 from ..rng import cpu_generator
 from ..vae import AUTO, Slices, decode_latents, encode_video
-from .degradation import degrade_latent
+from .degradation import add_degradation_noise
 from .settings import Stage2Settings, check_seed, stage2_seeds
 from .stages import check_embedding, run_stage2
 
@@ -136,7 +136,7 @@ def refine_video(
     with models.use(models.vae) as vae:
         latent = video_to_stage2_latent(vae, video, height, width, encode_seed, slices, callback,
                                         models.free_bytes(model_device(vae)))
-    degraded = degrade_latent(latent, settings.noise_step, seed=degrade_seed)
+    degraded = add_degradation_noise(latent, settings.noise_step, cpu_generator(degrade_seed))
     del latent
     with models.use(models.transformer) as transformer:
         refined = run_stage2(transformer, models.cond, degraded, settings, device=device, dtype=dtype,

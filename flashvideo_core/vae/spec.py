@@ -11,9 +11,10 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from ..config import VAE_SPATIAL_COMPRESSION, VAE_TEMPORAL_COMPRESSION
 from ..errors import FlashVideoInputError
 
-SPATIAL, TEMPORAL = 8, 4
+SPATIAL, TEMPORAL = VAE_SPATIAL_COMPRESSION, VAE_TEMPORAL_COMPRESSION
 """Output pixels per latent pixel along H and W; output frames per latent frame after the first."""
 
 

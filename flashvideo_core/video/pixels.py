@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import torch
 
 from ..errors import FlashVideoInputError
+from ..layout import to_uint8
 
 
 def to_rgb_uint8(frame) -> np.ndarray:
@@ -28,7 +30,7 @@ def to_rgb_uint8(frame) -> np.ndarray:
     if array.dtype == np.uint16:
         return ((array.astype(np.uint32) + 128) // 257).astype(np.uint8)
     if np.issubdtype(array.dtype, np.floating):
-        return (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        return to_uint8(torch.from_numpy(np.ascontiguousarray(array))).numpy()  # the one float -> 8-bit rule
     raise FlashVideoInputError(f"frame dtype {array.dtype} is not supported (use uint8, uint16 or float 0-1).")
 
 

@@ -198,3 +198,16 @@ def test_single_file_t5_uses_comfyuis_bundled_tokenizer(comfy_models, tiny_weigh
     folder = N["FlashVideoT5Loader"]().load("text_encoder/", auto, "auto", "offload after use")[0]
     reference = N["FlashVideoTextEncode"]().encode(folder, "A red fox runs through fresh snow.", False)[0]
     assert torch.allclose(embeds.stage1, reference.stage1, atol=1e-5)
+
+
+def test_a_sampler_that_cannot_fit_is_refused_before_sampling(models, monkeypatch):
+    from nodes import comfy_services
+
+    stage1, _, vae, t5 = models
+    embeds = N["FlashVideoTextEncode"]().encode(t5, "A lake.", False)[0]
+    monkeypatch.setattr(comfy_services, "free_memory", lambda device: 2**10)
+    calls = []
+    monkeypatch.setattr(stage1.module, "forward", lambda *a, **k: calls.append(a))
+    with pytest.raises(FlashVideoInputError, match=r"Stage I at 48x32 \(WxH\) with 9 frames needs at least"):
+        N["FlashVideoStage1Sampler"]().sample(stage1, embeds, 0, 2, 8.0, 5.0, 9, 48, 32)
+    assert calls == []
