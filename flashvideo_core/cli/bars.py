@@ -7,6 +7,7 @@ import sys
 from tqdm import tqdm
 
 from ..progress import UNITS_PER_WINDOW, ProgressEvent
+from .interrupts import raise_if_interrupted
 
 BAR_KINDS = (("clip", "clip"), ("stage1", "steps"), ("stage2", "steps"), ("load", "mb"), ("verify", "mb"),
              ("download ", "mb"), ("encode", "share"), ("decode", "share"))
@@ -36,6 +37,7 @@ class TqdmProgress:
         self.phase = None
 
     def __call__(self, event: ProgressEvent) -> None:
+        raise_if_interrupted()  # a Ctrl-C whose KeyboardInterrupt Python dropped stops the run here
         if not self.enabled:
             return
         if event.phase != self.phase or self.bar is None or event.step < self.bar.n:

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 
 from ..errors import CheckpointError, FlashVideoInputError, NonFiniteError
 from ..weights.hub import DownloadError
 from .commands import COMMANDS
+from .interrupts import interrupts_recorded
 from .parser import build_parser
-
-
-def _interrupt_on_sigterm(signum, frame) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,11 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     files removed.
     """
     args = build_parser().parse_args(argv)
-    previous = signal.getsignal(signal.SIGTERM)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
-        return COMMANDS[args.command](args)
+        with interrupts_recorded():
+            return COMMANDS[args.command](args)
     except (FlashVideoInputError, CheckpointError, NonFiniteError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -38,6 +31,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the file being written was removed (files already finished are kept).", file=sys.stderr)
         return 130
-    finally:
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, previous)

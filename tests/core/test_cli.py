@@ -379,3 +379,20 @@ def test_enhance_refuses_a_non_utf8_prompt_clearly(tiny_weights_dir, tmp_path, c
     assert code == 2
     assert "position 2" in capsys.readouterr().err
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_a_signal_whose_keyboardinterrupt_python_dropped_still_stops_the_run():
+    """A SIGINT landing in an at-fork hook (each ffmpeg start) loses its KeyboardInterrupt: the next
+    progress event raises it again, so the run still ends with 130 and no partial file."""
+    from flashvideo_core.cli.bars import TqdmProgress
+    from flashvideo_core.cli.interrupts import interrupts_recorded
+    from flashvideo_core.progress import ProgressEvent
+
+    with interrupts_recorded():
+        try:
+            signal.raise_signal(signal.SIGTERM)
+        except KeyboardInterrupt:
+            pass  # what Python does with an exception raised inside such a hook
+        with pytest.raises(KeyboardInterrupt):
+            TqdmProgress(enabled=False)(ProgressEvent("stage2", 1, 4))
+    TqdmProgress(enabled=False)(ProgressEvent("stage2", 1, 4))  # outside a run: nothing pending
