@@ -30,6 +30,17 @@ def transformer_to_latent(hidden: torch.Tensor) -> torch.Tensor:
     return hidden.permute(0, 2, 1, 3, 4)
 
 
+def video_to_frames(video: torch.Tensor) -> torch.Tensor:
+    """Video (B, C, F, H, W) -> frames as one batch (B*F, C, H, W), the layout 2D ops (interpolate, pad)
+    take; a view whenever the strides allow (always for B = 1)."""
+    return video.transpose(1, 2).flatten(0, 1)
+
+
+def frames_to_video(frames: torch.Tensor, batch: int) -> torch.Tensor:
+    """video_to_frames' inverse: (B*F, C, H, W) -> (B, C, F, H, W), a view."""
+    return frames.unflatten(0, (batch, -1)).transpose(1, 2)
+
+
 def image_to_video(images: torch.Tensor) -> torch.Tensor:
     """ComfyUI IMAGE (F, H, W, 3) in [0, 1] -> video (1, 3, F, H, W) in [-1, 1], float32."""
     check_image(images, "images")

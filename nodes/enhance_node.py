@@ -13,7 +13,18 @@ from flashvideo_core.sampling.settings import SEED_MAX
 from flashvideo_core.sampling.stage2_chain import Stage2Models
 
 from . import comfy_services as services
-from .common import CATEGORY, EMBEDS, FRAME_STEP, MAX_EDGE, SIZE_STEP, STAGE2, VAE, latent_preview_fn
+from .common import (
+    CATEGORY,
+    EMBEDS,
+    FRAME_STEP,
+    MAX_EDGE,
+    SIZE_STEP,
+    STAGE2,
+    VAE,
+    check_widgets,
+    core_check,
+    latent_preview_fn,
+)
 
 TARGETS = ["1080p", "720p", "2K", "x2", "x4", "long edge"]
 FRAME_MB = {name: image_frame_bytes(*size) / 2**20 for name, size in NAMED_SIZES.items()}
@@ -76,6 +87,17 @@ class FlashVideoEnhanceImages:
                          "as the CLI's `enhance --seed` does, so both give the same frames."}),
             }
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, window=None, overlap=None, long_edge=None):
+        """True, or the core's message (EnhanceSettings) for a window that is not 4k+1, an overlap that is
+        not less than it or an odd long edge; ComfyUI's own range check is redone for the inputs named."""
+        checks = (check_widgets(cls, window=window, overlap=overlap, long_edge=long_edge),
+                  core_check(EnhanceSettings, window=window, overlap=overlap),
+                  True if long_edge is None or long_edge % 2 == 0 else
+                  f"long_edge={long_edge} must be even (H.264 video needs even sizes); use {long_edge - 1} or "
+                  f"{long_edge + 1}.")
+        return next((c for c in checks if c is not True), True)
 
     def enhance(self, model, vae, embeds, images, target, long_edge, auto_noise, noise_step, steps, cfg, shift,
                 window, overlap, color_match, seed):

@@ -11,7 +11,6 @@ The models come as a sampling.stage2_chain.Stage2Models bundle, or as any `Refin
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import config, devices
+from .. import devices
 from ..checkpoint import transformer_width
 from ..errors import FlashVideoInputError
 from ..layout import checked_images, to_uint8
@@ -30,11 +29,10 @@ from ..text.encoder import check_prompt
 from ..vae import AUTO, Slices
 from ..video import VideoInfo, check_output_path, iter_frames, probe_video, to_rgb_uint8, write_video
 from ..weights import loaders
+from .models import load_stage2_models
 from .plan import EnhancePlan, EnhanceSettings, plan_enhance
 from .sizing import image_frame_bytes
 from .stream import Refine, enhance_stream, stage2_refiner
-
-logger = logging.getLogger(__name__)
 
 OUTPUT_RAM_FRACTION = 0.8
 """Largest share of the free RAM an IMAGE output may take; the rest is for the window's working memory."""
@@ -137,21 +135,6 @@ def enhance_video_file(
     frames = _uint8_stream(iter_frames(info.path, info), plan, refine, callback)
     return write_video(target_path, frames, fps=info.fps, audio_from=info.path if info.has_audio else None,
                        overwrite=overwrite)
-
-
-def load_stage2_models(weights: loaders.WeightPaths, prompt: str, stage2_prefix: bool, device: torch.device,
-                       dtype: torch.dtype, callback: ProgressCallback | None = None) -> Stage2Models:
-    """Encode `prompt` for Stage II with T5 (then released), load Stage II and the VAE: a Stage2Models."""
-    encoder = loaders.load_text_encoder(weights.text_encoder, weights.tokenizer, device=device, dtype=dtype,
-                                        callback=callback)
-    embeds = encoder.encode(prompt, stage2_prefix=stage2_prefix)
-    if embeds.stage2_truncated:  # Stage II's text, with the prefix when it is on
-        logger.warning("the prompt had %d tokens; %d beyond %d were cut.", embeds.num_tokens,
-                       embeds.stage2_truncated, config.TEXT_TOKENS)
-    del encoder
-    transformer = loaders.load_stage2(weights.stage2, device=device, dtype=dtype, callback=callback)
-    vae = loaders.load_vae(weights.vae, device=device, dtype=dtype, callback=callback)
-    return Stage2Models(transformer, vae, embeds.stage2)
 
 
 def check_window_fits(plan: EnhancePlan, hidden: int, device, dtype: torch.dtype,

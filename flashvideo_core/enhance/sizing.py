@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from ..config import PIXEL_MULTIPLE
 from ..errors import FlashVideoInputError
+from ..layout import frames_to_video, video_to_frames
 
 NAMED_SIZES: dict[str, tuple[int, int]] = {"720p": (720, 1280), "1080p": (1080, 1920), "2K": (1440, 2560)}
 """Paper Table 5 sizes as (height, width) for landscape input; the long edge is what a name fixes."""
@@ -137,8 +138,7 @@ def fit_frames(video: torch.Tensor, target: TargetSize) -> torch.Tensor:
     the last row/column up to the work size. Frames become the batch interpolate works on through
     views (no copy for B = 1 beyond the resized output itself), and the result is a view of that.
     """
-    b, c, f = video.shape[:3]
-    frames = video.transpose(1, 2).flatten(0, 1)  # (B*F, 3, h, w)
+    frames = video_to_frames(video)  # (B*F, 3, h, w)
     if tuple(frames.shape[-2:]) != (target.height, target.width):
         frames = F.interpolate(
             frames.float(), size=(target.height, target.width), mode="bilinear", antialias=True, align_corners=False
@@ -146,7 +146,7 @@ def fit_frames(video: torch.Tensor, target: TargetSize) -> torch.Tensor:
     pad_h, pad_w = target.work_height - target.height, target.work_width - target.width
     if pad_h or pad_w:
         frames = F.pad(frames, (0, pad_w, 0, pad_h), mode="replicate")
-    return frames.unflatten(0, (b, f)).transpose(1, 2)
+    return frames_to_video(frames, video.shape[0])
 
 
 def crop_to_target(video: torch.Tensor, target: TargetSize) -> torch.Tensor:

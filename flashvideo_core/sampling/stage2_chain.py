@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from .. import devices
 from ..devices import model_device
-from ..layout import check_pixel_size
+from ..layout import check_pixel_size, frames_to_video, video_to_frames
 from ..progress import ProgressCallback
 from ..rng import cpu_generator
 from ..vae import AUTO, Slices, decode_latents, encode_video
@@ -45,10 +45,9 @@ def resize_video(video: torch.Tensor, height: int, width: int) -> torch.Tensor:
     batch, channels, frames, _, _ = video.shape
     out = torch.empty(batch, channels, frames, height, width)
     for start in range(0, frames, RESIZE_BATCH):
-        chunk = video[:, :, start : start + RESIZE_BATCH].float()
-        flat = chunk.transpose(1, 2).reshape(-1, channels, *chunk.shape[-2:])  # (B*f, 3, H, W)
-        resized = F.interpolate(flat, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
-        out[:, :, start : start + chunk.shape[2]] = resized.reshape(batch, -1, channels, height, width).transpose(1, 2)
+        chunk = video_to_frames(video[:, :, start : start + RESIZE_BATCH].float())  # (B*f, 3, H, W)
+        resized = F.interpolate(chunk, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+        out[:, :, start : start + RESIZE_BATCH] = frames_to_video(resized, batch)
     return out
 
 

@@ -11,7 +11,7 @@ from .. import config
 from ..devices import model_device, model_dtype
 from ..errors import FlashVideoInputError
 from ..finite import check_finite, checked_model_calls
-from ..layout import check_latent, latent_frames
+from ..layout import check_latent, latent_frames, transformer_to_latent
 from ..progress import ProgressCallback, ProgressEvent
 from ..rng import cpu_generator, randn
 from .guidance import stage1_denoiser, stage2_velocity
@@ -37,7 +37,7 @@ def check_embedding(cond: torch.Tensor, model, name: str = "prompt embedding", b
 
 
 def _check_stage(model, stage: int) -> None:
-    is_stage2 = bool(getattr(model.config, "stage2_extras", False))
+    is_stage2 = bool(model.config.stage2_extras)
     if (stage == 2) != is_stage2:
         given = "Stage II" if is_stage2 else "Stage I"
         wanted = "Stage II" if stage == 2 else "Stage I"
@@ -97,12 +97,12 @@ def run_stage1(
     spatial = config.VAE_SPATIAL_COMPRESSION
     shape = (1, latent_frames(settings.num_frames), config.LATENT_CHANNELS, settings.height // spatial,
              settings.width // spatial)
-    noise = randn(shape, generator, device=device).permute(0, 2, 1, 3, 4).contiguous()  # (1, 16, T, h, w)
+    noise = transformer_to_latent(randn(shape, generator, device=device)).contiguous()  # (1, 16, T, h, w)
     check_finite(cond, "Stage I: the prompt embedding", "Check the T5 weights (a damaged file) and the prompt.")
     denoise = checked_model_calls(stage1_denoiser(
         model, cond, alphas.denoiser, settings.cfg, settings.cfg_exponent, config.STAGE1_STEPS,
         dynamic_cfg=settings.dynamic_cfg,
-    ), "Stage I", getattr(model, "source_file", None))
+    ), "Stage I", model.source_file)
     with torch.no_grad():
         x0 = sample_dpmpp_2m_v(
             denoise, noise, timesteps, alphas.sampler, generator,
@@ -144,7 +144,7 @@ def run_stage2(
     z = (latent.to(device).float() * config.STAGE2_SCALE_FACTOR).to(working)
     velocity = checked_model_calls(
         stage2_velocity(model, cond, settings.cfg, settings.noise_step, time_dtype), "Stage II",
-        getattr(model, "source_file", None),
+        model.source_file,
     )
     with torch.no_grad():
         z = sample_euler_flow(velocity, z, grid, _preview_in_raw_space(callback, config.STAGE2_SCALE_FACTOR),

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..devices import model_device, model_dtype
 from ..errors import FlashVideoInputError
-from ..layout import check_latent, check_num_frames, check_pixel_size, latent_frames, pixel_frames
+from ..layout import check_latent, check_num_frames, check_pixel_size, latent_frames, pixel_frames, video_to_image
 from ..progress import ProgressCallback, report
 from ..rng import randn
 from .retry import encode_with_auto_slices, with_auto_slices
@@ -260,4 +260,4 @@ def decode_preview_frame(vae, latents: torch.Tensor, frame: int = 0, max_size: i
     device, dtype = model_device(vae), model_dtype(vae)
     with torch.no_grad():
         pixels, _ = vae.decoder(z.to(device, dtype))
-    return ((pixels[0, :, 0].float().cpu().permute(1, 2, 0) + 1.0) / 2.0).clamp(0.0, 1.0)
+    return video_to_image(pixels[:1, :, :1].float().cpu())[0]  # (H, W, 3) in [0, 1]

@@ -19,6 +19,8 @@ S1, S2 = config.STAGE1_SCALE_FACTOR, config.STAGE2_SCALE_FACTOR
 class FakeModel(torch.nn.Module):
     """Records calls; out = `value` for the conditional half (text != 0) and 0 for the unconditional one."""
 
+    source_file = None
+
     def __init__(self, stage2=False, value=0.0, dtype=torch.float32):
         super().__init__()
         self.p = torch.nn.Parameter(torch.zeros((), dtype=dtype))

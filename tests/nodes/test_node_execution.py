@@ -211,3 +211,12 @@ def test_a_sampler_that_cannot_fit_is_refused_before_sampling(models, monkeypatc
     with pytest.raises(FlashVideoInputError, match=r"Stage I at 48x32 \(WxH\) with 9 frames needs at least"):
         N["FlashVideoStage1Sampler"]().sample(stage1, embeds, 0, 2, 8.0, 5.0, 9, 48, 32)
     assert calls == []
+
+
+def test_enhance_window_settings_are_named_at_validation():
+    enhance = N["FlashVideoEnhanceImages"]
+    assert validate_like_comfyui(enhance, {"window": 49, "overlap": 8, "long_edge": 1920}) is True
+    assert "window=50 is not a frame count of the form 4k+1" in validate_like_comfyui(enhance, {"window": 50})
+    assert "overlap=9 must be an integer from 0 to 8" in validate_like_comfyui(enhance, {"window": 9, "overlap": 9})
+    assert "long_edge=1001 must be even" in validate_like_comfyui(enhance, {"long_edge": 1001})
+    assert "window=3 is outside 5..257" in validate_like_comfyui(enhance, {"window": 3})
