@@ -47,8 +47,8 @@ budget_mb, buffer_output = int(sys.argv[1]), sys.argv[2] == "buffer"
 if budget_mb:
     flashvideo_core.devices.free_memory = lambda device: budget_mb * 2**20
 if buffer_output:  # the regression this benchmark must catch: every output frame held until the end
-    streamed = flashvideo_core.enhance.run._stream
-    flashvideo_core.enhance.run._stream = lambda *args: iter([frame.clone() for frame in streamed(*args)])
+    streamed = flashvideo_core.enhance.run.enhance_stream
+    flashvideo_core.enhance.run.enhance_stream = lambda *args: iter([frame.clone() for frame in streamed(*args)])
 code = main(sys.argv[3:])
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print("PEAK_KB", peak // 1024 if sys.platform == "darwin" else peak)
@@ -105,7 +105,7 @@ def main() -> int:
     args = parser.parse_args()
     height, width = (int(v) for v in args.size.lower().split("x"))
 
-    from flashvideo_core.enhance.run import plan_enhance
+    from flashvideo_core.enhance.plan import EnhanceSettings, plan_enhance
     from flashvideo_core.enhance.sizing import image_frame_bytes
     from flashvideo_core.video import probe_video
     from flashvideo_core.weights.tiny import write_tiny_weights
@@ -122,7 +122,8 @@ def main() -> int:
             info = probe_video(out)
             if info.num_frames != frames or not info.has_audio:
                 raise SystemExit(f"{out}: {info.num_frames} frames, audio={info.has_audio}; expected {frames}, audio")
-            plan = plan_enhance(frames, height, width, scale=args.scale, window=args.window, overlap=args.overlap)
+            settings = EnhanceSettings(scale=args.scale, window=args.window, overlap=args.overlap)
+            plan = plan_enhance(frames, height, width, settings)
             rows.append((frames, len(plan.windows), info.height, info.width, seconds, peak_kb / 1024))
 
     budget = f"{args.vae_budget_mb} MB" if args.vae_budget_mb else "the free memory"
