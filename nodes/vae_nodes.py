@@ -15,11 +15,16 @@ from flashvideo_core.layout import (
 from flashvideo_core.sampling.settings import SEED_MAX
 from flashvideo_core.sampling.stage2_chain import video_to_stage2_latent
 from flashvideo_core.vae import AUTO, UNSLICED, SliceSpec, decode_latents
+from flashvideo_core.vae.cost import MIN_TILE
 
 from . import comfy_services as services
 from .common import CATEGORY, MAX_EDGE, SIZE_STEP, VAE, check_widgets, core_check
 
 SLICE_MODES = ["auto", "manual", "off"]
+OFFICIAL_SLICES = SliceSpec()
+"""The official decode's slicing (2-latent-frame chunks; tiles overlap by 8 latent pixels when tiled)."""
+MANUAL_TILE = 64
+"""The manual tile edge offered first, in latent pixels (512 video pixels)."""
 
 
 class FlashVideoVAEDecode:
@@ -42,13 +47,13 @@ class FlashVideoVAEDecode:
                 "slicing": (SLICE_MODES, {"default": "auto", "tooltip":
                             "auto: picks slices from free memory and retries smaller after out-of-memory. "
                             "manual: the sizes below. off: one pass (needs a lot of memory at 1080p)."}),
-                "chunk_frames": ("INT", {"default": 2, "min": 2, "max": 64, "step": 2, "tooltip":
-                                 "manual: latent frames per temporal chunk (even; 1 latent frame = 4 video frames). "
-                                 "Official: 2."}),
-                "tile_size": ("INT", {"default": 64, "min": 8, "max": 512, "step": 2, "tooltip":
+                "chunk_frames": ("INT", {"default": OFFICIAL_SLICES.chunk_frames, "min": 2, "max": 64, "step": 2,
+                                 "tooltip": "manual: latent frames per temporal chunk (even; 1 latent frame = 4 video "
+                                            "frames). Official: 2."}),
+                "tile_size": ("INT", {"default": MANUAL_TILE, "min": MIN_TILE, "max": 512, "step": 2, "tooltip":
                               "manual: tile edge in latent pixels (x8 for video pixels); a tile at least as large as "
                               "the latent means no tiling."}),
-                "tile_overlap": ("INT", {"default": 8, "min": 0, "max": 128, "tooltip":
+                "tile_overlap": ("INT", {"default": OFFICIAL_SLICES.overlap, "min": 0, "max": 128, "tooltip":
                                  "manual: latent pixels shared by neighbouring tiles, blended linearly (no seams)."}),
             }
         }
