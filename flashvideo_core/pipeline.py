@@ -153,11 +153,12 @@ def _check_memory_floor(settings: GenerateSettings, weights, device: torch.devic
     """Refuse, before any model loads, sizes whose least memory (memory_floor) exceeds what is free."""
     free_device, free_ram = free_memory(device), free_memory("cpu")
     frames = settings.stage1.num_frames
-    sizes = [("Stage I", weights.stage1, settings.stage1.height, settings.stage1.width)]
+    sizes = [("Stage I", weights.stage1, settings.stage1.height, settings.stage1.width, settings.stage1)]
     if not settings.preview_only:
-        sizes.append(("Stage II", weights.stage2, settings.stage2_height, settings.stage2_width))
-    for stage, path, height, width in sizes:
-        need = transformer_floor(frames, height, width, transformer_width(path), dtype)
+        sizes.append(("Stage II", weights.stage2, settings.stage2_height, settings.stage2_width, settings.stage2))
+    for stage, path, height, width, knobs in sizes:
+        batch = 1 if knobs.sequential_cfg else 2  # the CFG batch of one model call
+        need = transformer_floor(frames, height, width, transformer_width(path), dtype, batch)
         check_fits(stage, need, free_device, device, frames, height, width)
         check_fits(f"{stage}'s decoded video", video_floor(frames, height, width), free_ram, "cpu", frames, height,
                    width)

@@ -25,6 +25,11 @@ FRAME_STEP = config.VAE_TEMPORAL_COMPRESSION
 """Frame-count widgets step by this (4k+1 counts)."""
 MAX_EDGE = config.MAX_PIXEL_EDGE
 
+SEQUENTIAL_CFG = ("BOOLEAN", {"default": False, "tooltip":
+                  "Run the two guidance halves (with and without the prompt) one after the other instead of as one "
+                  "batch of 2: the same result, about half the activation memory, a little slower."})
+"""An optional widget of the samplers and Enhance: sampling.settings' sequential_cfg."""
+
 PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
 PRECISION_TIP = "auto = bf16 on a GPU (the official precision), fp32 on the CPU. fp16 is not recommended for T5."
 OFFLOAD_MODES = ["offload after use", "keep on device"]

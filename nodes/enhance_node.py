@@ -18,6 +18,7 @@ from .common import (
     EMBEDS,
     FRAME_STEP,
     MAX_EDGE,
+    SEQUENTIAL_CFG,
     SIZE_STEP,
     STAGE2,
     VAE,
@@ -85,7 +86,8 @@ class FlashVideoEnhanceImages:
                 "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "tooltip":
                          "Seeds encode and noise: window i uses seed + 1 + 1000003 i (then + 1 for its noise), "
                          "as the CLI's `enhance --seed` does, so both give the same frames."}),
-            }
+            },
+            "optional": {"sequential_cfg": SEQUENTIAL_CFG},
         }
 
     @classmethod
@@ -100,13 +102,14 @@ class FlashVideoEnhanceImages:
         return next((c for c in checks if c is not True), True)
 
     def enhance(self, model, vae, embeds, images, target, long_edge, auto_noise, noise_step, steps, cfg, shift,
-                window, overlap, color_match, seed):
+                window, overlap, color_match, seed, sequential_cfg=False):
         """IMAGE (F, H, W, C) in 0..1 (or uint8) -> (IMAGE (F, H', W', 3) in 0..1 at the target size,); same F."""
         images = checked_images(images)  # NaN/Inf and 0..255 floats refused before any model work
         choice = {"scale": int(target[1:])} if target.startswith("x") else (
             {"long_edge": long_edge} if target == "long edge" else {"size": target})
         settings = EnhanceSettings(**choice, noise_step="auto" if auto_noise else noise_step, steps=steps, cfg=cfg,
-                                   shift=shift, seed=seed, window=window, overlap=overlap, color_match=color_match)
+                                   shift=shift, seed=seed, window=window, overlap=overlap, color_match=color_match,
+                                   sequential_cfg=sequential_cfg)
         handles = {id(model.module): model, id(vae.module): vae}
         models = Stage2Models(model.module, vae.module, embeds.stage2, use=lambda module: handles[id(module)].active(),
                               free_memory=services.free_memory)  # one model on the GPU at a time

@@ -18,6 +18,7 @@ from .common import (
     CATEGORY,
     EMBEDS,
     FRAME_STEP,
+    SEQUENTIAL_CFG,
     SIZE_STEP,
     STAGE1,
     STAGE2,
@@ -106,7 +107,7 @@ class FlashVideoStage1Sampler:
                 "height": ("INT", {"default": config.STAGE1_HEIGHT, "min": SIZE_STEP, "max": 4096, "step": SIZE_STEP,
                            "tooltip": "Multiple of 16. Trained at 256 (270 floored to 16, as the official code)."}),
             },
-            "optional": {"vae": (VAE, {"tooltip": VAE_PREVIEW_TIP})},
+            "optional": {"vae": (VAE, {"tooltip": VAE_PREVIEW_TIP}), "sequential_cfg": SEQUENTIAL_CFG},
         }
 
     @classmethod
@@ -117,11 +118,12 @@ class FlashVideoStage1Sampler:
                   core_check(Stage1Settings, num_frames=frames, width=width, height=height))
         return next((c for c in checks if c is not True), True)
 
-    def sample(self, model, embeds, seed, steps, cfg, cfg_exponent, frames, width, height, vae=None):
+    def sample(self, model, embeds, seed, steps, cfg, cfg_exponent, frames, width, height, vae=None,
+               sequential_cfg=False):
         """Embeds -> (LATENT {"samples": RAW (1, 16, (frames-1)/4+1, height/8, width/8), "flashvideo": info},)."""
         settings = Stage1Settings(num_frames=frames, height=height, width=width, steps=steps, cfg=cfg,
-                                  cfg_exponent=cfg_exponent)
-        need = _forward_floor(model, frames, height, width)
+                                  cfg_exponent=cfg_exponent, sequential_cfg=sequential_cfg)
+        need = _forward_floor(model, settings.sequential_cfg, frames, height, width)
         progress = services.Progress(latent_preview_fn(vae))
         with model.active(memory_required=need):
             _check_room("Stage I", model, need, frames, height, width)
@@ -190,10 +192,10 @@ class FlashVideoStage2Sampler:
                 "solver": (["euler", "heun"], {"default": "euler", "tooltip":
                            "euler: the paper's sampler, one model call per step. heun: 2nd order, two calls."}),
             },
-            "optional": {"vae": (VAE, {"tooltip": VAE_PREVIEW_TIP})},
+            "optional": {"vae": (VAE, {"tooltip": VAE_PREVIEW_TIP}), "sequential_cfg": SEQUENTIAL_CFG},
         }
 
-    def sample(self, model, embeds, latent, steps, cfg, shift, solver, vae=None):
+    def sample(self, model, embeds, latent, steps, cfg, shift, solver, vae=None, sequential_cfg=False):
         """Degraded LATENT (B, 16, T, h, w) -> (Stage II LATENT of the same shape,)."""
         check_latent(latent["samples"], "latent")
         info = flashvideo_info(latent)
@@ -202,10 +204,11 @@ class FlashVideoStage2Sampler:
                 "This latent was not degraded: connect FlashVideo Latent Degradation between Prepare Stage II "
                 "and the Stage II Sampler (it records the noise step Stage II must be told)."
             )
-        settings = Stage2Settings(noise_step=info["noise_step"], steps=steps, cfg=cfg, shift=shift, solver=solver)
+        settings = Stage2Settings(noise_step=info["noise_step"], steps=steps, cfg=cfg, shift=shift, solver=solver,
+                                  sequential_cfg=sequential_cfg)
         _, _, frames, height, width = latent["samples"].shape
         size = (pixel_frames(frames), height * config.VAE_SPATIAL_COMPRESSION, width * config.VAE_SPATIAL_COMPRESSION)
-        need = _forward_floor(model, *size)
+        need = _forward_floor(model, settings.sequential_cfg, *size)
         progress = services.Progress(latent_preview_fn(vae))
         with model.active(memory_required=need):
             _check_room("Stage II", model, need, *size)
@@ -215,9 +218,11 @@ class FlashVideoStage2Sampler:
         return ({**latent, "samples": out, "flashvideo": result_info},)
 
 
-def _forward_floor(model, frames: int, height: int, width: int) -> int:
-    """Bytes one CFG forward of `model` at this size needs at least (memory_floor.transformer_floor)."""
-    return transformer_floor(frames, height, width, model.module.config.hidden_size, model.dtype)
+def _forward_floor(model, sequential_cfg: bool, frames: int, height: int, width: int) -> int:
+    """Bytes one model call at this size needs at least (memory_floor.transformer_floor; batch 1 when the
+    CFG halves run one after the other)."""
+    batch = 1 if sequential_cfg else 2
+    return transformer_floor(frames, height, width, model.module.config.hidden_size, model.dtype, batch)
 
 
 def _check_room(stage: str, model, need: int, frames: int, height: int, width: int) -> None:

@@ -153,6 +153,7 @@ def _stage1(g: Graph, ids: dict, embeds: int, pos=(830, 0)) -> int:
         "seed": SEED, "steps": config.STAGE1_STEPS, "cfg": config.STAGE1_CFG,
         "cfg_exponent": config.STAGE1_CFG_EXPONENT,
         "frames": config.DEFAULT_NUM_FRAMES, "width": config.STAGE1_WIDTH, "height": config.STAGE1_HEIGHT,
+        "sequential_cfg": False,
     }, size=(340, 300))
     g.link(ids["stage1"], "stage1_model", node, "model")
     g.link(embeds, "embeds", node, "embeds")
@@ -188,7 +189,8 @@ def _stage2_branch(g: Graph, ids: dict, embeds: int, prepared: int, x: int, y: i
                      size=(320, 130))
     g.link(prepared, "latent", degraded, "latent")
     sampler = g.add("FlashVideoStage2Sampler", (x + 350, y), {"steps": steps, "cfg": cfg, "shift": config.STAGE2_SHIFT,
-                                                              "solver": "euler"}, size=(340, 230))
+                                                              "solver": "euler", "sequential_cfg": False},
+                  size=(340, 230))
     g.link(ids["stage2"], "stage2_model", sampler, "model")
     g.link(embeds, "embeds", sampler, "embeds")
     g.link(degraded, "degraded_latent", sampler, "latent")
@@ -249,7 +251,7 @@ def enhance_video_file() -> Graph:
     enhance = g.add("FlashVideoEnhanceImages", (1020, 0), {
         "target": "1080p", "long_edge": 1920, "auto_noise": True, "noise_step": config.DEFAULT_NOISE_STEP,
         "steps": config.STAGE2_STEPS, "cfg": config.STAGE2_CFG, "shift": config.STAGE2_SHIFT, "window": DEFAULT_WINDOW,
-        "overlap": DEFAULT_OVERLAP, "color_match": False, "seed": 0}, size=(360, 480))
+        "overlap": DEFAULT_OVERLAP, "color_match": False, "seed": 0, "sequential_cfg": False}, size=(360, 480))
     g.link(ids["stage2"], "stage2_model", enhance, "model")
     g.link(ids["vae"], "vae", enhance, "vae")
     g.link(embeds, "embeds", enhance, "embeds")

@@ -58,10 +58,11 @@ def _cmd_generate(args) -> int:
     base = tiny_generate_settings() if tiny else GenerateSettings()
     with _named_stage("Stage I (--frames, --height, --width, --steps, --cfg, --cfg-exponent)"):
         stage1 = with_overrides(base.stage1, num_frames=args.frames, height=args.height, width=args.width,
-                                steps=args.steps, cfg=args.cfg, cfg_exponent=args.cfg_exponent)
+                                steps=args.steps, cfg=args.cfg, cfg_exponent=args.cfg_exponent,
+                                sequential_cfg=args.sequential_cfg or None)
     with _named_stage("Stage II (--noise-step, --stage2-steps, --stage2-cfg, --shift)"):
         stage2 = with_overrides(base.stage2, noise_step=args.noise_step, steps=args.stage2_steps,
-                                cfg=args.stage2_cfg, shift=args.shift)
+                                cfg=args.stage2_cfg, shift=args.shift, sequential_cfg=args.sequential_cfg or None)
     settings = with_overrides(
         base, stage1=stage1, stage2=stage2, stage2_height=args.stage2_height, stage2_width=args.stage2_width,
         seed=args.seed, fps=args.fps, device=args.device, precision=args.precision,
@@ -128,7 +129,7 @@ def _cmd_enhance(args) -> int:
     settings = EnhanceSettings(
         scale=args.scale, size=args.size, long_edge=args.long_edge, noise_step=noise, steps=args.steps, cfg=args.cfg,
         shift=args.shift, seed=args.seed, window=args.window, overlap=args.overlap, color_match=args.color_match,
-        allow_large_upscale=args.force,
+        allow_large_upscale=args.force, sequential_cfg=args.sequential_cfg,
     )
     progress = TqdmProgress(enabled=not args.quiet)
 

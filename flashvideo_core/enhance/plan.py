@@ -40,6 +40,8 @@ class EnhanceSettings:
     overlap: int = DEFAULT_OVERLAP
     color_match: bool = False
     allow_large_upscale: bool = False
+    sequential_cfg: bool = False
+    """The guidance halves as two batch-1 calls (sampling.settings.Stage2Settings.sequential_cfg)."""
 
     stage2: Stage2Settings = field(init=False, repr=False, compare=False)
     """The windows' Stage II settings (for "auto", at the default step until plan_enhance resolves it),
@@ -57,7 +59,8 @@ class EnhanceSettings:
                 f"noise_step={self.noise_step!r} must be 'auto' or an integer 0-999 (default 675; paper 650-750)."
             )
         step = config.DEFAULT_NOISE_STEP if is_auto(self.noise_step) else self.noise_step
-        stage2 = Stage2Settings(noise_step=step, steps=self.steps, cfg=self.cfg, shift=self.shift)  # checks them
+        stage2 = Stage2Settings(noise_step=step, steps=self.steps, cfg=self.cfg, shift=self.shift,
+                                sequential_cfg=bool(self.sequential_cfg))  # checks them
         object.__setattr__(self, "stage2", stage2)
         check_seed(self.seed)
         plan_windows(self.window, self.window, self.overlap)  # the window rules, on a clip of one window

@@ -149,7 +149,8 @@ def check_window_fits(plan: EnhancePlan, hidden: int, device, dtype: torch.dtype
     device = torch.device(device)
     free_memory = free_memory or devices.free_memory
     frames, height, width = plan.windows[0].length, plan.target.work_height, plan.target.work_width
-    check_fits("Stage II (one enhance window)", transformer_floor(frames, height, width, hidden, dtype),
+    batch = 1 if plan.stage2.sequential_cfg else 2
+    check_fits("Stage II (one enhance window)", transformer_floor(frames, height, width, hidden, dtype, batch),
                free_memory(device), device, frames, height, width)
     check_fits("a decoded enhance window", video_floor(frames, height, width), devices.free_memory("cpu"), "cpu",
                frames, height, width)

@@ -42,6 +42,17 @@ def _text_pairs(cond: torch.Tensor, dtype: torch.dtype, cond_first: bool) -> Cal
     return texts_for
 
 
+def _cfg_forward(model, hidden: torch.Tensor, text: torch.Tensor, timestep: torch.Tensor, sequential: bool,
+                 **extra: torch.Tensor) -> torch.Tensor:
+    """model on the CFG batch (2B, ...): one batch-2B call, or with `sequential` two batch-B calls (the first
+    half, then the second; the same values, about half the activation memory) concatenated."""
+    if not sequential:
+        return model(hidden, text, timestep, **extra)
+    halves = zip(hidden.chunk(2), text.chunk(2), timestep.chunk(2), *(v.chunk(2) for v in extra.values()),
+                 strict=True)
+    return torch.cat([model(h, x, t, **dict(zip(extra, rest, strict=True))) for h, x, t, *rest in halves])
+
+
 def stage1_denoiser(
     model,
     cond: torch.Tensor,
@@ -50,6 +61,7 @@ def stage1_denoiser(
     cfg_exponent: float = STAGE1_CFG_EXPONENT,
     num_steps: int = STAGE1_STEPS,
     dynamic_cfg: bool = True,
+    sequential_cfg: bool = False,
 ) -> Callable[[torch.Tensor, int], torch.Tensor]:
     """denoise(x, t) -> guided x0, for the DPM++ sampler.
 
@@ -59,7 +71,7 @@ def stage1_denoiser(
     model's dtype and the timestep t as an fp32 tensor (the official code builds it from the fp32 latent,
     so 999 stays 999 even in bf16). v-prediction: x0 = sqrt(a_t) x - sqrt(1 - a_t) v, in fp32; then
     x0 = x0_u + s_t (x0_c - x0_u) with s_t = dynamic_cfg_scale(t, cfg, cfg_exponent, num_steps, dynamic_cfg).
-    Returns fp32 (B, C, T, h, w).
+    Returns fp32 (B, C, T, h, w). sequential_cfg: the two halves as two calls (_cfg_forward).
     """
     dtype = model_dtype(model)
     texts_for = _text_pairs(cond, dtype, cond_first=False)  # [zeros, cond]
@@ -68,7 +80,8 @@ def stage1_denoiser(
         x_pair = torch.cat([x, x]).float()  # (2B, C, T, h, w)
         timestep = torch.full((2 * x.shape[0],), float(t), device=x.device, dtype=torch.float32)
         with torch.no_grad():
-            v = transformer_to_latent(model(latent_to_transformer(x_pair).to(dtype), texts_for(x), timestep)).float()
+            hidden = latent_to_transformer(x_pair).to(dtype)
+            v = transformer_to_latent(_cfg_forward(model, hidden, texts_for(x), timestep, sequential_cfg)).float()
         a = float(alphas_cumprod[t])
         x0_u, x0_c = (a**0.5 * x_pair - (1.0 - a) ** 0.5 * v).chunk(2)
         scale = dynamic_cfg_scale(t, cfg, cfg_exponent, num_steps, dynamic=dynamic_cfg)
@@ -83,6 +96,7 @@ def stage2_velocity(
     cfg: float = STAGE2_CFG,
     noise_step: int = DEFAULT_NOISE_STEP,
     working_dtype: torch.dtype | None = None,
+    sequential_cfg: bool = False,
 ) -> Callable[[torch.Tensor, float], torch.Tensor]:
     """velocity(z, t) -> guided dz/dt, for the Euler sampler.
 
@@ -94,6 +108,7 @@ def stage2_velocity(
     torch.full((2B,), noise_step, dtype=working_dtype), so in bf16 675 arrives as 676.0
     and the timesteps are bf16-rounded exactly as in the official bf16 runs; fp32 keeps them (nearly) exact.
     v = v_u + cfg (v_c - v_u), computed and returned in z's dtype, (B, C, T, h, w).
+    sequential_cfg: the two halves as two calls (_cfg_forward).
     """
     dtype = model_dtype(model)
     time_dtype = working_dtype or dtype
@@ -105,7 +120,8 @@ def stage2_velocity(
         timestep = stage2_model_timestep(torch.full((2 * batch,), float(t), device=z.device, dtype=time_dtype))
         step = torch.full((2 * batch,), noise_step, device=z.device, dtype=time_dtype)
         with torch.no_grad():
-            v = transformer_to_latent(model(hidden, texts_for(z), timestep, noise_step=step)).to(z.dtype)
+            out = _cfg_forward(model, hidden, texts_for(z), timestep, sequential_cfg, noise_step=step)
+            v = transformer_to_latent(out).to(z.dtype)
         v_c, v_u = v.chunk(2)
         return v_u + cfg * (v_c - v_u)
 

@@ -42,6 +42,8 @@ class Stage1Settings:
     """Stage I text-to-video: frames (4k+1), size (multiples of 16), DPM++ steps and dynamic CFG.
 
     dynamic_cfg=False gives a constant `cfg`; schedule "official" (SAT alpha tables) or "diffusers".
+    sequential_cfg: the conditional and unconditional halves as two batch-1 calls (same result, about
+    half the activation memory; off: one batch-2 call, the official way).
     """
 
     num_frames: int = config.DEFAULT_NUM_FRAMES
@@ -52,6 +54,7 @@ class Stage1Settings:
     cfg_exponent: float = config.STAGE1_CFG_EXPONENT
     dynamic_cfg: bool = True
     schedule: str = "official"
+    sequential_cfg: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -73,6 +76,7 @@ class Stage2Settings:
 
     round_times=True computes the time grid, timesteps and noise step in the model's dtype as the
     official code does (see stages.run_stage2); solver "euler" (the paper's) or "heun".
+    sequential_cfg: as in Stage1Settings.
     """
 
     noise_step: int = config.DEFAULT_NOISE_STEP
@@ -81,6 +85,7 @@ class Stage2Settings:
     shift: float = config.STAGE2_SHIFT
     solver: str = "euler"
     round_times: bool = True
+    sequential_cfg: bool = False
 
     def __post_init__(self) -> None:
         self.validate()

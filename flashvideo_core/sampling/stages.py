@@ -101,7 +101,7 @@ def run_stage1(
     check_finite(cond, "Stage I: the prompt embedding", "Check the T5 weights (a damaged file) and the prompt.")
     denoise = checked_model_calls(stage1_denoiser(
         model, cond, alphas.denoiser, settings.cfg, settings.cfg_exponent, config.STAGE1_STEPS,
-        dynamic_cfg=settings.dynamic_cfg,
+        dynamic_cfg=settings.dynamic_cfg, sequential_cfg=settings.sequential_cfg,
     ), "Stage I", model.source_file)
     with torch.no_grad():
         x0 = sample_dpmpp_2m_v(
@@ -143,7 +143,8 @@ def run_stage2(
     grid = stage2_time_grid(settings.steps, settings.shift, dtype=working if settings.round_times else torch.float64)
     z = (latent.to(device).float() * config.STAGE2_SCALE_FACTOR).to(working)
     velocity = checked_model_calls(
-        stage2_velocity(model, cond, settings.cfg, settings.noise_step, time_dtype), "Stage II",
+        stage2_velocity(model, cond, settings.cfg, settings.noise_step, time_dtype, settings.sequential_cfg),
+        "Stage II",
         model.source_file,
     )
     with torch.no_grad():

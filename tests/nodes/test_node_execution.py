@@ -220,3 +220,17 @@ def test_enhance_window_settings_are_named_at_validation():
     assert "overlap=9 must be an integer from 0 to 8" in validate_like_comfyui(enhance, {"window": 9, "overlap": 9})
     assert "long_edge=1001 must be even" in validate_like_comfyui(enhance, {"long_edge": 1001})
     assert "window=3 is outside 5..257" in validate_like_comfyui(enhance, {"window": 3})
+
+
+def test_sequential_cfg_in_the_samplers_gives_the_batched_latents(models):
+    from tests.equivalence import assert_same_outputs
+
+    stage1, stage2, vae, t5 = models
+    embeds = N["FlashVideoTextEncode"]().encode(t5, "A lake.", False)[0]
+    one = N["FlashVideoStage1Sampler"]().sample(stage1, embeds, 0, 2, 8.0, 5.0, 5, 32, 32)[0]
+    two = N["FlashVideoStage1Sampler"]().sample(stage1, embeds, 0, 2, 8.0, 5.0, 5, 32, 32, sequential_cfg=True)[0]
+    assert_same_outputs(two["samples"], one["samples"])
+    degraded = N["FlashVideoLatentDegradation"]().degrade(one, 675, 2)[0]
+    a = N["FlashVideoStage2Sampler"]().sample(stage2, embeds, degraded, 2, 13.0, 2.5, "euler")[0]
+    b = N["FlashVideoStage2Sampler"]().sample(stage2, embeds, degraded, 2, 13.0, 2.5, "euler", sequential_cfg=True)[0]
+    assert_same_outputs(b["samples"], a["samples"])
