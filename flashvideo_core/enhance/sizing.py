@@ -25,11 +25,10 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ..config import PIXEL_MULTIPLE
 from ..errors import FlashVideoInputError
-from ..layout import frames_to_video, video_to_frames
+from ..sampling.stage2_chain import resize_video
 
 NAMED_SIZES: dict[str, tuple[int, int]] = {"720p": (720, 1280), "1080p": (1080, 1920), "2K": (1440, 2560)}
 """Paper Table 5 sizes as (height, width) for landscape input; the long edge is what a name fixes."""
@@ -130,35 +129,24 @@ def format_scale(factor: float) -> str:
     return f"{factor:.3g}" if factor < 100 else f"{factor:.0f}"
 
 
-FIT_BATCH = 8
-"""Frames resized per interpolate call: the resize writes into the output, so only this many frames
-are held twice."""
-
-
 def fit_frames(video: torch.Tensor, target: TargetSize) -> torch.Tensor:
     """Pixel video (B, 3, F, h, w) -> (B, 3, F, work_height, work_width), same value range and dtype.
 
     Resizes to the exact (height, width) with bilinear antialiasing (the hand-off's filter; aspect is
     the input's up to one pixel, so nothing is stretched), then pads bottom and right by repeating
-    the last row/column up to the work size. The frames are resized FIT_BATCH at a time straight into
-    one work-size tensor and padded in place, so the peak is that tensor plus a few frames (the
-    resized and the padded video were two full copies at once). A video already at the work size
-    comes back as it is.
+    the last row/column up to the work size. The frames are resized a few at a time straight into
+    one work-size tensor (stage2_chain.resize_video with `out`) and padded in place, so the peak is
+    that tensor plus a few frames (the resized and the padded video were two full copies at once).
+    A video already at the work size comes back as it is.
     """
     if tuple(video.shape[-2:]) == (target.work_height, target.work_width):
         return video
-    frames = video_to_frames(video)  # (B*F, 3, h, w), a view
-    out = torch.empty(frames.shape[0], frames.shape[1], target.work_height, target.work_width, dtype=video.dtype)
     height, width = target.height, target.width
-    for start in range(0, frames.shape[0], FIT_BATCH):
-        chunk = frames[start : start + FIT_BATCH]
-        if tuple(chunk.shape[-2:]) != (height, width):
-            chunk = F.interpolate(chunk.float(), size=(height, width), mode="bilinear", antialias=True,
-                                  align_corners=False)
-        out[start : start + FIT_BATCH, :, :height, :width] = chunk
-    out[:, :, :height, width:] = out[:, :, :height, width - 1 : width]  # replicate the last column
-    out[:, :, height:, :] = out[:, :, height - 1 : height, :]  # then the last row (the corner included)
-    return frames_to_video(out, video.shape[0])
+    out = torch.empty(*video.shape[:3], target.work_height, target.work_width, dtype=video.dtype)
+    resize_video(video, height, width, out=out[..., :height, :width])
+    out[..., :height, width:] = out[..., :height, width - 1 : width]  # replicate the last column
+    out[..., height:, :] = out[..., height - 1 : height, :]  # then the last row (the corner included)
+    return out
 
 
 def crop_to_target(video: torch.Tensor, target: TargetSize) -> torch.Tensor:

@@ -35,19 +35,24 @@ RESIZE_BATCH = 8
 """Frames resized per interpolate call (bounds the intermediate)."""
 
 
-def resize_video(video: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(B, 3, F, H, W) -> (B, 3, F, height, width), bilinear, antialias=True, align_corners=False, float32.
+def resize_video(video: torch.Tensor, height: int, width: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, 3, F, H, W) -> (B, 3, F, height, width), bilinear, antialias=True, align_corners=False.
 
-    A video already at that size comes back as it is (float32; no copy when it already is float32).
+    out: a (B, 3, F, height, width) tensor to write into, e.g. a view into a larger one (returned);
+    None: a new float32 one, or, for a video already at that size, the video as it is (float32; no
+    copy when it already is float32). RESIZE_BATCH frames are resized at a time, so only they are
+    held twice.
     """
-    if tuple(video.shape[-2:]) == (height, width):
+    if out is None and tuple(video.shape[-2:]) == (height, width):
         return video.float()
     batch, channels, frames, _, _ = video.shape
-    out = torch.empty(batch, channels, frames, height, width)
+    if out is None:
+        out = torch.empty(batch, channels, frames, height, width)
     for start in range(0, frames, RESIZE_BATCH):
         chunk = video_to_frames(video[:, :, start : start + RESIZE_BATCH].float())  # (B*f, 3, H, W)
-        resized = F.interpolate(chunk, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
-        out[:, :, start : start + RESIZE_BATCH] = frames_to_video(resized, batch)
+        if tuple(chunk.shape[-2:]) != (height, width):
+            chunk = F.interpolate(chunk, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+        out[:, :, start : start + RESIZE_BATCH] = frames_to_video(chunk, batch)
     return out
 
 
