@@ -29,6 +29,11 @@ def transformer_tokens(num_frames: int, height: int, width: int) -> int:
     return latent_frames(num_frames) * (height // patch) * (width // patch) + config.TEXT_TOKENS
 
 
+def cfg_batch(sequential_cfg: bool) -> int:
+    """The batch of one guided model call: 2 (prompt and empty prompt together), 1 with sequential CFG."""
+    return 1 if sequential_cfg else 2
+
+
 def transformer_floor(num_frames: int, height: int, width: int, hidden: int, dtype: torch.dtype,
                       batch: int = 2) -> int:
     """Bytes a transformer forward of hidden width `hidden` needs at least at this size (batch 2 = CFG)."""

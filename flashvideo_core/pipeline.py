@@ -21,7 +21,7 @@ from .checkpoint import transformer_width
 from .devices import free_memory, on_device, parse_device, parse_dtype
 from .errors import FlashVideoInputError
 from .layout import check_pixel_size, image_to_video, to_uint8, video_to_image
-from .memory_floor import check_fits, transformer_floor, video_floor
+from .memory_floor import cfg_batch, check_fits, transformer_floor, video_floor
 from .progress import ProgressCallback
 from .sampling import stages
 from .sampling.settings import Stage1Settings, Stage2Settings, check_seed, clip_stage2_seed
@@ -157,8 +157,7 @@ def _check_memory_floor(settings: GenerateSettings, weights, device: torch.devic
     if not settings.preview_only:
         sizes.append(("Stage II", weights.stage2, settings.stage2_height, settings.stage2_width, settings.stage2))
     for stage, path, height, width, knobs in sizes:
-        batch = 1 if knobs.sequential_cfg else 2  # the CFG batch of one model call
-        need = transformer_floor(frames, height, width, transformer_width(path), dtype, batch)
+        need = transformer_floor(frames, height, width, transformer_width(path), dtype, cfg_batch(knobs.sequential_cfg))
         check_fits(stage, need, free_device, device, frames, height, width)
         check_fits(f"{stage}'s decoded video", video_floor(frames, height, width), free_ram, "cpu", frames, height,
                    width)

@@ -7,7 +7,7 @@ import logging
 from flashvideo_core import config
 from flashvideo_core.errors import FlashVideoInputError
 from flashvideo_core.layout import check_latent, pixel_frames
-from flashvideo_core.memory_floor import check_fits, transformer_floor
+from flashvideo_core.memory_floor import cfg_batch, check_fits, transformer_floor
 from flashvideo_core.sampling.degradation import degrade_latent
 from flashvideo_core.sampling.settings import SEED_MAX, Stage1Settings, Stage2Settings
 from flashvideo_core.sampling.stages import run_stage1, run_stage2
@@ -221,8 +221,8 @@ class FlashVideoStage2Sampler:
 def _forward_floor(model, sequential_cfg: bool, frames: int, height: int, width: int) -> int:
     """Bytes one model call at this size needs at least (memory_floor.transformer_floor; batch 1 when the
     CFG halves run one after the other)."""
-    batch = 1 if sequential_cfg else 2
-    return transformer_floor(frames, height, width, model.module.config.hidden_size, model.dtype, batch)
+    return transformer_floor(frames, height, width, model.module.config.hidden_size, model.dtype,
+                             cfg_batch(sequential_cfg))
 
 
 def _check_room(stage: str, model, need: int, frames: int, height: int, width: int) -> None:

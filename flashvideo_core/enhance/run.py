@@ -22,7 +22,7 @@ from .. import devices
 from ..checkpoint import transformer_width
 from ..errors import FlashVideoInputError
 from ..layout import checked_images, to_uint8
-from ..memory_floor import check_fits, transformer_floor, video_floor
+from ..memory_floor import cfg_batch, check_fits, transformer_floor, video_floor
 from ..progress import ProgressCallback
 from ..sampling.stage2_chain import Stage2Models
 from ..text.encoder import check_prompt
@@ -149,9 +149,8 @@ def check_window_fits(plan: EnhancePlan, hidden: int, device, dtype: torch.dtype
     device = torch.device(device)
     free_memory = free_memory or devices.free_memory
     frames, height, width = plan.windows[0].length, plan.target.work_height, plan.target.work_width
-    batch = 1 if plan.stage2.sequential_cfg else 2
-    check_fits("Stage II (one enhance window)", transformer_floor(frames, height, width, hidden, dtype, batch),
-               free_memory(device), device, frames, height, width)
+    need = transformer_floor(frames, height, width, hidden, dtype, cfg_batch(plan.stage2.sequential_cfg))
+    check_fits("Stage II (one enhance window)", need, free_memory(device), device, frames, height, width)
     check_fits("a decoded enhance window", video_floor(frames, height, width), devices.free_memory("cpu"), "cpu",
                frames, height, width)
 
