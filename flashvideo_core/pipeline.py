@@ -22,6 +22,7 @@ from .devices import free_memory, on_device, parse_device, parse_dtype
 from .errors import FlashVideoInputError
 from .layout import check_pixel_size, image_to_video, to_uint8, video_to_image
 from .memory_floor import cfg_batch, check_fits, transformer_floor, video_floor
+from .model.lora_adapter import LoraChoice
 from .progress import ProgressCallback
 from .sampling import stages
 from .sampling.settings import Stage1Settings, Stage2Settings, check_seed, clip_stage2_seed
@@ -39,7 +40,8 @@ class GenerateSettings:
 
     stage1/stage2: each stage's settings; stage2_height/width: the Stage II size (multiples of 16);
     seed: Stage I's seed S (Stage II uses S + 1, see sampling.settings.stage2_seeds); fps of the
-    written videos; device/precision as devices.parse_device/parse_dtype take them.
+    written videos; device/precision as devices.parse_device/parse_dtype take them; stage2_lora: a
+    LoRA (file and strength) applied to Stage II after it loads, None for the model as it is.
     """
 
     stage1: Stage1Settings = Stage1Settings()
@@ -52,6 +54,7 @@ class GenerateSettings:
     preview_only: bool = False
     device: str | None = None
     precision: str = "auto"
+    stage2_lora: LoraChoice | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -61,6 +64,8 @@ class GenerateSettings:
         for name, value, kind in (("stage1", self.stage1, Stage1Settings), ("stage2", self.stage2, Stage2Settings)):
             if not isinstance(value, kind):
                 raise FlashVideoInputError(f"{name} must be a {kind.__name__}; got {type(value).__name__}.")
+        if self.stage2_lora is not None and not isinstance(self.stage2_lora, LoraChoice):
+            raise FlashVideoInputError(f"stage2_lora must be a LoraChoice; got {type(self.stage2_lora).__name__}.")
         check_pixel_size(self.stage2_height, self.stage2_width, "Stage II size")
         check_seed(self.seed)
         check_fps(self.fps)  # the writer's own rule, checked before Stage I
@@ -99,6 +104,8 @@ def generate(
     check_prompt(prompt)
     needed = ["text_encoder", "stage1", "vae"] + ([] if settings.preview_only else ["stage2"])
     weights.check(*needed)
+    if settings.stage2_lora is not None and not settings.preview_only:
+        settings.stage2_lora.check_weights(weights.stage2)  # a LoRA of another model: named before Stage I
     device = parse_device(settings.device)
     dtype = parse_dtype(settings.precision, device)
     out = Path(out_dir)
@@ -138,6 +145,8 @@ def _generate(prompt, weights, settings, device, dtype, claims: dict, callback) 
     # nodes), so a node graph with the same seeds gives the same latent (sampling.settings.stage2_seeds).
     vae.to("cpu")
     stage2 = loaders.load_stage2(weights.stage2, device="cpu", dtype=dtype, callback=callback)
+    if settings.stage2_lora is not None:
+        stage2 = settings.stage2_lora.apply(stage2)
     models = Stage2Models(stage2, vae, embeds.stage2, use=lambda module: on_device(module, device, "cpu"))
     refined = refine_video(models, image_to_video(preview), (settings.stage2_height, settings.stage2_width),
                            settings.stage2, clip_stage2_seed(settings.seed), device=device, dtype=dtype,

@@ -67,6 +67,7 @@ def _cmd_generate(args) -> int:
         base, stage1=stage1, stage2=stage2, stage2_height=args.stage2_height, stage2_width=args.stage2_width,
         seed=args.seed, fps=args.fps, device=args.device, precision=args.precision,
         stage2_prefix=args.stage2_prefix or None, preview_only=args.preview_only or None,
+        stage2_lora=_lora_choice(args),
     )  # each settings object checks itself: a bad flag is named before anything is printed or loaded
     if not args.quiet:
         print(describe_generate(settings, tiny), file=sys.stderr)
@@ -84,6 +85,18 @@ def _cmd_generate(args) -> int:
     if result.final_path:
         print(f"final:   {result.final_path}")
     return 0
+
+
+def _lora_choice(args):
+    """--stage2-lora FILE and --stage2-lora-strength -> a checked model.lora_adapter.LoraChoice, or None."""
+    if args.stage2_lora is None:
+        if args.stage2_lora_strength is not None:
+            raise FlashVideoInputError("--stage2-lora-strength needs --stage2-lora FILE (the LoRA to apply).")
+        return None
+    from ..model.lora_adapter import LoraChoice
+
+    strength = 1.0 if args.stage2_lora_strength is None else args.stage2_lora_strength
+    return LoraChoice(Path(args.stage2_lora), strength)
 
 
 @contextlib.contextmanager
@@ -115,6 +128,9 @@ def describe_generate(settings, tiny: bool = False) -> str:
         f"Stage II: {stage2}",
         f"device:   {device}, {precision}",
     ]
+    if settings.stage2_lora is not None and not settings.preview_only:
+        lines.insert(3, f"LoRA:     {settings.stage2_lora.path.name} on Stage II at strength "
+                        f"{settings.stage2_lora.strength:g}")
     if tiny:
         lines.append("(the tiny weights' small defaults; --frames, --height, --width, --steps, --stage2-height, "
                      "--stage2-width override them)")
@@ -131,6 +147,7 @@ def _cmd_enhance(args) -> int:
         shift=args.shift, seed=args.seed, window=args.window, overlap=args.overlap, color_match=args.color_match,
         allow_large_upscale=args.force, sequential_cfg=args.sequential_cfg,
     )
+    lora = _lora_choice(args)
     progress = TqdmProgress(enabled=not args.quiet)
 
     def show_plan(plan, info) -> None:
@@ -141,7 +158,7 @@ def _cmd_enhance(args) -> int:
         out = enhance_video_file(
             args.input, args.output, settings, weights=weights, prompt=args.prompt, stage2_prefix=args.stage2_prefix,
             overwrite=args.force, device=args.device, precision=args.precision,
-            callback=WindowedProgress(progress), on_plan=show_plan,
+            callback=WindowedProgress(progress), on_plan=show_plan, stage2_lora=lora,
         )
     except FileExistsError as exc:  # the core says "allow overwriting"; name the flag that does
         text = str(exc)

@@ -95,6 +95,7 @@ def _add_generate(sub) -> None:
     gen.add_argument("--seed", type=int, default=0, help="seed of Stage I's noise (Stage II uses seed + 1); "
                      "the same seed and settings give the same video (default %(default)s)")
     gen.add_argument("--fps", type=float, help=f"output frame rate (default {config.DEFAULT_FPS})")
+    _add_lora_args(gen)
 
 
 def _add_enhance(sub) -> None:
@@ -132,7 +133,15 @@ def _add_enhance(sub) -> None:
                      "own seed derived from it); same seed, same output (default %(default)s)")
     enh.add_argument("--force", action="store_true", help="overwrite the output file if it exists, and allow "
                      "the default 1080p target beyond x4 the input's long edge")
+    _add_lora_args(enh)
     _add_weight_args(enh)
+
+
+def _add_lora_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stage2-lora", metavar="FILE", help="a Stage II LoRA (.safetensors written by "
+                        "train-stage2 --lora) applied to Stage II after it loads (default: none)")
+    parser.add_argument("--stage2-lora-strength", type=float, metavar="S", help="how much of the LoRA: 1 = as "
+                        "trained, 0 = none, negative reverses it (default 1; typical 0.5-1.5)")
 
 
 def _add_weight_args(parser: argparse.ArgumentParser) -> None:

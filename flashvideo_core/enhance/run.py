@@ -23,6 +23,7 @@ from ..checkpoint import transformer_width
 from ..errors import FlashVideoInputError
 from ..layout import checked_images, to_uint8
 from ..memory_floor import cfg_batch, check_fits, transformer_floor, video_floor
+from ..model.lora_adapter import LoraChoice
 from ..progress import ProgressCallback
 from ..sampling.stage2_chain import Stage2Models
 from ..text.encoder import check_prompt
@@ -104,13 +105,15 @@ def enhance_video_file(
     precision: str = "auto",
     callback: ProgressCallback | None = None,
     on_plan: Callable[[EnhancePlan, VideoInfo], None] | None = None,
+    stage2_lora: LoraChoice | None = None,
 ) -> Path:
     """Enhance the video file `in_path` into `out_path` (H.264) with the same frame count, fps and audio.
 
     Models: either `weights` (the T5 encoder encodes `prompt`, then Stage II and the VAE are loaded)
     or ready `models`. Frames stream from the input to the output; a failure or interruption leaves
     no output file. Returns out_path. on_plan(plan, info) is called once everything is checked, before
-    any model is loaded (the CLI prints describe_plan there). Raises FlashVideoInputError /
+    any model is loaded (the CLI prints describe_plan there). stage2_lora: a LoRA applied to Stage II
+    as it loads from `weights` (with ready `models`, apply it yourself). Raises FlashVideoInputError /
     CheckpointError / FileExistsError before any model work: bad settings, an input that cannot be
     read, an output that exists, a prompt that is not text, a window that cannot fit the free memory.
     """
@@ -124,13 +127,18 @@ def enhance_video_file(
     if models is None:
         if weights is None:
             raise FlashVideoInputError("give either `weights` or ready `models`.")
+    elif stage2_lora is not None:
+        raise FlashVideoInputError("stage2_lora is applied as Stage II loads from `weights`; with ready `models`, "
+                                   "apply it to the transformer yourself (model.lora_adapter.apply_lora).")
         weights.check("stage2", "vae", "text_encoder")
+        if stage2_lora is not None:
+            stage2_lora.check_weights(weights.stage2)
         check_prompt(prompt, required=False)  # before T5 loads (minutes): a lone surrogate is named at once
         check_window_fits(plan, transformer_width(weights.stage2), run_device, run_dtype)
     if on_plan is not None:
         on_plan(plan, info)
     if models is None:
-        models = load_stage2_models(weights, prompt, stage2_prefix, run_device, run_dtype, callback)
+        models = load_stage2_models(weights, prompt, stage2_prefix, run_device, run_dtype, callback, stage2_lora)
     refine = _refiner(models, plan, slices, run_device, run_dtype, callback)
     frames = _uint8_stream(iter_frames(info.path, info), plan, refine, callback)
     return write_video(target_path, frames, fps=info.fps, audio_from=info.path if info.has_audio else None,

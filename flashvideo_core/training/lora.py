@@ -1,0 +1,96 @@
+"""LoRA training of Stage II: attach an adapter to a FlashVideoTransformer, save only the adapter.
+
+The adapter and file layout are model.lora_adapter's (read_lora and apply_lora live there, for the
+inference side, and are re-exported here): y = W x + (alpha / rank) B A x on the linear layers of
+every block, B zero at the start so a fresh adapter changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..atomic import atomic_output, write_errors_named
+from ..errors import FlashVideoInputError
+from ..model.lora_adapter import (
+    ADAPTER,
+    FORMAT,
+    VERSION,
+    LoraFile,
+    LoraSettings,
+    apply_lora,
+    architecture_of,
+    inject,
+    lora_layers,
+    read_lora,
+)
+
+__all__ = ["LoraFile", "LoraSettings", "apply_lora", "attach_lora", "lora_state", "read_lora", "save_lora"]
+
+
+def attach_lora(model, settings: LoraSettings) -> list[torch.nn.Parameter]:
+    """Add a trainable LoRA to `model` (a FlashVideoTransformer) in place; returns the adapter's parameters.
+
+    Every other parameter of `model` is frozen (requires_grad False), so an optimiser given the
+    returned list trains only A (rank, in) and B (out, rank) of each target layer. B starts at zero:
+    the model's output is unchanged until training moves it. The adapter is in fp32 on the model's device.
+    """
+    model.requires_grad_(False)
+    params: list[torch.nn.Parameter] = []
+    for layer in inject(model, settings).values():
+        device = layer.get_base_layer().weight.device
+        for part in (layer.lora_A[ADAPTER], layer.lora_B[ADAPTER]):
+            part.to(device=device, dtype=torch.float32)
+            for parameter in part.parameters():
+                parameter.requires_grad_(True)
+                params.append(parameter)
+    return params
+
+
+def lora_state(model) -> dict[str, torch.Tensor]:
+    """{"<module>.lora_A.weight": (rank, in), "<module>.lora_B.weight": (out, rank)} of an attached LoRA (CPU)."""
+    state = {}
+    for module, layer in lora_layers(model).items():
+        state[f"{module}.lora_A.weight"] = layer.lora_A[ADAPTER].weight.detach().to("cpu").contiguous()
+        state[f"{module}.lora_B.weight"] = layer.lora_B[ADAPTER].weight.detach().to("cpu").contiguous()
+    if not state:
+        raise FlashVideoInputError("this model has no LoRA attached (attach_lora first).")
+    return state
+
+
+def save_lora(model, path: str | Path, metadata: dict | None = None, settings: LoraSettings | None = None) -> Path:
+    """Write the attached LoRA of `model` as a small .safetensors at `path`, atomically; returns path.
+
+    metadata: extra entries (e.g. steps, data) stored as strings (JSON for non-strings); the format,
+    version, rank, alpha, targets, dropout and the base architecture (stage, hidden size, layers,
+    heads, in channels) are always written, so read_lora can refuse a LoRA for another model.
+    settings: the LoraSettings it was attached with (default: read back from the adapter).
+    A failed or interrupted write leaves any earlier file at `path` as it was.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise FlashVideoInputError(f"LoRA output {path} must end in .safetensors.")
+    settings = settings or _settings_of(model)
+    info = {key: value if isinstance(value, str) else json.dumps(value) for key, value in (metadata or {}).items()}
+    info.update({
+        "flashvideo_lora_format": FORMAT, "flashvideo_lora_version": VERSION, "rank": str(settings.rank),
+        "alpha": repr(settings.alpha), "targets": json.dumps(list(settings.target_modules)),
+        "dropout": repr(settings.dropout), "architecture": json.dumps(architecture_of(model)),
+    })
+    state = lora_state(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with write_errors_named(path), atomic_output(path, overwrite=True) as tmp:
+        save_file(state, str(tmp), metadata=info)
+    return path
+
+
+def _settings_of(model) -> LoraSettings:
+    """The LoraSettings of the adapter attached to `model` (rank, alpha, targets, dropout from peft's config)."""
+    config = model.inner.peft_config[ADAPTER]
+    targets = dict.fromkeys(name.split(".", 2)[2] for name in lora_layers(model))
+    return LoraSettings(rank=config.r, alpha=config.lora_alpha, target_modules=tuple(targets),
+                        dropout=config.lora_dropout)
