@@ -11,6 +11,7 @@ from .loader_nodes import (
     FlashVideoT5Loader,
     FlashVideoVAELoader,
 )
+from .lora_node import FlashVideoStage2LoRA
 from .sampling_nodes import (
     FlashVideoLatentDegradation,
     FlashVideoStage1Sampler,
@@ -32,6 +33,7 @@ NODE_CLASS_MAPPINGS = {
     "FlashVideoLatentDegradation": FlashVideoLatentDegradation,
     "FlashVideoStage2Sampler": FlashVideoStage2Sampler,
     "FlashVideoEnhanceImages": FlashVideoEnhanceImages,
+    "FlashVideoStage2LoRA": FlashVideoStage2LoRA,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -47,4 +49,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "FlashVideoLatentDegradation": "FlashVideo Latent Degradation",
     "FlashVideoStage2Sampler": "FlashVideo Stage II Sampler (1080p)",
     "FlashVideoEnhanceImages": "FlashVideo Enhance Video (any length/size)",
+    "FlashVideoStage2LoRA": "FlashVideo Stage II LoRA",
 }

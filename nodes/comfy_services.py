@@ -21,6 +21,10 @@ PACK_FOLDER = "FlashVideo"
 
 CORE_FOLDERS = {"stage1": "diffusion_models", "stage2": "diffusion_models", "vae": "vae", "t5": "text_encoders"}
 WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
+LORA_FOLDER = "flashvideo_loras"
+KIND_FOLDERS = {"lora": (LORA_FOLDER, "loras")}
+"""Kinds with their own folders instead of models/FlashVideo + the core folder: Stage II LoRAs live in
+models/flashvideo_loras (registered) and core's models/loras."""
 
 
 def _folder_paths():
@@ -37,6 +41,7 @@ def register_model_folder() -> None:
     fp = _folder_paths()
     if fp is not None:
         fp.add_model_folder_path(PACK_FOLDER, os.path.join(fp.models_dir, PACK_FOLDER), is_default=True)
+        fp.add_model_folder_path(LORA_FOLDER, os.path.join(fp.models_dir, LORA_FOLDER), is_default=True)
 
 
 def models_root() -> Path:
@@ -50,7 +55,7 @@ def models_root() -> Path:
 def search_folders(kind: str) -> list[Path]:
     """Folders searched for a model kind: every FlashVideo path, then the matching core folder's paths."""
     fp = _folder_paths()
-    names = [PACK_FOLDER, CORE_FOLDERS[kind]]
+    names = list(KIND_FOLDERS.get(kind) or (PACK_FOLDER, CORE_FOLDERS[kind]))
     if fp is None:
         return [models_root() / name for name in names]
     folders: list[Path] = []

@@ -14,7 +14,7 @@ import nodes
 from nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
 SNAPSHOT = Path(__file__).with_name("node_definitions.json")
-DYNAMIC_COMBOS = {"model_name", "vae_name", "encoder_name", "tokenizer"}
+DYNAMIC_COMBOS = {"model_name", "vae_name", "encoder_name", "tokenizer", "lora_name"}
 
 
 def _describe_input(name, spec):
