@@ -91,3 +91,23 @@ def test_wrong_files_are_named(lora_models):
     save_file({"w": torch.zeros(2)}, str(stage2))
     assert "model.safetensors is not a FlashVideo LoRA file" in validate_like_comfyui(
         node, {"lora_name": "model.safetensors", "strength": 1.0})
+
+
+def test_inside_comfyui_the_base_and_its_lora_model_are_never_loaded_at_once(lora_models, tiny_weights, monkeypatch,
+                                                                               tmp_path):
+    """They share tensors: with both listed as loaded, ComfyUI unloading one would pull the other's weights away."""
+    from nodes.common import LoadedModel
+
+    from .test_memory_manager import META, install_standin
+
+    mm = install_standin(monkeypatch, tmp_path)
+    base = LoadedModel(load_stage2(tiny_weights["stage2"]), META, None, torch.float32, "stage2.pt")  # keep on device
+    lora = N["FlashVideoStage2LoRA"]().apply(base, "style.safetensors", 1.0)[0]
+    with base.active():
+        assert mm.loaded(base)
+    for _ in range(2):
+        with lora.active() as module:
+            assert mm.loaded(lora) and not mm.loaded(base)
+            assert {p.device.type for p in module.parameters()} == {"meta"}, "base and adapter weights on the device"
+    with base.active():
+        assert mm.loaded(base)
