@@ -68,11 +68,26 @@ def test_the_node_never_changes_the_loaders_model_and_strengths_do_not_accumulat
     assert "style.safetensors" in comfy_memory.model_name(full)
 
 
-def test_the_node_output_runs_in_the_stage2_sampler(lora_models):
+def test_the_node_output_runs_in_the_stage2_sampler(lora_models, tiny_weights):
+    shutil.copy(tiny_weights["vae"], lora_models / "FlashVideo" / "3d-vae.pt")
+    shutil.copytree(tiny_weights["text_encoder"], lora_models / "FlashVideo" / "text_encoder")
+    shutil.copytree(tiny_weights["tokenizer"], lora_models / "FlashVideo" / "tokenizer")
     base = N["FlashVideoStage2Loader"]().load("stage2.pt", "fp32", "offload after use")[0]
-    handle = N["FlashVideoStage2LoRA"]().apply(base, "style.safetensors", 0.8)[0]
-    assert type(handle).__name__ == "LoraModel" and handle.base is base
-    assert handle.module.stage == 2 and handle.module.config == base.module.config
+    vae = N["FlashVideoVAELoader"]().load("3d-vae.pt", "fp32", "offload after use")[0]
+    t5 = N["FlashVideoT5Loader"]().load("text_encoder/", "auto (tokenizer/ beside the encoder)", "auto",
+                                        "offload after use")[0]
+    embeds = N["FlashVideoTextEncode"]().encode(t5, "A lake.", False)[0]
+    prepared = N["FlashVideoPrepareStage2"]().prepare(vae, torch.rand(5, 32, 32, 3), 32, 32, 0)[0]
+    degraded = N["FlashVideoLatentDegradation"]().degrade(prepared, 675, 0)[0]
+    lora = N["FlashVideoStage2LoRA"]().apply(base, "style.safetensors", 0.8)[0]
+
+    def sample(model):
+        return N["FlashVideoStage2Sampler"]().sample(model, embeds, degraded, 1, 13.0, 2.5, "euler")[0]["samples"]
+
+    plain = sample(base)
+    with_lora = sample(lora)
+    assert with_lora.shape == plain.shape and not torch.allclose(with_lora, plain)
+    assert torch.equal(sample(base), plain), "the loader's model still samples the base result"
 
 
 def test_wrong_files_are_named(lora_models):
