@@ -33,7 +33,8 @@ measured) and prints a summary. Sections:
   dispatch mode), a probe of each backend alone (torch.nn.attention.sdpa_kernel) at the Stage II
   head shape, and diffusers' attention processor.
 - memory: per stage the measured peak beside flashvideo_core.memory_floor's floor (and, for the
-  VAE, its slicing cost model); "planner_prediction" is null until the memory planner exists.
+  VAE, its slicing cost model); "planner_prediction": modes.planner.plan_peak's bytes for the transformer
+  cases and measured / predicted (null for the VAE, planned by its slicing cost model).
 - failures (one line each), ok (no failures), complete (nothing skipped for time).
 
 --dry-run runs everything at tiny sizes (config.TINY_*) on the CPU, so CI catches a broken script;
@@ -680,7 +681,7 @@ def _forward(case: dict, report: Report, stage: int, sizes: Sizes, device: torch
         "measured_peak_bytes": timing["peak_bytes"], "activation_peak_bytes": timing["activation_peak_bytes"],
         "weights_bytes": case["weights_bytes"],
         "memory_floor_bytes": transformer_floor(sizes.frames, height, width, cfg.hidden_size, dtype),
-        "planner_prediction": None}
+        "planner_prediction": _planner_prediction(stage, cfg, sizes.frames, height, width, dtype, timing["peak_bytes"])}
 
 
 def _stage2_steps(case: dict, holder: dict, sizes: Sizes, device, dtype, report: Report) -> None:
@@ -711,7 +712,19 @@ def _stage2_steps(case: dict, holder: dict, sizes: Sizes, device, dtype, report:
                                                "activation_peak_bytes": timing["activation_peak_bytes"],
                                                "memory_floor_bytes": transformer_floor(
                                                    sizes.frames, height, width, sizes.stage2.hidden_size, dtype),
-                                               "planner_prediction": None}
+                                               "planner_prediction": _planner_prediction(
+                                                   2, sizes.stage2, sizes.frames, height, width, dtype,
+                                                   timing["peak_bytes"])}
+
+
+def _planner_prediction(stage: int, cfg, frames: int, height: int, width: int, dtype, measured: int) -> dict:
+    """flashvideo_core.modes.planner.plan_peak for the case (plain mode, batch-2 CFG) beside the measured peak."""
+    from flashvideo_core.modes.planner import plan_peak
+
+    plan = plan_peak(stage, height, width, frames, dtype, config=cfg)
+    return {"total_bytes": plan.total_bytes, "weights_bytes": plan.weights_bytes,
+            "activation_bytes": plan.activation_bytes, "phase": plan.phase, "mode": plan.description,
+            "measured_over_predicted": measured / plan.total_bytes if measured else None}
 
 
 def _processor(model) -> str | None:
