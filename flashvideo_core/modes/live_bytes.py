@@ -116,7 +116,8 @@ def guided_call_peak(model, frames: int, height: int, width: int, sequential_cfg
     The call is what sampling.guidance makes: the CFG batch (2 x batch) of latents (2B, T, C, h, w) and text
     (2B, 226, text_dim) in the model's dtype, one model call, or with `sequential_cfg` two batch-B calls on
     the halves, concatenated. Inputs are made inside the count; the model's weights are left out. Works on a
-    real model and on `fake_transformer` (call it inside the same fake mode).
+    real model and on `fake_transformer` (call it inside the same fake mode). Empties the model's RoPE cache
+    afterwards (its tables are part of the count, so each call counts them again).
     """
     cfg = model.config
     weight = next(model.parameters())
