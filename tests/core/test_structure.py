@@ -33,12 +33,15 @@ is a module or, once its split lands, a package)."""
 
 LAYERS: tuple[tuple[str, frozenset[str]], ...] = (
     ("root basics", ROOT_BASICS),
+    ("modes/", frozenset({"modes"})),
     ("text/, model/", frozenset({"text", "model"})),
     ("vae/", frozenset({"vae"})),
     ("sampling/", frozenset({"sampling"})),
+    ("planning/", frozenset({"planning"})),
     ("weights/", frozenset({"weights"})),
     ("video/", frozenset({"video"})),
     ("enhance/", frozenset({"enhance"})),
+    ("training/", frozenset({"training"})),
     ("pipeline", frozenset({"pipeline"})),
     ("cli", frozenset({"cli"})),
 )
@@ -313,7 +316,7 @@ def test_an_import_from_a_higher_layer_is_named(tmp_path):
     assert any(p.startswith("flashvideo_core/text/encoder.py:1: layering:") for p in problems), problems
     assert any(p.startswith("flashvideo_core/enhance/plan.py:1: layering:") for p in problems), problems
     assert any(p.startswith("flashvideo_core/newpkg/__init__.py:1: package newpkg/ is not in the layer order")
-               and p.endswith("(root basics < text/, model/ < vae/ < sampling/ < weights/ < video/ < enhance/ "
+               and p.endswith("(root basics < modes/ < text/, model/ < vae/ < sampling/ < planning/ < weights/ < video/ < enhance/ < training/ "
                               "< pipeline < cli).") for p in problems), problems
     assert len(problems) == 5, problems
 
