@@ -121,9 +121,12 @@ class TextEncoder:
 
 
 def load_text_encoder(
-    encoder_path, tokenizer_path=None, device="cpu", dtype: torch.dtype = torch.float32, callback=None
+    encoder_path, tokenizer_path=None, device="cpu", dtype: torch.dtype = torch.float32, callback=None,
+    weights: str = "default",
 ):
     """TextEncoder from a text_encoder/ folder or a single T5 safetensors, with its tokenizer.
+
+    weights: "default" or "fp8_e4m3fn" (fp8 Linear weights in the blocks, see loading.load_t5_encoder).
 
     tokenizer_path None: look for tokenizer/ beside the encoder (the CogVideoX layout).
     callback: ProgressEvent("load <name>", MB done, MB total) while the weights are read.
@@ -131,7 +134,7 @@ def load_text_encoder(
     from .loading import find_tokenizer, load_t5_encoder, load_t5_tokenizer  # transformers: only when needed
 
     tokenizer = load_t5_tokenizer(find_tokenizer(encoder_path, tokenizer_path))
-    model = load_t5_encoder(encoder_path, dtype=dtype, callback=callback)
+    model = load_t5_encoder(encoder_path, dtype=dtype, callback=callback, weights=weights)
     if len(tokenizer) > model.config.vocab_size:
         raise FlashVideoInputError(
             f"The tokenizer has {len(tokenizer)} tokens but the encoder only {model.config.vocab_size}: "

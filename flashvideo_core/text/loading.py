@@ -16,7 +16,7 @@ import torch
 from transformers import AutoTokenizer, T5Config, T5EncoderModel
 
 from ..checkpoint import check_json_files, load_strict, read_folder_config, read_state_dict, require_kind
-from ..errors import CheckpointError
+from ..errors import CheckpointError, FlashVideoInputError
 from ..progress import ProgressCallback
 
 TIED_KEYS = {"encoder.embed_tokens.weight": "shared.weight"}
@@ -53,12 +53,15 @@ def infer_t5_config(state: dict[str, torch.Tensor]) -> T5Config:
     )
 
 
-def _dequantiser(state: dict[str, torch.Tensor], dtype: torch.dtype):
-    """A cast_state converter: upcasts (scaled) fp8 weights, drops ComfyUI's scaling marker tensors."""
+def _dequantiser(state: dict[str, torch.Tensor], dtype: torch.dtype, keep_fp8: frozenset[str] = frozenset()):
+    """A cast_state converter: upcasts (scaled) fp8 weights, drops ComfyUI's scaling marker tensors.
+    The fp8 tensors named in keep_fp8 are kept as they are (their scales are applied by Fp8Linear)."""
 
     def convert(key: str, tensor: torch.Tensor) -> torch.Tensor | None:
         if key.endswith(DROPPED_SUFFIXES):
             return None
+        if key in keep_fp8 and tensor.dtype == torch.float8_e4m3fn:
+            return tensor
         scale = state.get(key[: -len("weight")] + "scale_weight") if key.endswith(".weight") else None
         if scale is None:
             return tensor.to(dtype)
@@ -68,27 +71,45 @@ def _dequantiser(state: dict[str, torch.Tensor], dtype: torch.dtype):
 
 
 def load_t5_encoder(
-    path: str | Path, dtype: torch.dtype = torch.float32, callback: ProgressCallback | None = None
+    path: str | Path, dtype: torch.dtype = torch.float32, callback: ProgressCallback | None = None,
+    weights: str = "default",
 ) -> T5EncoderModel:
     """T5EncoderModel from a transformers folder or a single safetensors file (CPU, eval mode).
+
+    weights "default": every tensor in `dtype` (fp8 files are upcast, as before). "fp8_e4m3fn"
+    (modes.settings.WEIGHT_FORMATS): the blocks' Linear weights as modes.fp8.Fp8Linear; an fp8 file's
+    weights (and "scaled fp8" scales) are kept bit for bit, not upcast; other files are quantised.
 
     Strict (checkpoint.load_strict): missing, unexpected and mis-shaped tensors are named in one
     CheckpointError; the decoder of a full T5 and ComfyUI's fp8 scale tensors are left out first.
     Progress of the read goes to `callback` as ProgressEvent("load <name>", MB done, MB total).
     """
+    if weights not in ("default", "fp8_e4m3fn"):
+        raise FlashVideoInputError(f"weights={weights!r} must be 'default' or 'fp8_e4m3fn'.")
     path = Path(path)
     state = read_state_dict(path)
     require_kind(state, "t5", path)
     state = {k: v for k, v in state.items() if not k.startswith("decoder.")}
     folder_config = read_folder_config(path) if path.is_dir() else None
     config = T5Config(**{**folder_config, "use_cache": False}) if folder_config else infer_t5_config(state)
-    dequantise = _dequantiser(state, dtype)  # reads the scales from the whole state
-    weights = {k: v for k, v in state.items() if not k.endswith(DROPPED_SUFFIXES)}
     with torch.device("meta"):
         model = T5EncoderModel(config)
-    load_strict(model, weights, path, "t5", dtype, callback, convert=dequantise, tied=TIED_KEYS)
+    linears = _block_linears(model) if weights == "fp8_e4m3fn" else {}
+    dequantise = _dequantiser(state, dtype, frozenset(f"{name}.weight" for name in linears))  # reads the scales
+    tensors = {k: v for k, v in state.items() if not k.endswith(DROPPED_SUFFIXES)}
+    load_strict(model, tensors, path, "t5", dtype, callback, convert=dequantise, tied=TIED_KEYS)
     model.encoder.embed_tokens = model.shared
+    if linears:
+        from ..modes.fp8 import quantize_fp8
+
+        scales = {name: state[f"{name}.scale_weight"] for name in linears if f"{name}.scale_weight" in state}
+        quantize_fp8(model, dtype, scales=scales)
     return model.eval()
+
+
+def _block_linears(model: torch.nn.Module) -> dict[str, torch.nn.Linear]:
+    """{name: layer} of the Linear layers in T5's encoder blocks (those fp8 mode stores in fp8)."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n.startswith("encoder.block.")}
 
 
 def find_tokenizer(encoder_path: str | Path, tokenizer_path: str | Path | None) -> Path:
