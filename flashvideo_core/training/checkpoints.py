@@ -1,0 +1,99 @@
+"""Training checkpoints: Stage II weights the existing loaders load as they are, plus a resume state.
+
+OUT_DIR/step-<N:07d>/stage2.safetensors  the model (FlashVideoTransformer keys, fp32, kind "stage2"
+                                          and the transformer config in the header, as `convert`
+                                          writes): weights.loaders.load_stage2 and the ComfyUI Stage
+                                          II loader read it unchanged.
+OUT_DIR/step-<N:07d>/training-state.pt    optimizer state, step, RNG state, settings (JSON text): only
+                                          tensors and plain containers, read back with
+                                          torch.load(weights_only=True), never unpickled freely.
+Each file is written through atomic.atomic_output (a killed run leaves no half file under either
+name) inside atomic.write_errors_named (a full disk raises OSError ENOSPC naming the file; the
+checkpoints written before are untouched). The state file is written after the weights, so a step
+folder with a state file is complete; latest_checkpoint only returns complete ones.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from ..atomic import atomic_output, write_errors_named
+from ..errors import CheckpointError
+
+WEIGHTS_NAME = "stage2.safetensors"
+STATE_NAME = "training-state.pt"
+_STEP_DIR = re.compile(r"^step-(\d{7})$")
+
+
+def step_dir(out_dir: str | Path, step: int) -> Path:
+    """OUT_DIR/step-<step, 7 digits>."""
+    return Path(out_dir) / f"step-{int(step):07d}"
+
+
+def save_stage2_weights(model: torch.nn.Module, path: str | Path, overwrite: bool = False) -> Path:
+    """Write the model's full state (fp32 CPU copies) as a Stage II .safetensors, atomically; returns path.
+
+    model: a FlashVideoTransformer with stage2_extras. Raises FileExistsError for an existing path
+    unless overwrite, OSError (ENOSPC) naming the file when the disk fills.
+    """
+    from safetensors.torch import save_file  # looked up per call: the disk-full test replaces it
+
+    path = Path(path)
+    state = {k: v.detach().to("cpu", torch.float32).clone().contiguous() for k, v in model.state_dict().items()}
+    metadata = {"flashvideo_kind": "stage2", "flashvideo_source": "train-stage2",
+                "flashvideo_transformer_config": json.dumps(model.config.__dict__)}
+    with write_errors_named(path), atomic_output(path, overwrite) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+    return path
+
+
+def save_training_state(path: str | Path, state: dict, overwrite: bool = False) -> Path:
+    """Write a resume state (tensors, numbers, strings, lists and dicts only) atomically; returns path.
+
+    state: e.g. {"step": int, "optimizer": optimizer.state_dict(), "rng": ByteTensor,
+    "settings": JSON text}. Errors as save_stage2_weights.
+    """
+    path = Path(path)
+    with write_errors_named(path), atomic_output(path, overwrite) as tmp:
+        torch.save(state, tmp)
+    return path
+
+
+def load_training_state(path: str | Path) -> dict:
+    """Read a resume state with torch.load(weights_only=True); CheckpointError naming the file otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"training state {path} not found; --resume takes a run folder written by train-stage2.")
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling refused, truncated zip, ...
+        raise CheckpointError(f"{path} is not a readable training state (damaged, or not written by "
+                              f"train-stage2): {exc}") from exc
+    if not isinstance(state, dict) or "step" not in state:
+        raise CheckpointError(f"{path} holds no training step; it was not written by train-stage2.")
+    return state
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    """The newest complete step folder of OUT_DIR (weights and state present), or None."""
+    folder = Path(out_dir)
+    if not folder.is_dir():
+        return None
+    steps = sorted((int(m[1]), p) for p in folder.iterdir() if (m := _STEP_DIR.match(p.name)) and p.is_dir()
+                   and (p / STATE_NAME).is_file() and (p / WEIGHTS_NAME).is_file())
+    return steps[-1][1] if steps else None
+
+
+def save_checkpoint(out_dir: str | Path, model: torch.nn.Module, state: dict) -> Path:
+    """Write step-<state['step']>/stage2.safetensors, then its training-state.pt; returns the folder.
+
+    An existing complete folder for the same step is never overwritten (FileExistsError).
+    """
+    folder = step_dir(out_dir, state["step"])
+    save_stage2_weights(model, folder / WEIGHTS_NAME)
+    save_training_state(folder / STATE_NAME, state)
+    return folder

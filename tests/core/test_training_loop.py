@@ -1,0 +1,86 @@
+"""Stage II training: the codecs and the checkpoints (weights the Stage II loader loads as they are)."""
+
+from __future__ import annotations
+
+import datetime
+import errno
+
+import pytest
+import safetensors.torch
+import torch
+
+from flashvideo_core import config
+from flashvideo_core.model.transformer import build_transformer
+from flashvideo_core.rng import cpu_generator
+from flashvideo_core.sampling.stage2_chain import video_to_stage2_latent
+from flashvideo_core.training.checkpoints import (
+    STATE_NAME,
+    WEIGHTS_NAME,
+    latest_checkpoint,
+    load_training_state,
+    save_checkpoint,
+)
+from flashvideo_core.training.codec import PixelUnshuffleCodec, VaeCodec
+from flashvideo_core.vae import UNSLICED, build_vae
+from flashvideo_core.weights.loaders import load_stage2
+
+
+def test_pixel_unshuffle_codec_is_a_lossless_2x2_unshuffle():
+    pixels = torch.rand(2, 3, 5, 16, 32) * 2 - 1
+    codec = PixelUnshuffleCodec()
+    latent = codec.encode(pixels, None)
+    assert latent.shape == (2, 12, 5, 8, 16)
+    assert torch.equal(latent[:, 1, :, 0, 0], pixels[:, 0, :, 0, 1])  # channel 1 = red, pixel (0, 1) of each 2x2
+    assert torch.equal(codec.decode(latent), pixels)
+
+
+def test_vae_codec_samples_the_posterior_as_inference_and_scales():
+    vae = build_vae(config.TINY_VAE, seed=0).eval()
+    pixels = torch.rand(1, 3, 5, 16, 16) * 2 - 1
+    codec = VaeCodec(vae, UNSLICED)
+    latent = codec.encode(pixels, cpu_generator(7))
+    expected = video_to_stage2_latent(vae, pixels, 16, 16, 7, UNSLICED) * config.STAGE2_SCALE_FACTOR
+    assert torch.equal(latent, expected)
+    assert codec.decode(latent).shape == (1, 3, 5, 16, 16)
+
+
+def _outputs(model) -> torch.Tensor:
+    generator = cpu_generator(3)
+    latents = torch.randn(1, 2, 16, 4, 4, generator=generator)
+    text = torch.randn(1, 3, config.TINY_STAGE2.text_dim, generator=generator)
+    with torch.no_grad():
+        return model(latents, text, torch.tensor([700.0]), noise_step=torch.tensor([650.0]))
+
+
+def test_checkpoint_loads_in_load_stage2_and_state_is_weights_only(tmp_path):
+    model = build_transformer(config.TINY_STAGE2, seed=1)
+    optimizer = torch.optim.AdamW(model.parameters())
+    state = {"step": 2, "optimizer": optimizer.state_dict(), "rng": cpu_generator(5).get_state(), "settings": "{}"}
+    folder = save_checkpoint(tmp_path, model, state)
+    loaded = load_stage2(folder / WEIGHTS_NAME)
+    assert torch.equal(_outputs(loaded), _outputs(model))
+    back = load_training_state(folder / STATE_NAME)
+    assert back["step"] == 2 and torch.equal(back["rng"], state["rng"])
+    assert latest_checkpoint(tmp_path) == folder
+
+
+def test_disk_full_at_a_save_names_it_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    model = build_transformer(config.TINY_STAGE2, seed=1)
+    good = save_checkpoint(tmp_path, model, {"step": 1})
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(OSError, match="disk is full"):
+        save_checkpoint(tmp_path, model, {"step": 2})
+    assert latest_checkpoint(tmp_path) == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == [good.name]  # no half folder, no temp file
+    assert torch.equal(_outputs(load_stage2(good / WEIGHTS_NAME)), _outputs(model))
+
+
+def test_a_training_state_holding_code_is_refused(tmp_path):
+    path = tmp_path / STATE_NAME
+    torch.save({"step": 1, "bad": datetime.date(2020, 1, 1)}, path)  # a Python object: refused
+    with pytest.raises(Exception, match="not a readable training state"):
+        load_training_state(path)
