@@ -10,7 +10,7 @@ Rows (one function each, returning (name, measured text, passed); add a row = ad
 - block swap: weights on the device (meta stands in for the GPU) after enable_block_swap(N of L) over
   (N/L x blocks + everything else) (within 1%), and the blocks' share N/L exactly.
 - sequential CFG: live-bytes peak of one guided call at the real 1080p count (49 frames: 13 x 67 x 120
-  tokens), fake tensors (modes.live_bytes.guided_call_peak), two batch-1 calls over one batch-2 (<= 0.6).
+  tokens), fake tensors (planning.live_bytes.guided_call_peak), two batch-1 calls over one batch-2 (<= 0.6).
 - --planner: bench/memory_modes_planner_rows.py's planner-vs-measured rows too.
 """
 
@@ -82,7 +82,7 @@ def row_block_swap(args) -> tuple[str, str, bool]:
 
 
 def row_sequential_cfg(args) -> tuple[str, str, bool]:
-    from flashvideo_core.modes.live_bytes import guided_call_peak
+    from flashvideo_core.planning.live_bytes import guided_call_peak
 
     model = build_transformer(NARROW, seed=0)
     peaks = {}

@@ -33,7 +33,7 @@ measured) and prints a summary. Sections:
   dispatch mode), a probe of each backend alone (torch.nn.attention.sdpa_kernel) at the Stage II
   head shape, and diffusers' attention processor.
 - memory: per stage the measured peak beside flashvideo_core.memory_floor's floor (and, for the
-  VAE, its slicing cost model); "planner_prediction": modes.planner.plan_peak's bytes for the transformer
+  VAE, its slicing cost model); "planner_prediction": planning.planner.plan_peak's bytes for the transformer
   cases and measured / predicted (null for the VAE, planned by its slicing cost model).
 - failures (one line each), ok (no failures), complete (nothing skipped for time).
 
@@ -718,8 +718,8 @@ def _stage2_steps(case: dict, holder: dict, sizes: Sizes, device, dtype, report:
 
 
 def _planner_prediction(stage: int, cfg, frames: int, height: int, width: int, dtype, measured: int) -> dict:
-    """flashvideo_core.modes.planner.plan_peak for the case (plain mode, batch-2 CFG) beside the measured peak."""
-    from flashvideo_core.modes.planner import plan_peak
+    """flashvideo_core.planning.planner.plan_peak for the case (plain mode, batch-2 CFG) beside the measured peak."""
+    from flashvideo_core.planning.planner import plan_peak
 
     plan = plan_peak(stage, height, width, frames, dtype, config=cfg)
     return {"total_bytes": plan.total_bytes, "weights_bytes": plan.weights_bytes,

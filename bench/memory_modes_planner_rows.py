@@ -3,9 +3,9 @@
     python bench/memory_modes_planner_rows.py [--frames 49] [--real-frames 9]
 
 For each mode (plain, sequential CFG, fp8, fp8 + sequential CFG) the planner's prediction
-(flashvideo_core.modes.planner.plan_peak with the narrow config) beside two measurements of the same
+(flashvideo_core.planning.planner.plan_peak with the narrow config) beside two measurements of the same
 thing, weights (bytes of the model's parameters and buffers after the mode is applied) + the live-bytes
-peak of one guided model call (modes.live_bytes.guided_call_peak):
+peak of one guided model call (planning.live_bytes.guided_call_peak):
 - at the real 1080p Stage II token count (49 frames, 1072x1920: 104,746 tokens), the model's call run
   under FakeTensorMode (the real weights of the narrow model, inputs and activations fake: shapes, dtypes
   and storages exactly as a real run, no compute; an independent count of what the formulas add up);
@@ -36,9 +36,9 @@ from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
 from flashvideo_core import config  # noqa: E402
 from flashvideo_core.config import TransformerConfig  # noqa: E402
 from flashvideo_core.model.transformer import build_transformer  # noqa: E402
-from flashvideo_core.modes.live_bytes import guided_call_peak  # noqa: E402
-from flashvideo_core.modes.planner import plan_peak  # noqa: E402
 from flashvideo_core.modes.settings import ModelModes  # noqa: E402
+from flashvideo_core.planning.live_bytes import guided_call_peak  # noqa: E402
+from flashvideo_core.planning.planner import plan_peak  # noqa: E402
 
 NARROW = TransformerConfig(num_layers=4, num_heads=2, head_dim=32, time_embed_dim=64, text_dim=64,
                            stage2_extras=True)
@@ -103,7 +103,7 @@ RSS_SETUP = """
 import sys
 sys.path.insert(0, {bench!r})
 import torch
-from flashvideo_core.modes.live_bytes import guided_call_peak
+from flashvideo_core.planning.live_bytes import guided_call_peak
 from flashvideo_core.modes.settings import ModelModes
 import memory_modes_planner_rows as rows
 torch.set_num_threads(2)

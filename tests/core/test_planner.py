@@ -13,9 +13,9 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from flashvideo_core import config
 from flashvideo_core.errors import FlashVideoInputError
 from flashvideo_core.model.transformer import build_transformer
-from flashvideo_core.modes import memory_model, planner
-from flashvideo_core.modes.live_bytes import LiveBytes, fake_transformer, guided_call_peak
 from flashvideo_core.modes.settings import ModelModes
+from flashvideo_core.planning import memory_model, planner
+from flashvideo_core.planning.live_bytes import LiveBytes, fake_transformer, guided_call_peak
 
 TOLERANCE = 0.15
 """The issue's bar for planner vs measured."""

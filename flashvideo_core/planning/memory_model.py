@@ -30,7 +30,7 @@ import torch
 
 from .. import config as fv_config
 from ..config import TransformerConfig
-from .settings import ModelModes
+from ..modes.settings import ModelModes
 
 ATTENTION_COPIES = {"sdpa": 0.0, "sage": 1.5, "flash": 3.0}
 """uS the backend adds during attention (see module)."""

@@ -27,8 +27,8 @@ import torch
 from .. import config as fv_config
 from ..config import TransformerConfig
 from ..errors import FlashVideoInputError
+from ..modes.settings import AUTO, ModelModes
 from . import memory_model
-from .settings import AUTO, ModelModes
 
 FIT_MARGIN = 0.10
 """A plan fits when total x (1 + FIT_MARGIN) + FIT_RESERVE <= free: the caching allocator's rounding and

@@ -1,6 +1,6 @@
 """What runs on which card, from the planner: the README's table.
 
-    python -m flashvideo_core.modes.plan_table            # markdown table, bf16, 49 frames
+    python -m flashvideo_core.planning.plan_table            # markdown table, bf16, 49 frames
 
 Per card size (8 / 12 / 16 / 24 / 48 / 80 GB, taken as GiB with CARD_OVERHEAD_GIB of it not free: the CUDA
 context and a desktop) the mode choose_modes picks and its predicted peak, for text-to-video's Stage I
@@ -17,7 +17,7 @@ import torch
 
 from .. import config as fv_config
 from ..errors import FlashVideoInputError
-from .planner import GIB, choose_modes, smallest_plan
+from .planner import GIB, choose_modes, plan_peak, smallest_plan
 
 CARDS_GB = (8, 12, 16, 24, 48, 80)
 CARD_OVERHEAD_GIB = 1.0
@@ -59,8 +59,6 @@ def table(frames: int = fv_config.DEFAULT_NUM_FRAMES, dtype: torch.dtype = torch
 
 def plain_peaks(frames: int = fv_config.DEFAULT_NUM_FRAMES, dtype: torch.dtype = torch.bfloat16) -> str:
     """Each row's predicted peak in the plain mode and in the smallest mode, GiB (a line per row)."""
-    from .planner import plan_peak
-
     lines = []
     for name, stage, height, width in ROWS:
         plain = plan_peak(stage, height, width, frames, dtype)
