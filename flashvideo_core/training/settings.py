@@ -1,0 +1,73 @@
+"""TrainSettings: the knobs of a Stage II training run, one frozen object checked when made.
+
+Defaults are the paper's optimiser values (AdamW, lr 4e-5, betas 0.9/0.95, weight decay 1e-4,
+gradient clip 0.1) and a 10% unconditional fraction (the zero text embedding, so CFG works).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from dataclasses import asdict, dataclass, field
+
+from ..errors import FlashVideoInputError
+from ..sampling.settings import check_seed
+from .latent_degradation import LatentDegradation
+from .pixel_degradation import PixelDegradation
+
+
+def _positive_int(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise FlashVideoInputError(f"{name}={value!r} must be an integer >= 1.")
+
+
+def _number(value, name: str, low: float, high: float = math.inf, low_open: bool = False) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+    if not ok or value > high or value < low or (low_open and value == low):
+        bound = f"> {low:g}" if low_open else f">= {low:g}"
+        raise FlashVideoInputError(f"{name}={value!r} must be a finite number {bound}"
+                                   f"{'' if high == math.inf else f' and <= {high:g}'}.")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """steps: optimiser steps in all; batch: clips per step; lr, betas, weight_decay: AdamW;
+    grad_clip: max gradient norm; uncond_fraction: share of samples trained with the zero text
+    embedding; checkpoint_every: steps between checkpoints (one is also written at the end);
+    seed: the one CPU generator of the run (sample choice, degradations, t, uncond draws);
+    gradient_checkpointing: recompute block activations in the backward pass (less memory);
+    pixel / latent: DEG_pixel and DEG_latent ranges."""
+
+    steps: int = 1000
+    batch: int = 1
+    lr: float = 4e-5
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 1e-4
+    grad_clip: float = 0.1
+    uncond_fraction: float = 0.1
+    checkpoint_every: int = 500
+    seed: int = 0
+    gradient_checkpointing: bool = False
+    pixel: PixelDegradation = field(default_factory=PixelDegradation)
+    latent: LatentDegradation = field(default_factory=LatentDegradation)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.betas, list):
+            object.__setattr__(self, "betas", tuple(self.betas))
+        _positive_int(self.steps, "steps")
+        _positive_int(self.batch, "batch")
+        _positive_int(self.checkpoint_every, "checkpoint_every")
+        _number(self.lr, "lr", 0.0, low_open=True)
+        if not isinstance(self.betas, tuple) or len(self.betas) != 2:
+            raise FlashVideoInputError(f"betas={self.betas!r} must be a pair (paper: (0.9, 0.95)).")
+        for index, beta in enumerate(self.betas):
+            _number(beta, f"betas[{index}]", 0.0, 1.0)
+        _number(self.weight_decay, "weight_decay", 0.0)
+        _number(self.grad_clip, "grad_clip", 0.0, low_open=True)
+        _number(self.uncond_fraction, "uncond_fraction", 0.0, 1.0)
+        check_seed(self.seed)
+
+    def to_json(self) -> str:
+        """The settings as JSON text (stored in the training state)."""
+        return json.dumps(asdict(self), sort_keys=True)
