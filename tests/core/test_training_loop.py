@@ -109,3 +109,26 @@ def test_resume_continues_bit_identically(tmp_path):
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert whole.losses[0] != whole.losses[-1]  # it trained
+
+
+class _ZeroVelocity(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, latents, text, timestep, noise_step=None):
+        return torch.zeros_like(latents)
+
+
+def test_validation_scores_the_sampler_output_against_the_hq_clip():
+    from flashvideo_core.training.metrics import psnr
+    from flashvideo_core.training.pixel_degradation import PixelDegradation, degrade_pixels
+    from flashvideo_core.training.validation import validate
+
+    clips = torch.rand(2, 3, 1, 16, 16, generator=cpu_generator(1)) * 2 - 1
+    pixel = PixelDegradation(blur_sigma=(1.0, 1.0), downscale=(2.0, 2.0))
+    # a zero velocity leaves the input: at noise step 0 that is the DEG_pixel clip (sqrt(a_0) ~ 1)
+    scores = validate(_ZeroVelocity(), PixelUnshuffleCodec(), clips, torch.zeros(1, 2, 8), pixel, noise_step=0)
+    degraded = degrade_pixels(clips, pixel, torch.Generator().manual_seed(0))
+    assert abs(scores.psnr - psnr(degraded, clips)) < 0.1
+    assert scores.lsd > 0
