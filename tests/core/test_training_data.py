@@ -1,0 +1,120 @@
+"""Training data: scan a folder (videos, images, captions), check sizes and lengths, draw random samples."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from flashvideo_core.errors import FlashVideoInputError
+from flashvideo_core.rng import cpu_generator
+from flashvideo_core.training.data import DataSettings, check_media, scan_media
+from flashvideo_core.training.media import draw_sample
+from flashvideo_core.video import write_video
+
+
+def _frames(count, height, width):
+    """Frames whose red channel is the frame index x 20 (readable back through H.264) and green a ramp."""
+    out = []
+    for index in range(count):
+        frame = np.zeros((height, width, 3), np.uint8)
+        frame[..., 0] = 20 * index
+        frame[..., 1] = np.linspace(0, 255, width, dtype=np.uint8)[None, :]
+        out.append(frame)
+    return out
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    (root / "sub").mkdir()
+    write_video(root / "sub" / "long.mp4", _frames(9, 48, 64), fps=8)
+    (root / "sub" / "long.txt").write_text("  a red ramp \n", encoding="utf-8")
+    write_video(root / "short.mp4", _frames(3, 48, 64), fps=8)
+    Image.fromarray(np.full((40, 80, 3), 200, np.uint8)).save(root / "photo.png")
+    Image.fromarray(np.full((16, 16, 3), 9, np.uint8)).save(root / "tiny.png")
+    (root / "broken.jpg").write_bytes(b"not a jpeg")
+    (root / "notes.md").write_text("ignored")
+    (root / ".hidden").mkdir()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(root / ".hidden" / "x.png")
+    return root
+
+
+def test_scan_finds_videos_and_images_recursively_with_captions(folder):
+    items = scan_media(folder)
+    names = [item.path.name for item in items]
+    assert names == ["broken.jpg", "photo.png", "short.mp4", "long.mp4", "tiny.png"]
+    by_name = {item.path.name: item for item in items}
+    assert by_name["long.mp4"].caption == "a red ramp" and by_name["long.mp4"].kind == "video"
+    assert by_name["photo.png"].caption == "" and by_name["photo.png"].kind == "image"
+
+
+def test_check_keeps_what_fits_and_names_every_file_left_out(folder):
+    usable, notes = check_media(scan_media(folder), DataSettings(frames=5, height=32, width=32))
+    assert sorted(item.path.name for item in usable) == ["long.mp4", "photo.png"]
+    long = next(item for item in usable if item.kind == "video")
+    assert (long.width, long.height, long.num_frames) == (64, 48, 9)
+    text = "\n".join(notes)
+    assert "broken.jpg: unreadable" in text
+    assert "short.mp4: 3 frames, fewer than the 5" in text
+    assert "tiny.png: 16x16 is smaller than the 32x32 crop" in text
+    assert len(notes) == 3
+
+
+def test_a_missing_empty_or_useless_folder_is_named(tmp_path, folder):
+    with pytest.raises(FlashVideoInputError, match="does not exist"):
+        scan_media(tmp_path / "nope")
+    with pytest.raises(FlashVideoInputError, match="holds no videos or images"):
+        scan_media(tmp_path)
+    with pytest.raises(FlashVideoInputError, match="(?s)none of the 5 media files.*short.mp4: 3 frames"):
+        check_media(scan_media(folder), DataSettings(frames=49, height=256, width=256))
+
+
+def test_a_video_sample_is_a_random_clip_of_consecutive_frames_at_the_crop_size(folder):
+    usable, _ = check_media(scan_media(folder), DataSettings(frames=5, height=32, width=32))
+    video = next(item for item in usable if item.kind == "video")
+    sample = draw_sample(video, DataSettings(frames=5, height=32, width=32), cpu_generator(0))
+    assert sample.pixels.shape == (3, 5, 32, 32) and sample.pixels.dtype == torch.float32
+    assert sample.pixels.min() >= -1 and sample.pixels.max() <= 1
+    assert sample.caption == "a red ramp" and sample.source == video.path
+    red = ((sample.pixels[0].mean(dim=(1, 2)) + 1) * 127.5 / 20).round().tolist()  # frame indices
+    assert red == [red[0] + i for i in range(5)] and 0 <= red[0] <= 4
+
+
+def test_samples_are_reproducible_and_vary_with_the_seed(folder):
+    settings = DataSettings(frames=5, height=32, width=32)
+    usable, _ = check_media(scan_media(folder), settings)
+    video = next(item for item in usable if item.kind == "video")
+    a = draw_sample(video, settings, cpu_generator(1)).pixels
+    assert torch.equal(a, draw_sample(video, settings, cpu_generator(1)).pixels)
+    others = [draw_sample(video, settings, cpu_generator(seed)).pixels for seed in range(2, 8)]
+    assert any(not torch.equal(a, other) for other in others)
+
+
+def test_an_image_is_a_one_frame_sample(folder):
+    settings = DataSettings(frames=5, height=32, width=32)
+    usable, _ = check_media(scan_media(folder), settings)
+    photo = next(item for item in usable if item.kind == "image")
+    sample = draw_sample(photo, settings, cpu_generator(0))
+    assert sample.pixels.shape == (3, 1, 32, 32)
+    assert torch.allclose(sample.pixels, torch.full_like(sample.pixels, 200 / 127.5 - 1), atol=1e-5)
+
+
+def test_a_large_file_is_rescaled_before_the_crop(tmp_path):
+    ramp = np.repeat(np.linspace(0, 255, 256, dtype=np.float64)[None, :], 64, axis=0)  # 64 x 256, horizontal ramp
+    Image.fromarray(np.stack([ramp] * 3, -1).astype(np.uint8)).save(tmp_path / "wide.png")
+    settings = DataSettings(frames=1, height=16, width=16)
+    usable, _ = check_media(scan_media(tmp_path), settings)
+    spans = []
+    for seed in range(12):
+        pixels = draw_sample(usable[0], settings, cpu_generator(seed)).pixels
+        spans.append((pixels[0, 0, 8, -1] - pixels[0, 0, 8, 0]).item())  # ramp span across the crop
+    native = 15 * 2.0 / 255  # a 16-pixel crop at native resolution spans 15 grey levels
+    assert max(spans) > 2.5 * native  # some crops cover far more of the frame (rescaled)
+    assert min(spans) < 1.6 * native  # and some stay near native resolution
+
+
+def test_settings_are_checked():
+    with pytest.raises(FlashVideoInputError, match="frames=8"):
+        DataSettings(frames=8)
+    with pytest.raises(FlashVideoInputError, match="height=30"):
+        DataSettings(height=30)
