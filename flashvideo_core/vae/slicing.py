@@ -22,6 +22,7 @@ from ..errors import FlashVideoInputError
 from ..layout import check_latent, check_num_frames, check_pixel_size, latent_frames, pixel_frames, video_to_image
 from ..progress import ProgressCallback, report
 from ..rng import randn
+from .cache import consumed, lean_cache
 from .retry import encode_with_auto_slices, with_auto_slices
 from .spec import AUTO, SPATIAL, UNSLICED, Slices, SliceSpec, check_slices, temporal_chunks, tile_starts
 
@@ -111,8 +112,9 @@ def _decode_odd(vae, latents: torch.Tensor, spec: SliceSpec, callback: ProgressC
             z = latents[:, :, start:stop, y : y + tile_h, x : x + tile_w].to(device, dtype)
             if vae.post_quant_conv is not None:
                 z = vae.post_quant_conv(z)
-            with torch.no_grad(), _ticks_within(vae.decoder, callback, "decode", done, total, ticks):
-                pixels, cache = vae.decoder(z, conv_cache=cache)
+            with torch.no_grad(), lean_cache(vae.decoder), _ticks_within(vae.decoder, callback, "decode", done, total,
+                                                                          ticks):
+                pixels, cache = vae.decoder(z, conv_cache=consumed(cache))
             first = 0 if start == 0 else pixel_frames(start)
             region = out[:, :, first : first + pixels.shape[2], SPATIAL * y : SPATIAL * (y + tile_h),
                          SPATIAL * x : SPATIAL * (x + tile_w)]
@@ -233,8 +235,8 @@ def _encode_moments(vae, video: torch.Tensor, spec: SliceSpec, callback: Progres
             first = 0 if start == 0 else pixel_frames(start)
             pixels = video[:, :, first : pixel_frames(stop), SPATIAL * y : SPATIAL * (y + tile_h),
                            SPATIAL * x : SPATIAL * (x + tile_w)]
-            with torch.no_grad():
-                h, cache = vae.encoder(pixels.to(device, dtype), conv_cache=cache)
+            with torch.no_grad(), lean_cache(vae.encoder):
+                h, cache = vae.encoder(pixels.to(device, dtype), conv_cache=consumed(cache))
                 if vae.quant_conv is not None:
                     h = vae.quant_conv(h)
             moments[:, :, start:stop, y : y + tile_h, x : x + tile_w] += h.float().cpu() * weight
