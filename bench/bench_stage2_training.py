@@ -18,7 +18,7 @@ Claims (each printed with its numbers and PASS/FAIL):
 Sampling: cfg 1.0 (empty captions: the conditional and unconditional embeddings are both zeros), shift 2.5.
 
     .venv/bin/python -m pip install -r bench/requirements-bench.txt   # scikit-image (bundled photos)
-    .venv/bin/python bench/bench_stage2_training.py [--steps 600] [--size 32] [--quick]
+    .venv/bin/python bench/bench_stage2_training.py [--steps 600] [--size 32] [--save FILE] [--quick]
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ def parse_args(argv=None):
     parser.add_argument("--clips", type=int, default=16, help="held-out clips (default 16)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--quick", action="store_true", help="smoke run in seconds (numbers meaningless)")
+    parser.add_argument("--save", type=Path, default=None,
+                        help="write both trained models' state dicts here (torch.save; e.g. bench/output/toy.pt)")
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.size, args.frames, args.batch, args.clips = 3, 16, 3, 2, 2
@@ -131,6 +133,11 @@ def main(argv=None) -> int:
     pixel_model, p_time = toy_stage2.train(base)
     print("training L (DEG_pixel + DEG_latent 0-900)")
     latent_model, l_time = toy_stage2.train(dataclasses.replace(base, noise_steps=(0, 900)))
+    if args.save is not None:
+        args.save.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"P": pixel_model.state_dict(), "L": latent_model.state_dict(), "run": dataclasses.asdict(base)},
+                   args.save)
+        print(f"saved both models to {args.save} (rebuild with toy_stage2.toy_config())")
     results = claims_pixel_model(pixel_model, hr, lr) + claims_latent_model(pixel_model, latent_model, hr, lr, noisy)
     total = time.perf_counter() - start
     print(f"time: train P {p_time:.0f} s, train L {l_time:.0f} s, total {total:.0f} s "

@@ -101,7 +101,7 @@ def train(run: ToyRun, log=print):
     for step in range(run.steps):
         hr = toy_footage.clip_batch(photos, run.batch, run.frames, run.size, generator)
         z_lr, z_hr, noise_steps = training_pair(hr, run, generator)
-        t = torch.rand(run.batch, generator=generator)
+        t = objective.sample_times(run.batch, generator)
         for group in optimiser.param_groups:
             group["lr"] = _lr_at(run, step)
         loss = objective.stage2_loss(model, z_lr, z_hr, text, noise_steps, t)
