@@ -18,7 +18,7 @@ Claims (each printed with its numbers and PASS/FAIL):
 Sampling: cfg 1.0 (empty captions: the conditional and unconditional embeddings are both zeros), shift 2.5.
 
     .venv/bin/python -m pip install -r bench/requirements-bench.txt   # scikit-image (bundled photos)
-    .venv/bin/python bench/bench_stage2_training.py [--steps 600] [--size 32] [--save FILE] [--quick]
+    .venv/bin/python bench/bench_stage2_training.py [--steps 400] [--size 16] [--threads 2] [--save FILE] [--quick]
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ DEFAULT_NOISE_STEP = 675
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=600, help="optimiser steps per model (default 600)")
-    parser.add_argument("--size", type=int, default=32, help="square clip size in pixels (even; default 32)")
+    parser.add_argument("--steps", type=int, default=400, help="optimiser steps per model (default 400)")
+    parser.add_argument("--size", type=int, default=16, help="square clip size in pixels (even; default 16)")
     parser.add_argument("--frames", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=5e-4)

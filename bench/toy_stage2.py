@@ -52,10 +52,10 @@ class ToyRun:
     """One toy training run: clip size (pixels, square), frames, batch, optimiser steps, peak lr,
     and the DEG_latent range (None = pixel degradation only, noise step 0 fed to the model)."""
 
-    size: int = 32
+    size: int = 16
     frames: int = 5
     batch: int = 8
-    steps: int = 600
+    steps: int = 400
     lr: float = 5e-4
     noise_steps: tuple[int, int] | None = None
     seed: int = 0
