@@ -1,4 +1,5 @@
-"""Training data: scan a folder (videos, images, captions), check sizes and lengths, draw random samples."""
+"""Training data: scan a folder (videos, images, captions), check sizes and lengths, draw random samples;
+caption embeddings cached on disk."""
 
 import numpy as np
 import pytest
@@ -7,6 +8,7 @@ from PIL import Image
 
 from flashvideo_core.errors import FlashVideoInputError
 from flashvideo_core.rng import cpu_generator
+from flashvideo_core.training.captions import CaptionCache
 from flashvideo_core.training.data import DataSettings, check_media, scan_media
 from flashvideo_core.training.media import draw_sample
 from flashvideo_core.video import write_video
@@ -118,3 +120,42 @@ def test_settings_are_checked():
         DataSettings(frames=8)
     with pytest.raises(FlashVideoInputError, match="height=30"):
         DataSettings(height=30)
+
+
+# --- caption embeddings --------------------------------------------------------------------------------
+
+def _encoder(calls):
+    def encode(caption):
+        calls.append(caption)
+        return torch.full((1, 4, 3), float(len(caption)))
+    return encode
+
+
+def test_caption_embeddings_are_computed_once_and_read_back_after_the_encoder_is_freed(tmp_path):
+    calls = []
+    cache = CaptionCache(tmp_path / "cache", "toy-encoder", _encoder(calls))
+    progress = []
+    new = cache.precompute(["a cat", "", "a cat", "dogs"], callback=lambda done, total: progress.append((done, total)))
+    assert new == 3
+    assert calls == ["a cat", "", "dogs"] and progress == [(1, 3), (2, 3), (3, 3)]
+    assert cache.precompute(["a cat"]) == 0 and len(calls) == 3
+    freed = CaptionCache(tmp_path / "cache", "toy-encoder", None)  # a later run, T5 not loaded
+    assert torch.equal(freed.get("dogs"), torch.full((1, 4, 3), 4.0))
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted(
+        cache.path_of(c).name for c in ["a cat", "", "dogs"])  # no temporary files left
+    with pytest.raises(FlashVideoInputError, match="precompute every caption"):
+        freed.get("never seen")
+
+
+def test_another_encoder_does_not_read_the_stored_embeddings(tmp_path):
+    first, second = [], []
+    CaptionCache(tmp_path, "encoder-a", _encoder(first)).get("x")
+    CaptionCache(tmp_path, "encoder-b", _encoder(second)).get("x")
+    assert first == ["x"] and second == ["x"]
+
+
+def test_a_bad_encoder_output_is_named(tmp_path):
+    cache = CaptionCache(tmp_path, "bad", lambda caption: torch.zeros(4, 3))
+    with pytest.raises(FlashVideoInputError, match="expected \\(1, tokens, dim\\)"):
+        cache.get("x")
+    assert not any(tmp_path.iterdir())
