@@ -307,6 +307,8 @@ Inputs not named take their widget default; loaders get the run's precision."""
 SKIPPED_NODES = {
     "FlashVideoDownloadWeights": "downloads from Hugging Face (needs the network); its offline refusal is "
                                  "tested in tests/nodes/test_node_execution.py",
+    "FlashVideoStage2LoRA": "needs a LoRA file from a training run; its model runs in the Stage II sampler in "
+                            "tests/nodes/test_lora_node.py (CPU and the stand-in memory manager)",
 }
 """Nodes that cannot run here, with the reason (network, video files through ffmpeg)."""
 

@@ -110,12 +110,23 @@ def on_device(model: torch.nn.Module, device: torch.device | str, offload_to: to
     """Move `model` to `device` for the block; afterwards move it to `offload_to` (if not None).
 
     This is how one 24 GB card runs the whole pipeline: each stage's model visits the GPU only
-    while it runs.
+    while it runs. A model with block swap (modes.apply) is moved by move_model, its streamed blocks
+    left in host memory.
     """
-    model.to(device)
+    move_model(model, device)
     try:
         yield model
     finally:
         if offload_to is not None:
-            model.to(offload_to)
+            move_model(model, offload_to)
             empty_cache(device)
+
+
+def move_model(model: torch.nn.Module, device: torch.device | str) -> None:
+    """model.to(device), or, for a model with block swap (attribute flashvideo_block_swap, set by
+    modes.apply.attach_block_swap), its BlockSwap.place(device): everything but the streamed blocks."""
+    swap = getattr(model, "flashvideo_block_swap", None)
+    if swap is not None:
+        swap.place(device)
+    else:
+        model.to(device)

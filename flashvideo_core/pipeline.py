@@ -23,6 +23,8 @@ from .errors import FlashVideoInputError
 from .layout import check_pixel_size, image_to_video, to_uint8, video_to_image
 from .memory_floor import cfg_batch, check_fits, transformer_floor, video_floor
 from .model.lora_adapter import LoraChoice
+from .modes.settings import ModelModes
+from .planning.use import apply_modes, check_modes_device, load_with_modes
 from .progress import ProgressCallback
 from .sampling import stages
 from .sampling.settings import Stage1Settings, Stage2Settings, check_seed, clip_stage2_seed
@@ -41,7 +43,9 @@ class GenerateSettings:
     stage1/stage2: each stage's settings; stage2_height/width: the Stage II size (multiples of 16);
     seed: Stage I's seed S (Stage II uses S + 1, see sampling.settings.stage2_seeds); fps of the
     written videos; device/precision as devices.parse_device/parse_dtype take them; stage2_lora: a
-    LoRA (file and strength) applied to Stage II after it loads, None for the model as it is.
+    LoRA (file and strength) applied to Stage II after it loads, None for the model as it is; modes: how
+    both transformers are stored and run (fp8 weights also for T5; block swap 'auto' resolved by the
+    planner for each stage's size), ModelModes() for the plain way.
     """
 
     stage1: Stage1Settings = Stage1Settings()
@@ -55,6 +59,7 @@ class GenerateSettings:
     device: str | None = None
     precision: str = "auto"
     stage2_lora: LoraChoice | None = None
+    modes: ModelModes = ModelModes()
 
     def __post_init__(self) -> None:
         self.validate()
@@ -64,6 +69,8 @@ class GenerateSettings:
         for name, value, kind in (("stage1", self.stage1, Stage1Settings), ("stage2", self.stage2, Stage2Settings)):
             if not isinstance(value, kind):
                 raise FlashVideoInputError(f"{name} must be a {kind.__name__}; got {type(value).__name__}.")
+        if not isinstance(self.modes, ModelModes):
+            raise FlashVideoInputError(f"modes must be a ModelModes; got {type(self.modes).__name__}.")
         if self.stage2_lora is not None and not isinstance(self.stage2_lora, LoraChoice):
             raise FlashVideoInputError(f"stage2_lora must be a LoraChoice; got {type(self.stage2_lora).__name__}.")
         check_pixel_size(self.stage2_height, self.stage2_width, "Stage II size")
@@ -108,6 +115,7 @@ def generate(
         settings.stage2_lora.check_weights(weights.stage2)  # a LoRA of another model: named before Stage I
     device = parse_device(settings.device)
     dtype = parse_dtype(settings.precision, device)
+    check_modes_device(settings.modes, device)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise FlashVideoInputError(
@@ -123,12 +131,14 @@ def generate(
 def _generate(prompt, weights, settings, device, dtype, claims: dict, callback) -> GenerateResult:
     """generate's work once everything is checked and the output names are claimed (atomic.Reservation)."""
     text_encoder = loaders.load_text_encoder(weights.text_encoder, weights.tokenizer, device=device, dtype=dtype,
-                                     callback=callback)
+                                             callback=callback, weights=settings.modes.weights)
     embeds = text_encoder.encode(prompt, stage2_prefix=settings.stage2_prefix)
     del text_encoder
     _release(device)
 
-    stage1 = loaders.load_stage1(weights.stage1, device=device, dtype=dtype, callback=callback)
+    knobs = settings.stage1
+    stage1 = load_with_modes(loaders.load_stage1, weights.stage1, _stage_modes(settings, 1), device, dtype, callback,
+                             (knobs.num_frames, knobs.height, knobs.width, knobs.sequential_cfg))
     latent1 = stages.run_stage1(stage1, embeds.stage1, settings.stage1, seed=settings.seed, device=device, dtype=dtype,
                          callback=callback)
     del stage1
@@ -147,6 +157,8 @@ def _generate(prompt, weights, settings, device, dtype, claims: dict, callback) 
     stage2 = loaders.load_stage2(weights.stage2, device="cpu", dtype=dtype, callback=callback)
     if settings.stage2_lora is not None:
         stage2 = settings.stage2_lora.apply(stage2)
+    size = (settings.stage1.num_frames, settings.stage2_height, settings.stage2_width, settings.stage2.sequential_cfg)
+    apply_modes(stage2, _stage_modes(settings, 2), device, dtype, size)
     models = Stage2Models(stage2, vae, embeds.stage2, use=lambda module: on_device(module, device, "cpu"))
     refined = refine_video(models, image_to_video(preview), (settings.stage2_height, settings.stage2_width),
                            settings.stage2, clip_stage2_seed(settings.seed), device=device, dtype=dtype,
@@ -156,6 +168,11 @@ def _generate(prompt, weights, settings, device, dtype, claims: dict, callback) 
     result.stage2_latent = refined.latent
     result.final_path = _write(claims["stage2"], video_to_image(refined.video), settings.fps)
     return result
+
+
+def _stage_modes(settings: GenerateSettings, stage: int) -> ModelModes:
+    """settings.modes for one stage (the same for both today)."""
+    return settings.modes
 
 
 def _check_memory_floor(settings: GenerateSettings, weights, device: torch.device, dtype: torch.dtype) -> None:

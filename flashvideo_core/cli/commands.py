@@ -15,6 +15,7 @@ from .. import config
 from ..devices import DTYPES, parse_device, parse_dtype
 from ..enhance.plan import EnhanceSettings, describe_plan
 from ..errors import FlashVideoInputError
+from ..modes.settings import AUTO, ModelModes
 from ..progress import WindowedProgress
 from ..sampling.settings import Stage1Settings, clip_stage2_seed
 from ..weights import tiny as tiny_files
@@ -67,7 +68,7 @@ def _cmd_generate(args) -> int:
         base, stage1=stage1, stage2=stage2, stage2_height=args.stage2_height, stage2_width=args.stage2_width,
         seed=args.seed, fps=args.fps, device=args.device, precision=args.precision,
         stage2_prefix=args.stage2_prefix or None, preview_only=args.preview_only or None,
-        stage2_lora=_lora_choice(args),
+        stage2_lora=_lora_choice(args), modes=model_modes(args),
     )  # each settings object checks itself: a bad flag is named before anything is printed or loaded
     if not args.quiet:
         print(describe_generate(settings, tiny), file=sys.stderr)
@@ -85,6 +86,18 @@ def _cmd_generate(args) -> int:
     if result.final_path:
         print(f"final:   {result.final_path}")
     return 0
+
+
+def model_modes(args) -> ModelModes:
+    """--fp8, --block-swap, --attention, --compile -> ModelModes (checked as it is made)."""
+    blocks = args.block_swap
+    if blocks not in (None, AUTO):
+        try:
+            blocks = int(blocks)
+        except ValueError:
+            raise FlashVideoInputError(f"--block-swap {blocks!r} must be a block count or 'auto'.") from None
+    return ModelModes(weights="fp8_e4m3fn" if args.fp8 else "default", resident_blocks=blocks,
+                      attention=args.attention, compile=args.compile)
 
 
 def _lora_choice(args):
@@ -158,7 +171,7 @@ def _cmd_enhance(args) -> int:
         out = enhance_video_file(
             args.input, args.output, settings, weights=weights, prompt=args.prompt, stage2_prefix=args.stage2_prefix,
             overwrite=args.force, device=args.device, precision=args.precision,
-            callback=WindowedProgress(progress), on_plan=show_plan, stage2_lora=lora,
+            callback=WindowedProgress(progress), on_plan=show_plan, stage2_lora=lora, modes=model_modes(args),
         )
     except FileExistsError as exc:  # the core says "allow overwriting"; name the flag that does
         text = str(exc)

@@ -6,6 +6,7 @@ import argparse
 
 from .. import config
 from ..enhance.windows import DEFAULT_OVERLAP, DEFAULT_WINDOW
+from ..modes.settings import ATTENTION_BACKENDS
 
 TINY_SETTINGS = {"num_frames": 9, "height": 64, "width": 96, "stage2_height": 128, "stage2_width": 192,
                  "stage1_steps": 8}
@@ -96,6 +97,7 @@ def _add_generate(sub) -> None:
                      "the same seed and settings give the same video (default %(default)s)")
     gen.add_argument("--fps", type=float, help=f"output frame rate (default {config.DEFAULT_FPS})")
     _add_lora_args(gen)
+    _add_mode_args(gen)
 
 
 def _add_enhance(sub) -> None:
@@ -134,6 +136,7 @@ def _add_enhance(sub) -> None:
     enh.add_argument("--force", action="store_true", help="overwrite the output file if it exists, and allow "
                      "the default 1080p target beyond x4 the input's long edge")
     _add_lora_args(enh)
+    _add_mode_args(enh)
     _add_weight_args(enh)
 
 
@@ -142,6 +145,21 @@ def _add_lora_args(parser: argparse.ArgumentParser) -> None:
                         "train-stage2 --lora) applied to Stage II after it loads (default: none)")
     parser.add_argument("--stage2-lora-strength", type=float, metavar="S", help="how much of the LoRA: 1 = as "
                         "trained, 0 = none, negative reverses it (default 1; typical 0.5-1.5)")
+
+
+def _add_mode_args(parser: argparse.ArgumentParser) -> None:
+    """The memory and speed modes (modes.settings.ModelModes); each default is the plain way."""
+    parser.add_argument("--fp8", action="store_true", help="store the transformers' (and T5's) block linears in "
+                        "fp8 e4m3fn, upcast per layer when used: about half the weight memory, a small error "
+                        "(embeddings, norms, adaLN and the projections stay in the compute precision)")
+    parser.add_argument("--block-swap", metavar="N|auto", help="keep N transformer blocks on the GPU and stream "
+                        "the others from pinned CPU memory (the next one copied while the current runs); 'auto': "
+                        "the planner picks N for the free memory, none when the model fits (default: off)")
+    parser.add_argument("--attention", default="sdpa", choices=ATTENTION_BACKENDS, help="attention kernel: sdpa "
+                        "(default), sage (SageAttention 2) or flash (FlashAttention 2/3) when installed; a missing "
+                        "one falls back to sdpa with a note. fp8 attention is never used")
+    parser.add_argument("--compile", action="store_true", help="torch.compile each transformer block (regional; "
+                        "the first run at a size compiles, minutes)")
 
 
 def _add_weight_args(parser: argparse.ArgumentParser) -> None:

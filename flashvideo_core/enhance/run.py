@@ -24,6 +24,8 @@ from ..errors import FlashVideoInputError
 from ..layout import checked_images, to_uint8
 from ..memory_floor import cfg_batch, check_fits, transformer_floor, video_floor
 from ..model.lora_adapter import LoraChoice
+from ..modes.settings import ModelModes
+from ..planning.use import check_modes_device
 from ..progress import ProgressCallback
 from ..sampling.stage2_chain import Stage2Models
 from ..text.encoder import check_prompt
@@ -106,6 +108,7 @@ def enhance_video_file(
     callback: ProgressCallback | None = None,
     on_plan: Callable[[EnhancePlan, VideoInfo], None] | None = None,
     stage2_lora: LoraChoice | None = None,
+    modes: ModelModes = ModelModes(),
 ) -> Path:
     """Enhance the video file `in_path` into `out_path` (H.264) with the same frame count, fps and audio.
 
@@ -113,7 +116,8 @@ def enhance_video_file(
     or ready `models`. Frames stream from the input to the output; a failure or interruption leaves
     no output file. Returns out_path. on_plan(plan, info) is called once everything is checked, before
     any model is loaded (the CLI prints describe_plan there). stage2_lora: a LoRA applied to Stage II
-    as it loads from `weights` (with ready `models`, apply it yourself). Raises FlashVideoInputError /
+    as it loads from `weights` (with ready `models`, apply it yourself); modes: how Stage II (and T5 for fp8)
+    is stored and run (modes.settings), resolved for one window. Raises FlashVideoInputError /
     CheckpointError / FileExistsError before any model work: bad settings, an input that cannot be
     read, an output that exists, a prompt that is not text, a window that cannot fit the free memory.
     """
@@ -124,6 +128,7 @@ def enhance_video_file(
     plan = plan_enhance(info.num_frames, info.height, info.width, settings)
     run_device = devices.parse_device(device)
     run_dtype = devices.parse_dtype(precision, run_device)
+    check_modes_device(modes, run_device)
     if models is None:
         if weights is None:
             raise FlashVideoInputError("give either `weights` or ready `models`.")
@@ -138,7 +143,9 @@ def enhance_video_file(
     if on_plan is not None:
         on_plan(plan, info)
     if models is None:
-        models = load_stage2_models(weights, prompt, stage2_prefix, run_device, run_dtype, callback, stage2_lora)
+        size = (plan.windows[0].length, plan.target.work_height, plan.target.work_width, settings.sequential_cfg)
+        models = load_stage2_models(weights, prompt, stage2_prefix, run_device, run_dtype, callback, stage2_lora,
+                                    modes, size)
     refine = _refiner(models, plan, slices, run_device, run_dtype, callback)
     frames = _uint8_stream(iter_frames(info.path, info), plan, refine, callback)
     return write_video(target_path, frames, fps=info.fps, audio_from=info.path if info.has_audio else None,

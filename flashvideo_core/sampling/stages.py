@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from .. import config
-from ..devices import model_device, model_dtype
+from ..devices import model_device, model_dtype, move_model
 from ..errors import FlashVideoInputError
 from ..finite import check_finite, checked_model_calls
 from ..layout import check_latent, latent_frames, transformer_to_latent
@@ -50,7 +50,7 @@ def _place(model, device, dtype) -> torch.device:
     if dtype is not None and dtype != model_dtype(model):
         model.to(dtype=dtype)
     if device != model_device(model):
-        model.to(device)
+        move_model(model, device)
     return device
 
 

@@ -95,7 +95,9 @@ def load_vae(path: str | Path, device="cpu", dtype: torch.dtype = torch.float32,
 
 
 def load_text_encoder(
-    path: str | Path, tokenizer: str | Path | None = None, device="cpu", dtype=torch.float32, callback=None
+    path: str | Path, tokenizer: str | Path | None = None, device="cpu", dtype=torch.float32, callback=None,
+    weights: str = "default",
 ):
-    """T5 encoder + tokenizer (text_encoder/ folder or a single t5xxl .safetensors)."""
-    return _load_text_encoder(path, tokenizer, device=device, dtype=dtype, callback=callback)
+    """T5 encoder + tokenizer (text_encoder/ folder or a single t5xxl .safetensors); weights "fp8_e4m3fn"
+    stores its block linears in fp8 (an fp8 file stays fp8), see text.loading.load_t5_encoder."""
+    return _load_text_encoder(path, tokenizer, device=device, dtype=dtype, callback=callback, weights=weights)

@@ -316,8 +316,8 @@ def test_an_import_from_a_higher_layer_is_named(tmp_path):
     assert any(p.startswith("flashvideo_core/text/encoder.py:1: layering:") for p in problems), problems
     assert any(p.startswith("flashvideo_core/enhance/plan.py:1: layering:") for p in problems), problems
     assert any(p.startswith("flashvideo_core/newpkg/__init__.py:1: package newpkg/ is not in the layer order")
-               and p.endswith("(root basics < modes/ < text/, model/ < vae/ < sampling/ < planning/ < weights/ < video/ < enhance/ < training/ "
-                              "< pipeline < cli).") for p in problems), problems
+               and p.endswith("(root basics < modes/ < text/, model/ < vae/ < sampling/ < planning/ < weights/ "
+                              "< video/ < enhance/ < training/ < pipeline < cli).") for p in problems), problems
     assert len(problems) == 5, problems
 
 
