@@ -129,12 +129,12 @@ def enhance_video_file(
     run_device = devices.parse_device(device)
     run_dtype = devices.parse_dtype(precision, run_device)
     check_modes_device(modes, run_device)
+    if models is not None and stage2_lora is not None:
+        raise FlashVideoInputError("stage2_lora is applied as Stage II loads from `weights`; with ready `models`, "
+                                   "apply it to the transformer yourself (model.lora_adapter.apply_lora).")
     if models is None:
         if weights is None:
             raise FlashVideoInputError("give either `weights` or ready `models`.")
-    elif stage2_lora is not None:
-        raise FlashVideoInputError("stage2_lora is applied as Stage II loads from `weights`; with ready `models`, "
-                                   "apply it to the transformer yourself (model.lora_adapter.apply_lora).")
         weights.check("stage2", "vae", "text_encoder")
         if stage2_lora is not None:
             stage2_lora.check_weights(weights.stage2)
