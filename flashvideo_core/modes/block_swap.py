@@ -11,6 +11,12 @@ reuses their memory only after those kernels finished. At most two streamed bloc
 once. Keeping the first N (not the last) means the first streamed block's copy is prefetched while
 block N - 1 computes; the order of use is fixed, so the choice only decides which blocks never move.
 
+With regional compile (modes.compile: each block's __call__ compiled, its hooks included), the hooks run
+eagerly (torch.compiler.disable): traced, they compiled one variant per block index (their dict lookups
+are guarded) and mixed requires_grad guards into the block's own graph, so a 42-block model would pass
+dynamo's recompile limit; eager, the compiled blocks keep their one shared graph
+(tests/core/test_compile_blocks.py).
+
 The masters are the host tensors themselves (never written back: inference weights do not change), moved
 as raw tensors, so fp8 storage (modes.fp8) is streamed as fp8.
 
@@ -175,13 +181,13 @@ class BlockSwap:
                 self._fetch(index)
                 self._point(index, self.transfers.wait(index, self._tickets[index]))
             self._fetch(index + 1)  # the next block's copy runs while this one computes
-        return hook
+        return torch.compiler.disable(hook)
 
     def _after(self, index: int):
         def hook(module, args, output):
             self._point(index, self._masters[index])
             self.transfers.release(index, self._tickets.pop(index))
-        return hook
+        return torch.compiler.disable(hook)
 
     def place(self, device) -> None:
         """Move everything but the streamed blocks to `device` (the compute device, or the offload device

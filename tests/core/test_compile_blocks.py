@@ -15,6 +15,7 @@ import torch
 
 from flashvideo_core import config
 from flashvideo_core.model.transformer import build_transformer
+from flashvideo_core.modes.block_swap import SyncTransfers, enable_block_swap
 from flashvideo_core.modes.compile import (
     compile_blocks,
     describe_compile,
@@ -108,11 +109,57 @@ def test_uncompile_blocks_restores_eager_blocks(compiled_run):
     assert describe_compile(model) == "FlashVideo torch.compile: off"
 
 
-def test_compile_blocks_raises_the_recompile_limit_but_never_lowers_it(monkeypatch):
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 4)
+def test_compile_blocks_raises_the_recompile_limit_but_never_lowers_it():
+    # set and restored by hand: monkeypatch's undo deletes the config entry (torch's config module then
+    # raises "recompile_limit does not exist" for every later compile in this process)
+    config_module, before = torch._dynamo.config, torch._dynamo.config.recompile_limit
+    try:
+        config_module.recompile_limit = 4
+        model = build_transformer(SHAPE, seed=0)
+        assert compile_blocks(model, backend=CountingBackend(), recompile_limit=16).recompile_limit == 16
+        config_module.recompile_limit = 64
+        assert compile_blocks(model, backend=CountingBackend(), recompile_limit=16).recompile_limit == 64
+        assert config_module.recompile_limit == 64
+        uncompile_blocks(model)
+    finally:
+        config_module.recompile_limit = before
+
+
+class CountingTransfers(SyncTransfers):
+    """SyncTransfers that count the copies block swap asks for (so the test sees its hooks ran)."""
+
+    def __init__(self, device):
+        super().__init__(device)
+        self.fetches = 0
+
+    def fetch(self, index, tensors):
+        self.fetches += 1
+        return super().fetch(index, tensors)
+
+
+def test_block_swap_and_regional_compile_compose():
+    """Block swap's hooks on compiled blocks: the output is eager's, every streamed block is copied once per
+    call and pointed back at its host copy after it, and the compiled blocks keep one shared compile
+    (traced hooks compiled one variant per block index: 9 graphs for 4 blocks at the first size)."""
+    torch._dynamo.reset()
+    backend = CountingBackend()
     model = build_transformer(SHAPE, seed=0)
-    assert compile_blocks(model, backend=CountingBackend(), recompile_limit=16).recompile_limit == 16
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 64)
-    assert compile_blocks(model, backend=CountingBackend(), recompile_limit=16).recompile_limit == 64
-    assert torch._dynamo.config.recompile_limit == 64
-    uncompile_blocks(model)
+    reference = build_transformer(SHAPE, seed=0)
+    compile_blocks(model, backend=backend)  # the order of modes.apply: compile, then block swap
+    transfers = CountingTransfers("cpu")
+    handle = enable_block_swap(model, 1, "cpu", transfers=transfers)
+    graphs, errors = [], []
+    try:
+        for size in SIZES[:2]:
+            for _ in range(2):  # each size twice: the second call must not compile
+                errors.append((_call(model, _latents(*size)) - _call(reference, _latents(*size))).abs().max().item())
+                graphs.append(backend.graphs)
+    finally:
+        torch._dynamo.reset()
+    assert max(errors) <= 1e-5
+    assert transfers.fetches == len(errors) * len(handle.streamed) and not handle._tickets
+    masters = {t.data_ptr() for t in handle._masters[3]}
+    assert all(p.data_ptr() in masters for p in transformer_blocks(model)[3].parameters())
+    first, again, second, second_again = graphs
+    assert 0 < first <= 2 and again == first  # as without block swap: one graph for the shared block code
+    assert second <= 2 * first and second_again == second
