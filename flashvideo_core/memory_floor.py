@@ -12,6 +12,7 @@ Stage I). Counted, nothing else:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -47,11 +48,13 @@ def video_floor(num_frames: int, height: int, width: int) -> int:
 
 
 def check_fits(what: str, need: int, free: int, device: torch.device | str, num_frames: int, height: int,
-               width: int) -> None:
+               width: int, hint: Callable[[], str] | None = None) -> None:
     """Raise FlashVideoInputError if `need` bytes exceed `free`, naming sizes that would fit.
 
     The suggestion keeps the aspect ratio (multiples of 16, same frame count) or keeps the size with
-    fewer frames (4k+1), both from the floor's proportionality to the pixel count.
+    fewer frames (4k+1), both from the floor's proportionality to the pixel count. hint: called only
+    when the check fails, its sentence ends the message (planning.room.fitting_hint: the memory mode
+    that would fit; this module may not import the planner).
     """
     if need <= free:
         return
@@ -65,5 +68,5 @@ def check_fits(what: str, need: int, free: int, device: torch.device | str, num_
     raise FlashVideoInputError(
         f"{what} at {width}x{height} (WxH) with {num_frames} frames needs at least {need / 2**30:.1f} GiB on "
         f"{torch.device(device)}, and {free / 2**30:.1f} GiB is free: use a smaller size (about {fit_w}x{fit_h} "
-        f"at {num_frames} frames{frames_hint}) or free memory first."
+        f"at {num_frames} frames{frames_hint}) or free memory first." + (f" {hint()}" if hint is not None else "")
     )

@@ -24,6 +24,7 @@ from .layout import check_pixel_size, image_to_video, to_uint8, video_to_image
 from .memory_floor import cfg_batch, check_fits, transformer_floor, video_floor
 from .model.lora_adapter import LoraChoice
 from .modes.settings import ModelModes
+from .planning.room import fitting_hint, known_config
 from .planning.use import apply_modes, check_modes_device, load_with_modes
 from .progress import ProgressCallback
 from .sampling import stages
@@ -182,9 +183,13 @@ def _check_memory_floor(settings: GenerateSettings, weights, device: torch.devic
     sizes = [("Stage I", weights.stage1, settings.stage1.height, settings.stage1.width, settings.stage1)]
     if not settings.preview_only:
         sizes.append(("Stage II", weights.stage2, settings.stage2_height, settings.stage2_width, settings.stage2))
-    for stage, path, height, width, knobs in sizes:
-        need = transformer_floor(frames, height, width, transformer_width(path), dtype, cfg_batch(knobs.sequential_cfg))
-        check_fits(stage, need, free_device, device, frames, height, width)
+    for number, (stage, path, height, width, knobs) in enumerate(sizes, start=1):
+        hidden = transformer_width(path)
+        need = transformer_floor(frames, height, width, hidden, dtype, cfg_batch(knobs.sequential_cfg))
+        network = known_config(number, hidden)  # the planner knows the published (and tiny) networks
+        hint = None if network is None else fitting_hint(number, frames, height, width, free_device, dtype, device,
+                                                         settings.modes, network)
+        check_fits(stage, need, free_device, device, frames, height, width, hint)
         check_fits(f"{stage}'s decoded video", video_floor(frames, height, width), free_ram, "cpu", frames, height,
                    width)
 

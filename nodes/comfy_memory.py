@@ -17,6 +17,15 @@ after its block. After the block, "offload after use" unloads it through ComfyUI
 CPU memory, VRAM free at once); "keep on device" leaves it loaded, and ComfyUI unloads it when it
 needs the room. A block that raises (Cancel is ComfyUI's InterruptProcessingException) leaves the
 model in one of those two states, never half-moved.
+
+Block swap (a module with flashvideo_core.modes.block_swap's handle, attribute SWAP_ATTR): the
+patcher's holder registers only the resident part (everything but the streamed blocks, see
+resident_parts), so ComfyUI's size is the resident bytes and its .to() never moves a streamed block;
+those stay in (pinned) host memory and visit the device through the swap's hooks, and the two blocks
+in flight are added to memory_required at each load. The check after a load covers the holder (the
+resident part). A new block count (node_modes.prepare_run) first unloads and forgets the patcher
+(forget), and a block that raises drops the swap (the next run attaches it again), so no device copy
+of a streamed block outlives the error.
 """
 
 from __future__ import annotations
@@ -30,6 +39,8 @@ from pathlib import Path
 import torch
 
 from flashvideo_core.devices import model_device, on_device
+from flashvideo_core.modes.apply import SWAP_ATTR
+from flashvideo_core.modes.block_swap import device_bytes
 from flashvideo_core.vae.retry import is_out_of_memory
 
 from . import comfy_services as services
@@ -59,18 +70,25 @@ def in_use(handle, memory_required: int = 0) -> Iterator[torch.nn.Module]:
     reserve). Without ComfyUI: devices.on_device(module, device, offload_to).
     """
     comfy = comfy_memory_manager()
-    if comfy is None:
-        with on_device(handle.module, handle.device, handle.offload_to) as module:
-            yield module
-        return
-    mm, mp = comfy
-    patcher = _patcher(handle, mp)
-    forced = _load(handle, patcher, mm, memory_required)
+    swap = getattr(handle.module, SWAP_ATTR, None)
     try:
-        yield handle.module
-    finally:
-        if forced or _offloads(handle):
-            unload(patcher, mm)
+        if comfy is None:
+            with on_device(handle.module, handle.device, handle.offload_to) as module:
+                yield module
+            return
+        mm, mp = comfy
+        patcher = _patcher(handle, mp)
+        in_flight = swap.memory().in_flight if swap is not None else 0
+        forced = _load(handle, patcher, mm, memory_required + in_flight)
+        try:
+            yield handle.module
+        finally:
+            if forced or _offloads(handle):
+                unload(patcher, mm)
+    except BaseException:
+        if swap is not None:
+            drop_swap(handle)
+        raise
 
 
 def _offloads(handle) -> bool:
@@ -80,7 +98,8 @@ def _offloads(handle) -> bool:
 
 
 class FlashVideoModel(torch.nn.Module):
-    """What ComfyUI's patcher holds: one FlashVideo module as its child.
+    """What ComfyUI's patcher holds: one FlashVideo module as its child, or, for a module with block
+    swap, its resident part (resident_parts) as children, so ComfyUI never sees a streamed block.
 
     ComfyUI writes its bookkeeping (device, model_loaded_weight_memory, model_lowvram, ...) onto the
     module it manages; diffusers and transformers models have a read-only .device, and ours stay clean.
@@ -88,8 +107,69 @@ class FlashVideoModel(torch.nn.Module):
 
     def __init__(self, module: torch.nn.Module):
         super().__init__()
-        self.flashvideo_model = module
+        swap = getattr(module, SWAP_ATTR, None)
+        if swap is None:
+            self.flashvideo_model = module
+        else:
+            self.flashvideo_resident = torch.nn.ModuleList(resident_parts(module, swap))
         self.device = model_device(module)
+
+
+def resident_parts(module: torch.nn.Module, swap) -> list[torch.nn.Module]:
+    """The largest submodules of `module` that hold no streamed block of `swap` (a BlockSwap): together
+    they hold every parameter and buffer but the streamed blocks'. A module on the way to a streamed
+    block (the model, its ModuleList of blocks) must hold no tensor of its own (true of FlashVideo's
+    transformers): RuntimeError otherwise."""
+    streamed = {id(swap.blocks[i]) for i in swap.streamed}
+    parts = []
+
+    def walk(node: torch.nn.Module) -> None:
+        if id(node) in streamed:
+            return
+        if not any(id(sub) in streamed for sub in node.modules()):
+            parts.append(node)
+            return
+        if any(t is not None for t in [*node._parameters.values(), *node._buffers.values()]):
+            raise RuntimeError(f"{type(node).__name__} holds tensors beside its streamed blocks; block swap cannot "
+                               "hand ComfyUI its resident part.")
+        for child in node.children():
+            walk(child)
+
+    walk(module)
+    return parts
+
+
+def room(handle, need: int) -> int:
+    """Bytes handle's model may use on handle.device for a run (block swap "auto" plans with it): inside
+    ComfyUI, after asking it to free `need` bytes (other models unloaded, as load_models_gpu does for a
+    load), its free memory; without ComfyUI, the device's free memory; plus what the model already holds
+    on the device in both cases."""
+    device = torch.device(handle.device)
+    comfy = comfy_memory_manager()
+    if comfy is not None:
+        mm = comfy[0]
+        ours = [entry for entry in mm.current_loaded_models if entry.model is handle.comfy_patcher]
+        mm.free_memory(need, device, keep_loaded=ours)
+    return services.free_memory(device) + device_bytes(handle.module, device)
+
+
+def forget(handle) -> None:
+    """Unload handle's patcher through ComfyUI (when ComfyUI lists it) and drop it: the next use makes a new
+    one for the module as it is then (a new block-swap layout)."""
+    comfy = comfy_memory_manager()
+    if handle.comfy_patcher is not None and comfy is not None:
+        unload(handle.comfy_patcher, comfy[0])
+    handle.comfy_patcher = None
+
+
+def drop_swap(handle) -> None:
+    """Forget the patcher, then remove block swap from handle.module (streamed blocks back where the rest of
+    the model is, no device copy left): a plain module again; node_modes.prepare_run attaches it anew."""
+    forget(handle)
+    swap = getattr(handle.module, SWAP_ATTR, None)
+    if swap is not None:
+        swap.disable()
+        delattr(handle.module, SWAP_ATTR)
 
 
 @functools.cache
@@ -121,7 +201,7 @@ def _load(handle, patcher, mm, memory_required: int) -> bool:
     unloaded. Returns True when ComfyUI had left weights off the device (the model then leaves after use)."""
     try:
         mm.load_models_gpu([patcher], memory_required=memory_required, force_full_load=True)
-        left = bytes_off_device(handle.module, handle.device)
+        left = bytes_off_device(patcher.model, handle.device)  # the holder: streamed blocks are not in it
         if not left:
             return False
         flag = _flag(mm)
@@ -132,7 +212,7 @@ def _load(handle, patcher, mm, memory_required: int) -> bool:
                            model_name(handle), handle.device)
             patcher.model.flashvideo_warned = True
         patcher.partially_load(handle.device, 1e32)  # ComfyUI's own full load: its count stays right
-        left = bytes_off_device(handle.module, handle.device)
+        left = bytes_off_device(patcher.model, handle.device)
         if left:
             raise RuntimeError(f"{model_name(handle)}: ComfyUI ({flag}) keeps {left / 2**20:.0f} MB of it off "
                                f"{handle.device} and FlashVideo's models cannot run split between devices. Start "
@@ -149,10 +229,12 @@ def _does_not_fit(handle, patcher, mm) -> str:
     """The message for a model that did not fit on its device even after ComfyUI unloaded the others."""
     free = services.free_memory(handle.device)
     smaller = " Load it in bf16 or fp16 (precision widget), half of fp32;" if handle.dtype == torch.float32 else ""
+    modes = (" For a Stage I/II model, set its loader's block_swap to auto (or manual with fewer resident_blocks) "
+             "and/or weights to fp8_e4m3fn (half the block weights); for T5, weights fp8_e4m3fn;")
     return (f"FlashVideo: {model_name(handle)} needs {patcher.model_size() / 2**30:.1f} GB on {handle.device} and "
             f"does not fit ({free / 2**30:.1f} GB free after ComfyUI unloaded what it could). FlashVideo's models "
-            f"load whole (not comfy.ops layers, so not even --lowvram/--novram can stream them).{smaller} close "
-            "other programs using the GPU, or start ComfyUI with --cpu.")
+            f"are not comfy.ops layers, so --lowvram/--novram cannot stream them.{smaller}{modes} close other "
+            "programs using the GPU, or start ComfyUI with --cpu.")
 
 
 def unload(patcher, mm) -> None:

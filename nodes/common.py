@@ -9,6 +9,7 @@ import torch
 from flashvideo_core import config
 from flashvideo_core.errors import FlashVideoInputError
 from flashvideo_core.layout import to_uint8
+from flashvideo_core.modes.settings import ModelModes
 from flashvideo_core.vae import decode_preview_frame
 
 from . import comfy_memory
@@ -50,6 +51,9 @@ class LoadedModel:
     source: str
     text_encoder: object = None
     """For T5 handles: the flashvideo_core TextEncoder (tokenizer + this module)."""
+    modes: ModelModes = ModelModes()
+    """The memory modes the loader was asked for (fp8, attention and compile are applied at load;
+    resident_blocks None, N or "auto" is set up for each run at its size by node_modes.prepare_run)."""
     comfy_patcher: object = field(default=None, init=False, repr=False, compare=False)
     """Inside ComfyUI: the comfy.model_patcher.ModelPatcher that registers this module, made on first use."""
 

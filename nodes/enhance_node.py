@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flashvideo_core import config
-from flashvideo_core.enhance.plan import EnhanceSettings
+from flashvideo_core.enhance.plan import EnhanceSettings, plan_enhance
 from flashvideo_core.enhance.run import enhance_images
 from flashvideo_core.enhance.sizing import NAMED_SIZES, image_frame_bytes
 from flashvideo_core.enhance.windows import DEFAULT_OVERLAP, DEFAULT_WINDOW
@@ -13,6 +13,7 @@ from flashvideo_core.sampling.settings import SEED_MAX
 from flashvideo_core.sampling.stage2_chain import Stage2Models
 
 from . import comfy_services as services
+from . import node_modes
 from .common import (
     CATEGORY,
     EMBEDS,
@@ -110,9 +111,12 @@ class FlashVideoEnhanceImages:
         settings = EnhanceSettings(**choice, noise_step="auto" if auto_noise else noise_step, steps=steps, cfg=cfg,
                                    shift=shift, seed=seed, window=window, overlap=overlap, color_match=color_match,
                                    sequential_cfg=sequential_cfg)
+        plan = plan_enhance(images.shape[0], images.shape[1], images.shape[2], settings)
+        node_modes.prepare_run(model, plan.windows[0].length, plan.target.work_height, plan.target.work_width,
+                               settings.sequential_cfg)  # block swap sized for a window (as check_window_fits)
         handles = {id(model.module): model, id(vae.module): vae}
         models = Stage2Models(model.module, vae.module, embeds.stage2, use=lambda module: handles[id(module)].active(),
                               free_memory=services.free_memory)  # one model on the GPU at a time
-        out = enhance_images(images, models, settings, device=model.device,
+        out = enhance_images(images, models, settings, device=model.device, mode_words=node_modes.NODE_WORDS,
                              callback=WindowedProgress(services.Progress(latent_preview_fn(vae))))
         return (out,)

@@ -13,12 +13,15 @@ from flashvideo_core.checkpoint import check_weight_file
 from flashvideo_core.devices import parse_dtype
 from flashvideo_core.errors import CheckpointError
 from flashvideo_core.model.sat_loading import load_transformer
+from flashvideo_core.modes.apply import apply_model_modes
+from flashvideo_core.modes.settings import ModelModes
+from flashvideo_core.planning.use import check_modes_device
 from flashvideo_core.text.encoder import load_text_encoder
 from flashvideo_core.text.loading import find_tokenizer
 from flashvideo_core.vae import load_vae
 from flashvideo_core.weights.hub import download_weights
 
-from . import comfy_memory
+from . import comfy_memory, node_modes
 from . import comfy_services as services
 from .common import (
     CATEGORY,
@@ -133,19 +136,32 @@ class _TransformerLoader(_Loader):
                 "model_name": _model_input(cls.KIND, f"The published {cls.KIND}.pt as it is (SAT layout), a "
                                                      "converted .safetensors or a diffusers folder."),
                 **_placement_inputs(),
-            }
+            },
+            "optional": node_modes.transformer_mode_inputs(),
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, model_name):
-        return _validate_choice(cls.KIND, model_name)
+    def VALIDATE_INPUTS(cls, model_name, block_swap=None, resident_blocks=None):
+        checks = (_validate_choice(cls.KIND, model_name), node_modes.check_block_swap(block_swap, resident_blocks))
+        return next((c for c in checks if c is not True), True)
 
-    def load(self, model_name, precision, offload):
-        """A file name from the model lists -> (LoadedModel holding the Stage I or II transformer,)."""
+    def load(self, model_name, precision, offload, weights="default", attention="sdpa", compile=False,
+             block_swap="off", resident_blocks=node_modes.RESIDENT_DEFAULT):
+        """A file name from the model lists -> (LoadedModel holding the Stage I or II transformer,).
+
+        The modes (node_modes): fp8 weights, the attention kernel and compile are applied here, to the
+        weights in CPU memory; block swap is recorded in the handle and set up by the node that runs it.
+        """
         path = services.model_path(self.KIND, model_name)
         place = _placement(precision, offload)
+        modes = node_modes.loader_modes(weights, attention, compile, block_swap, resident_blocks)
+        check_modes_device(modes, place.device)
         module = load_transformer(path, stage=self.STAGE, dtype=place.dtype, callback=services.Progress())
-        return (_wrap(module, place, str(path)),)
+        for line in apply_model_modes(module, modes, place.dtype):
+            logger.info("[FlashVideo] %s", line)
+        handle = _wrap(module, place, str(path))
+        handle.modes = modes
+        return (handle,)
 
 
 class FlashVideoStage1Loader(_TransformerLoader):
@@ -224,14 +240,15 @@ class FlashVideoT5Loader(_Loader):
                                "encoder (CogVideoX layout), else ComfyUI's own T5 tokenizer (for a single "
                                "t5xxl_fp16.safetensors)."}),
                 **_placement_inputs(),
-            }
+            },
+            "optional": node_modes.t5_mode_inputs(),
         }
 
     @classmethod
     def VALIDATE_INPUTS(cls, encoder_name):
         return _validate_choice("t5", encoder_name)
 
-    def load(self, encoder_name, tokenizer, precision, offload):
+    def load(self, encoder_name, tokenizer, precision, offload, weights="default"):
         """Encoder and tokenizer names -> (LoadedModel holding the T5 encoder, with .text_encoder set,).
 
         The encoder is built where the handle keeps it between runs (place.home); the handle's active()
@@ -241,10 +258,11 @@ class FlashVideoT5Loader(_Loader):
         path = services.model_path("t5", encoder_name)
         tokenizer_path = _auto_tokenizer(path) if tokenizer == TOKENIZER_AUTO else _resolve_tokenizer(tokenizer)
         place = _placement(precision, offload)
+        modes = ModelModes(weights=weights)
         encoder = load_text_encoder(path, tokenizer_path, device=place.home, dtype=place.dtype,
-                                    callback=services.Progress())
+                                    callback=services.Progress(), weights=modes.weights)
         handle = _wrap(encoder.model, place, str(path))
-        handle.text_encoder = encoder
+        handle.text_encoder, handle.modes = encoder, modes
         return (handle,)
 
 

@@ -8,12 +8,15 @@ from flashvideo_core import config
 from flashvideo_core.errors import FlashVideoInputError
 from flashvideo_core.layout import check_latent, pixel_frames
 from flashvideo_core.memory_floor import cfg_batch, check_fits, transformer_floor
+from flashvideo_core.modes.block_swap import device_bytes
+from flashvideo_core.planning.room import fitting_hint, modes_of
 from flashvideo_core.sampling.degradation import degrade_latent
 from flashvideo_core.sampling.settings import SEED_MAX, Stage1Settings, Stage2Settings
 from flashvideo_core.sampling.stages import run_stage1, run_stage2
 from flashvideo_core.text.encoder import check_prompt
 
 from . import comfy_services as services
+from . import node_modes
 from .common import (
     CATEGORY,
     EMBEDS,
@@ -125,8 +128,9 @@ class FlashVideoStage1Sampler:
                                   cfg_exponent=cfg_exponent, sequential_cfg=sequential_cfg)
         need = _forward_floor(model, settings.sequential_cfg, frames, height, width)
         progress = services.Progress(latent_preview_fn(vae))
+        node_modes.prepare_run(model, frames, height, width, settings.sequential_cfg)
         with model.active(memory_required=need):
-            _check_room("Stage I", model, need, frames, height, width)
+            _check_room(1, model, need, frames, height, width)
             latent = run_stage1(model.module, embeds.stage1, settings, seed=seed, callback=progress)
         services.soft_empty_cache()
         return ({"samples": latent, "flashvideo": {"stage": 1, "seed": seed, "prompt": embeds.prompt}},)
@@ -210,8 +214,9 @@ class FlashVideoStage2Sampler:
         size = (pixel_frames(frames), height * config.VAE_SPATIAL_COMPRESSION, width * config.VAE_SPATIAL_COMPRESSION)
         need = _forward_floor(model, settings.sequential_cfg, *size)
         progress = services.Progress(latent_preview_fn(vae))
+        node_modes.prepare_run(model, *size, settings.sequential_cfg)
         with model.active(memory_required=need):
-            _check_room("Stage II", model, need, *size)
+            _check_room(2, model, need, *size)
             out = run_stage2(model.module, embeds.stage2, latent["samples"], settings, callback=progress)
         services.soft_empty_cache()
         result_info = {**info, "stage": 2, "degraded": False}
@@ -225,7 +230,13 @@ def _forward_floor(model, sequential_cfg: bool, frames: int, height: int, width:
                              cfg_batch(sequential_cfg))
 
 
-def _check_room(stage: str, model, need: int, frames: int, height: int, width: int) -> None:
+def _check_room(stage: int, model, need: int, frames: int, height: int, width: int) -> None:
     """Raise FlashVideoInputError before sampling if the forward's least memory is not free where the
-    model now runs (ComfyUI has already been asked to make that room), naming sizes that fit."""
-    check_fits(stage, need, services.free_memory(model.device), model.device, frames, height, width)
+    model now runs (ComfyUI has already been asked to make that room), naming sizes that fit and the
+    memory mode that would fit (planning.room, in the nodes' inputs) for the free memory plus what the
+    model holds on the device."""
+    free = services.free_memory(model.device)
+    budget = free + device_bytes(model.module, model.device)
+    hint = fitting_hint(stage, frames, height, width, budget, model.dtype, model.device, modes_of(model.module),
+                        model.module.config, node_modes.NODE_WORDS)
+    check_fits(f"Stage {'I' * stage}", need, free, model.device, frames, height, width, hint)

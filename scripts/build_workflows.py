@@ -123,13 +123,15 @@ PROMPT = (
     "tracks slowly alongside at the fox's height, shallow depth of field, cinematic, highly detailed fur."
 )
 LOADER = {"precision": "auto", "offload": "offload after use"}
+MODES = {"weights": "default", "attention": "sdpa", "compile": False, "block_swap": "off", "resident_blocks": 20}
+"""The transformer loaders' memory-mode widgets at their defaults (the T5 loader has weights only)."""
 
 
 def _models(g: Graph, stage1=True, stage2=True):
-    wanted = [("stage1", "FlashVideoStage1Loader", {"model_name": "stage1.pt"}),
-              ("stage2", "FlashVideoStage2Loader", {"model_name": "stage2.pt"}),
+    wanted = [("stage1", "FlashVideoStage1Loader", {"model_name": "stage1.pt", **MODES}),
+              ("stage2", "FlashVideoStage2Loader", {"model_name": "stage2.pt", **MODES}),
               ("vae", "FlashVideoVAELoader", {"vae_name": "3d-vae.pt"}),
-              ("t5", "FlashVideoT5Loader", {"encoder_name": "text_encoder/",
+              ("t5", "FlashVideoT5Loader", {"encoder_name": "text_encoder/", "weights": "default",
                                             "tokenizer": "auto (tokenizer/ beside the encoder)"})]
     wanted = [w for w in wanted if (stage1 or w[0] != "stage1") and (stage2 or w[0] != "stage2")]
     return {key: g.add(node_type, (0, 190 * row), {**widgets, **LOADER})

@@ -25,6 +25,7 @@ from ..layout import checked_images, to_uint8
 from ..memory_floor import cfg_batch, check_fits, transformer_floor, video_floor
 from ..model.lora_adapter import LoraChoice
 from ..modes.settings import ModelModes
+from ..planning.room import CLI_WORDS, ModeWords, fitting_hint, known_config, modes_of
 from ..planning.use import check_modes_device
 from ..progress import ProgressCallback
 from ..sampling.stage2_chain import Stage2Models
@@ -71,11 +72,12 @@ def _uint8_stream(frames: Iterator, plan: EnhancePlan, refine: Refine, callback)
 
 def enhance_images(images: torch.Tensor, models: Stage2Models | Refine, settings: EnhanceSettings, *,
                    slices: Slices = AUTO, device=None, dtype: torch.dtype | None = None,
-                   callback: ProgressCallback | None = None) -> torch.Tensor:
+                   callback: ProgressCallback | None = None, mode_words: ModeWords = CLI_WORDS) -> torch.Tensor:
     """ComfyUI IMAGE (F, H, W, C) in [0, 1] (or uint8 0..255) -> IMAGE (F, H', W', 3) float32 in [0, 1].
 
     C may be 3, 4 (alpha dropped, logged) or 1 (gray expanded); NaN/Inf and values far outside the
-    range are refused (layout.checked_images). Models and the rest as in enhance_frames.
+    range are refused (layout.checked_images). Models and the rest as in enhance_frames; mode_words:
+    how a too-small-memory message names the settings of the mode that would fit (the nodes' inputs).
     The whole output lives in memory (F x H' x W' x 3 x 4 bytes; see sizing.image_frame_bytes); if
     that is more than OUTPUT_RAM_FRACTION of the RAM free now, FlashVideoInputError says so before
     any model call (on a CPU machine running out of RAM kills the process late in the run).
@@ -83,7 +85,7 @@ def enhance_images(images: torch.Tensor, models: Stage2Models | Refine, settings
     images = checked_images(images)
     num_frames, in_height, in_width = images.shape[:3]
     plan = plan_enhance(num_frames, in_height, in_width, settings)
-    refine = _refiner(models, plan, slices, device, dtype, callback)
+    refine = _refiner(models, plan, slices, device, dtype, callback, mode_words)
     _check_output_fits(plan)
     out = torch.empty(num_frames, plan.target.height, plan.target.width, 3)
     frames = (images[i] for i in range(num_frames))
@@ -139,7 +141,7 @@ def enhance_video_file(
         if stage2_lora is not None:
             stage2_lora.check_weights(weights.stage2)
         check_prompt(prompt, required=False)  # before T5 loads (minutes): a lone surrogate is named at once
-        check_window_fits(plan, transformer_width(weights.stage2), run_device, run_dtype)
+        check_window_fits(plan, transformer_width(weights.stage2), run_device, run_dtype, modes=modes)
     if on_plan is not None:
         on_plan(plan, info)
     if models is None:
@@ -153,24 +155,30 @@ def enhance_video_file(
 
 
 def check_window_fits(plan: EnhancePlan, hidden: int, device, dtype: torch.dtype,
-                      free_memory: Callable[[torch.device], int] | None = None) -> None:
+                      free_memory: Callable[[torch.device], int] | None = None,
+                      modes: ModelModes = ModelModes(), words: ModeWords = CLI_WORDS) -> None:
     """Raise FlashVideoInputError if one window's Stage II forward (memory_floor.transformer_floor of a
     `hidden`-wide model at the work size, CFG batch) or its decoded window cannot fit the memory free now.
 
     Called before any model is loaded (enhance_video_file) or run (enhance_frames/images), so a 4K
     window on a small card is refused at once with sizes that fit, not after minutes with an
-    allocator traceback. free_memory(device): bytes free there (None: devices.free_memory).
+    allocator traceback, and with the memory mode that would fit (planning.room; `modes`: the run's, in
+    `words`). free_memory(device): bytes free there (None: devices.free_memory).
     """
     device = torch.device(device)
     free_memory = free_memory or devices.free_memory
     frames, height, width = plan.windows[0].length, plan.target.work_height, plan.target.work_width
     need = transformer_floor(frames, height, width, hidden, dtype, cfg_batch(plan.stage2.sequential_cfg))
-    check_fits("Stage II (one enhance window)", need, free_memory(device), device, frames, height, width)
+    free, network = free_memory(device), known_config(2, hidden)
+    hint = None if network is None else fitting_hint(2, frames, height, width, free, dtype, device, modes, network,
+                                                     words)
+    check_fits("Stage II (one enhance window)", need, free, device, frames, height, width, hint)
     check_fits("a decoded enhance window", video_floor(frames, height, width), devices.free_memory("cpu"), "cpu",
                frames, height, width)
 
 
-def _refiner(models: Stage2Models | Refine, plan: EnhancePlan, slices: Slices, device, dtype, callback) -> Refine:
+def _refiner(models: Stage2Models | Refine, plan: EnhancePlan, slices: Slices, device, dtype, callback,
+             words: ModeWords = CLI_WORDS) -> Refine:
     """The Refine to run: a given one as it is; for a Stage2Models bundle, checked first (prompt
     embedding against the transformer, one window against the free memory where it will run)."""
     if not isinstance(models, Stage2Models):
@@ -178,7 +186,8 @@ def _refiner(models: Stage2Models | Refine, plan: EnhancePlan, slices: Slices, d
     models.check()
     run_device = torch.device(device) if device is not None else devices.model_device(models.transformer)
     check_window_fits(plan, models.transformer.config.hidden_size, run_device,
-                      dtype or devices.model_dtype(models.transformer), models.free_bytes)
+                      dtype or devices.model_dtype(models.transformer), models.free_bytes, modes_of(models.transformer),
+                      words)
     return stage2_refiner(models, slices=slices, device=device, dtype=dtype, callback=callback)
 
 

@@ -85,11 +85,16 @@ def test_pack_entry_exposes_the_mappings():
 
 @pytest.mark.parametrize("node_id", sorted(NODE_CLASS_MAPPINGS))
 def test_validate_inputs_never_switches_off_comfyuis_own_checks(node_id):
-    """A VALIDATE_INPUTS taking **kwargs makes ComfyUI skip its range and combo checks of every input."""
+    """A VALIDATE_INPUTS taking **kwargs makes ComfyUI skip its range and combo checks of every input. It may
+    name optional inputs (ComfyUI passes them when the workflow has them), with a default of None for a
+    workflow saved before they existed."""
     import inspect
 
     validate = getattr(NODE_CLASS_MAPPINGS[node_id], "VALIDATE_INPUTS", None)
     if validate is not None:
         spec = inspect.getfullargspec(validate)
         assert spec.varkw is None and "input_types" not in spec.args
-        assert set(spec.args[1:]) <= set(NODE_CLASS_MAPPINGS[node_id].INPUT_TYPES()["required"])
+        inputs = NODE_CLASS_MAPPINGS[node_id].INPUT_TYPES()
+        assert set(spec.args[1:]) <= set(inputs["required"]) | set(inputs.get("optional", {}))
+        defaults = dict(zip(spec.args[len(spec.args) - len(spec.defaults or ()):], spec.defaults or ()))
+        assert all(defaults.get(name, "missing") is None for name in spec.args[1:] if name not in inputs["required"])

@@ -1,0 +1,90 @@
+"""The too-small-card message (issue 12): the memory floor's refusal plus the mode that would fit.
+
+memory_floor (a root basic) refuses a size whose least memory is not free, before any compute; it may
+not import the planner, so it takes its hint as a callable. fitting_hint makes that callable: the
+fastest mode that fits the free memory (planner.choose_modes), said in the caller's words (ModeWords:
+CLI flags, or the nodes' inputs), or, when no mode fits, planner.nothing_fits_message (fewer frames or
+a smaller size in the smallest mode). The hint is computed only when the check fails.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .. import config as fv_config
+from ..config import TransformerConfig
+from ..errors import FlashVideoInputError
+from ..modes.attention import attention_backend
+from ..modes.compile import STATE_ATTR as COMPILE_ATTR
+from ..modes.fp8 import fp8_layers
+from ..modes.settings import ModelModes
+from .planner import GIB, Allowed, MemoryPlan, choose_modes, stage_config
+
+
+@dataclass(frozen=True)
+class ModeWords:
+    """How a front end names the settings of a mode: fp8 weights, block swap with {n} resident blocks,
+    sequential CFG, what to say when the plain mode is the one that fits, and what joins the settings."""
+
+    fp8: str
+    block_swap: str
+    sequential_cfg: str
+    plain: str
+    joiner: str = ", "
+
+
+CLI_WORDS = ModeWords(fp8="--fp8", block_swap="--block-swap {n}", sequential_cfg="--sequential-cfg",
+                      plain="no memory flag", joiner=" ")
+"""The command line's flags (generate and enhance)."""
+
+
+def settings_for(plan: MemoryPlan, words: ModeWords = CLI_WORDS) -> str:
+    """What to set for `plan`'s mode in `words`, e.g. '--fp8 --block-swap 12 --sequential-cfg'."""
+    parts = []
+    if plan.modes.weights == "fp8_e4m3fn":
+        parts.append(words.fp8)
+    if isinstance(plan.modes.resident_blocks, int):
+        parts.append(words.block_swap.format(n=plan.modes.resident_blocks))
+    if plan.sequential_cfg:
+        parts.append(words.sequential_cfg)
+    return words.joiner.join(parts) or words.plain
+
+
+def known_config(stage: int, hidden: int) -> TransformerConfig | None:
+    """The network of `stage` with hidden width `hidden` that the planner knows (the published Stage I 5B /
+    Stage II 2B, or the tiny test networks), or None for another width (a file of another shape)."""
+    candidates = (stage_config(stage), fv_config.TINY_STAGE1 if stage == 1 else fv_config.TINY_STAGE2)
+    return next((c for c in candidates if c.num_heads * c.head_dim == hidden), None)
+
+
+def modes_of(model: torch.nn.Module) -> ModelModes:
+    """The modes a loaded transformer carries (fp8 layers, attention kernel, compile); block swap is left
+    out (the planner chooses it)."""
+    return ModelModes(weights="fp8_e4m3fn" if fp8_layers(model) else "default", attention=attention_backend(model),
+                      compile=hasattr(model, COMPILE_ATTR))
+
+
+def fitting_hint(stage: int, frames: int, height: int, width: int, free_bytes: int, dtype: torch.dtype,
+                 device: torch.device | str, modes: ModelModes = ModelModes(),
+                 config: TransformerConfig | None = None, words: ModeWords = CLI_WORDS) -> Callable[[], str]:
+    """A callable for memory_floor.check_fits(hint=): one sentence naming the fastest mode that fits
+    `free_bytes` for the whole stage (weights + one call's activations) at (frames, height, width), with
+    the settings that select it, or the planner's nothing-fits sentence. `modes`: the run's modes (fp8,
+    attention and compile are kept; block swap is the planner's to choose, never on a CPU `device`).
+    config: the network (None: the stage's published one)."""
+    base = dataclasses.replace(modes, resident_blocks=None)
+    allow = Allowed(block_swap=torch.device(device).type != "cpu")
+
+    def hint() -> str:
+        try:
+            plan = choose_modes(stage, height, width, frames, free_bytes, dtype, allow, base, config)
+        except FlashVideoInputError as nothing_fits:
+            return f"No mode fits: {nothing_fits}"
+        return (f"The mode that fits {free_bytes / GIB:.1f} GiB: {plan.description} (about "
+                f"{plan.total_bytes / GIB:.1f} GiB predicted): {settings_for(plan, words)}.")
+
+    return hint

@@ -1,0 +1,147 @@
+"""The memory modes as node inputs (issue 14): the loaders' optional widgets, their checks, and block swap
+set up for each run at its size.
+
+Where each mode is set, and why:
+- fp8 weights, the attention kernel and torch.compile change the loaded network, so they are applied once,
+  when it loads: optional inputs of the Stage I and Stage II loaders (fp8 also on the T5 loader), as
+  kijai's wrappers put quantization, attention_mode and compile_args on their model loaders.
+- block swap is how the model is held, so it is asked for on the loader too (kijai: block_swap_args on
+  the model loader), and every node that runs the model follows it (Stage II Sampler and Enhance Video
+  share one Stage II model). Its "auto" needs the run's size and the free memory, known only when a node
+  runs it, so the loader records the wish (LoadedModel.modes) and prepare_run resolves it at each run (a
+  new size may give a new block count) and attaches, changes or keeps the swap.
+- sequential CFG is how one call runs: an input of the samplers and Enhance Video (sampling settings).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import torch
+
+from flashvideo_core.devices import model_device
+from flashvideo_core.errors import FlashVideoInputError
+from flashvideo_core.modes.apply import SWAP_ATTR
+from flashvideo_core.modes.block_swap import default_transfers, enable_block_swap, find_blocks
+from flashvideo_core.modes.settings import ATTENTION_BACKENDS, AUTO, WEIGHT_FORMATS, ModelModes
+from flashvideo_core.planning.planner import FIT_MARGIN, FIT_RESERVE, plan_peak, resolve_resident_blocks
+from flashvideo_core.planning.room import ModeWords
+from flashvideo_core.planning.use import check_modes_device
+
+from . import comfy_memory
+from . import comfy_services as services
+
+logger = logging.getLogger(__name__)
+
+BLOCK_SWAP_CHOICES = ["off", "auto", "manual"]
+RESIDENT_DEFAULT = 20
+NODE_WORDS = ModeWords(fp8="weights fp8_e4m3fn on the loader", block_swap="block_swap manual with resident_blocks "
+                       "{n} on the loader (or block_swap auto)", sequential_cfg="sequential_cfg on",
+                       plain="the default inputs")
+"""How a too-small-memory message names the settings of the mode that would fit (planning.room)."""
+
+WEIGHTS_TIP = ("default: weights in the precision above. fp8_e4m3fn: the blocks' linear weights stored in fp8 "
+               "(one scale per row), upcast per layer when used; embeddings, norms, modulation and the final "
+               "projection stay as they are. About half the block weight memory of bf16 (Stage I 5B ~11 -> ~6 GB, "
+               "Stage II 2B ~3.4 -> ~2 GB); output within about 1-2% of the default.")
+T5_WEIGHTS_TIP = ("default: T5 in the precision above (an fp8 t5xxl file is upcast). fp8_e4m3fn: its block linears "
+                  "stored in fp8, upcast per layer (about half of 9.5 GB); a t5xxl_fp8_e4m3fn.safetensors stays fp8.")
+ATTENTION_TIP = ("Attention kernel on a GPU in bf16/fp16: sdpa (PyTorch, default), sage (SageAttention 2, int8 QK, "
+                 "never its fp8 kernels), flash (FlashAttention 2/3). One not installed falls back to sdpa with a "
+                 "one-line note; the console names the kernel used.")
+COMPILE_TIP = ("torch.compile each transformer block (regional): faster steps after the first run at a size "
+               "compiles (minutes); a new size recompiles once, later sizes reuse it. Needs Triton on a GPU.")
+BLOCK_SWAP_TIP = ("Block swap keeps some transformer blocks on the GPU and streams the others from pinned CPU "
+                  "memory (the next one copied while one computes). off: every block on the GPU (fastest). auto: "
+                  "the planner picks the most resident blocks that fit the free memory at each run's size (none "
+                  "swapped when all fit). manual: resident_blocks below. Needs a GPU; slower per step.")
+RESIDENT_TIP = ("Blocks kept on the GPU when block_swap is manual; the rest stream. Stage I has 42 blocks (~0.25 GB "
+                "each in bf16, ~0.14 GB in fp8), Stage II 30 (~0.11 GB, ~0.06 GB in fp8). Fewer = less memory, "
+                "slower; a count >= the model's blocks swaps none.")
+
+
+def transformer_mode_inputs() -> dict:
+    """The Stage I / Stage II loaders' optional mode widgets, in their order (appended after offload)."""
+    return {
+        "weights": (list(WEIGHT_FORMATS), {"default": "default", "tooltip": WEIGHTS_TIP}),
+        "attention": (list(ATTENTION_BACKENDS), {"default": "sdpa", "tooltip": ATTENTION_TIP}),
+        "compile": ("BOOLEAN", {"default": False, "tooltip": COMPILE_TIP}),
+        "block_swap": (BLOCK_SWAP_CHOICES, {"default": "off", "tooltip": BLOCK_SWAP_TIP}),
+        "resident_blocks": ("INT", {"default": RESIDENT_DEFAULT, "min": 1, "max": 64, "tooltip": RESIDENT_TIP}),
+    }
+
+
+def t5_mode_inputs() -> dict:
+    """The T5 loader's optional mode widget."""
+    return {"weights": (list(WEIGHT_FORMATS), {"default": "default", "tooltip": T5_WEIGHTS_TIP})}
+
+
+def loader_modes(weights: str = "default", attention: str = "sdpa", compile: bool = False, block_swap: str = "off",
+                 resident_blocks: int = RESIDENT_DEFAULT) -> ModelModes:
+    """The loader widgets -> ModelModes (FlashVideoInputError naming the input for a bad value)."""
+    if block_swap not in BLOCK_SWAP_CHOICES:
+        raise FlashVideoInputError(f"block_swap={block_swap!r} must be one of {', '.join(BLOCK_SWAP_CHOICES)}.")
+    blocks = {"off": None, "auto": AUTO, "manual": resident_blocks}[block_swap]
+    return ModelModes(weights=weights, resident_blocks=blocks, attention=attention, compile=compile)
+
+
+def check_block_swap(block_swap: str | None, resident_blocks: int | None) -> bool | str:
+    """VALIDATE_INPUTS' answer for the block-swap widgets (ComfyUI skips its own combo and range checks for
+    the inputs a VALIDATE_INPUTS names): True, or the message for a value outside the widget, or for
+    manual block swap on a CPU device (it would save nothing there)."""
+    if block_swap is None:
+        return True
+    blocks = RESIDENT_DEFAULT if resident_blocks is None else resident_blocks
+    low, high = (transformer_mode_inputs()["resident_blocks"][1][k] for k in ("min", "max"))
+    if not isinstance(blocks, int) or not low <= blocks <= high:
+        return f"resident_blocks={blocks!r} is outside {low}..{high}."
+    try:
+        check_modes_device(loader_modes(block_swap=block_swap, resident_blocks=blocks), services.torch_device())
+    except FlashVideoInputError as exc:
+        return str(exc)
+    return True
+
+
+def prepare_run(handle, frames: int, height: int, width: int, sequential_cfg: bool) -> int | None:
+    """Set up handle's block swap for a run of `frames` x `height` x `width` pixels (the Stage II work size
+    for Stage II): resolve handle.modes.resident_blocks (a number, or "auto" by the planner for the memory
+    ComfyUI can make free, see comfy_memory.room) and attach, change or keep the swap. Returns the resident
+    block count in use (None: no swap). A model loaded without block swap is left alone."""
+    if handle.modes.resident_blocks is None:
+        return None
+    blocks = _resolve(handle, frames, height, width, sequential_cfg)
+    swap = getattr(handle.module, SWAP_ATTR, None)
+    if (swap.resident if swap is not None else None) == blocks:
+        return blocks
+    comfy_memory.drop_swap(handle)  # unloads and forgets the patcher made for the old layout
+    if blocks is not None:
+        _attach(handle, blocks)
+    return blocks
+
+
+def _resolve(handle, frames: int, height: int, width: int, sequential_cfg: bool) -> int | None:
+    """The resident block count for this run (None: every block resident, no swap)."""
+    device, module, want = torch.device(handle.device), handle.module, handle.modes.resident_blocks
+    check_modes_device(handle.modes, device)
+    if want == AUTO:
+        if device.type == "cpu":
+            return None
+        plain = dataclasses.replace(handle.modes, resident_blocks=None)
+        plan = plan_peak(module.stage, height, width, frames, handle.dtype, plain, sequential_cfg, module.config)
+        budget = comfy_memory.room(handle, int(plan.total_bytes * (1 + FIT_MARGIN) + FIT_RESERVE))
+        want = resolve_resident_blocks(module.stage, height, width, frames, budget, handle.dtype, handle.modes,
+                                       sequential_cfg, module.config).resident_blocks
+    return None if want is None or want >= len(find_blocks(module)) else want
+
+
+def _attach(handle, blocks: int) -> None:
+    """Block swap on handle.module with `blocks` resident, streaming to handle.device. Nothing moves to the
+    device now (the swap is made where the module is; ComfyUI's load, or on_device, places it later)."""
+    module, device = handle.module, torch.device(handle.device)
+    swap = enable_block_swap(module, blocks, model_device(module), transfers=default_transfers(device))
+    swap.device = device  # where the hooks stream to; made at the module's current place so nothing moved yet
+    setattr(module, SWAP_ATTR, swap)
+    total = len(swap.blocks)
+    logger.info("[FlashVideo] block swap for %s: %d of %d blocks resident, %d streamed from CPU memory",
+                comfy_memory.model_name(handle), blocks, total, total - blocks)
