@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -17,21 +17,24 @@ class ProgressEvent:
     total: units in this phase.
     preview: for sampler steps, the current x0 estimate as a raw-space latent
         (B, 16, T, h, w); otherwise None.
+    values: numbers a phase reports with its step (training: {"loss": ...}); otherwise None.
     """
 
     phase: str
     step: int
     total: int
     preview: torch.Tensor | None = None
+    values: Mapping[str, float] | None = None
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
 
 
-def report(callback: ProgressCallback | None, phase: str, step: int, total: int, preview=None) -> None:
+def report(callback: ProgressCallback | None, phase: str, step: int, total: int, preview=None,
+           values: Mapping[str, float] | None = None) -> None:
     """Send one event to `callback` if there is one. Exceptions from the callback propagate."""
     if callback is not None:
-        callback(ProgressEvent(phase, step, total, preview))
+        callback(ProgressEvent(phase, step, total, preview, values))
 
 
 WINDOW_PHASE_SHARES = {"encode": (0.0, 0.2), "stage2": (0.2, 0.5), "decode": (0.7, 0.3)}

@@ -1,7 +1,8 @@
-"""Command line: `python -m flashvideo_core {generate,enhance,convert,tiny-weights,download} ...`.
+"""Command line: `python -m flashvideo_core {generate,enhance,train-stage2,convert,tiny-weights,download} ...`.
 
-parser.py builds the argument parser (flags, help texts, TINY_SETTINGS), commands.py runs each
-subcommand, bars.py draws the progress bars (TqdmProgress), entry.py is `main` (dispatch, exit codes,
+parser.py builds the argument parser (flags, help texts, TINY_SETTINGS; train_parser.py the
+train-stage2 flags), commands.py runs each subcommand (train.py train-stage2, train_progress.py its
+plan, bar and log), bars.py draws the progress bars (TqdmProgress), entry.py is `main` (dispatch, exit codes,
 SIGTERM). The `flashvideo` console script and `python -m flashvideo_core` both call `main`.
 """
 

@@ -24,6 +24,7 @@ from ..weights.hub import download_weights
 from ..weights.loaders import WeightPaths, find_weights
 from .bars import TqdmProgress
 from .parser import TINY_SETTINGS
+from .train import cmd_train_stage2
 
 
 def tiny_generate_settings():
@@ -215,4 +216,4 @@ def _cmd_download(args) -> int:
 
 
 COMMANDS = {"generate": _cmd_generate, "enhance": _cmd_enhance, "convert": _cmd_convert,
-            "tiny-weights": _cmd_tiny, "download": _cmd_download}
+            "tiny-weights": _cmd_tiny, "download": _cmd_download, "train-stage2": cmd_train_stage2}

@@ -7,6 +7,7 @@ import argparse
 from .. import config
 from ..enhance.windows import DEFAULT_OVERLAP, DEFAULT_WINDOW
 from ..modes.settings import ATTENTION_BACKENDS
+from .train_parser import add_train_stage2
 
 TINY_SETTINGS = {"num_frames": 9, "height": 64, "width": 96, "stage2_height": 128, "stage2_width": 192,
                  "stage1_steps": 8}
@@ -20,6 +21,9 @@ EPILOG = """commands:
                       --weights weights/ -o videos/
   enhance       any video file -> Stage II at a larger size (x2, x4, 720p, 1080p, 2K), same fps and audio
                   python -m flashvideo_core enhance clip.mp4 -o clip_1080p.mp4 --size 1080p --weights weights/
+  train-stage2  train or fine-tune Stage II (every weight, or a LoRA) on a folder of videos and images
+                  python -m flashvideo_core train-stage2 clips/ -o runs/my-style --init weights/stage2.pt \\
+                      --weights weights/ --lora 64
   convert       a published .pt file -> .safetensors (loads faster, nothing unpickled)
                   python -m flashvideo_core convert weights/stage2.pt
   tiny-weights  write tiny random weights in the published layouts (tests, trying the pipeline)
@@ -39,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_generate(sub)
     _add_enhance(sub)
+    add_train_stage2(sub)
 
     conv = sub.add_parser("convert", help="published .pt -> .safetensors (faster, no unpickling)")
     conv.add_argument("source", help="stage1.pt, stage2.pt or 3d-vae.pt (or a safetensors / folder)")

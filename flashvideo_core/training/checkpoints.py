@@ -4,13 +4,17 @@ OUT_DIR/step-<N:07d>/stage2.safetensors  the model (FlashVideoTransformer keys, 
                                           and the transformer config in the header, as `convert`
                                           writes): weights.loaders.load_stage2 and the ComfyUI Stage
                                           II loader read it unchanged.
+OUT_DIR/step-<N:07d>/stage2-lora.safetensors  instead of stage2.safetensors when a LoRA is trained:
+                                          only the adapter (training.lora.save_lora), which
+                                          generate/enhance --stage2-lora and the LoRA node apply.
 OUT_DIR/step-<N:07d>/training-state.pt    optimizer state, step, RNG state, settings (JSON text): only
                                           tensors and plain containers, read back with
                                           torch.load(weights_only=True), never unpickled freely.
 Each file is written through atomic.atomic_output (a killed run leaves no half file under either
 name) inside atomic.write_errors_named (a full disk raises OSError ENOSPC naming the file; the
 checkpoints written before are untouched). The state file is written after the weights, so a step
-folder with a state file is complete; latest_checkpoint only returns complete ones.
+folder with a state file is complete; latest_checkpoint only returns complete ones, and a later save
+of the same step may rewrite the weights of an incomplete folder (never of a complete one).
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ import torch
 
 from ..atomic import atomic_output, write_errors_named
 from ..errors import CheckpointError
+from .lora import has_lora, save_lora
 
 WEIGHTS_NAME = "stage2.safetensors"
+LORA_NAME = "stage2-lora.safetensors"
 STATE_NAME = "training-state.pt"
-_STEP_DIR = re.compile(r"^step-(\d{7})$")
+STEP_DIR = re.compile(r"^step-(\d{7})$")
 
 
 def step_dir(out_dir: str | Path, step: int) -> Path:
@@ -78,22 +84,63 @@ def load_training_state(path: str | Path) -> dict:
     return state
 
 
-def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    """The newest complete step folder of OUT_DIR (weights and state present), or None."""
+def weights_file(folder: str | Path) -> Path | None:
+    """The model file of a step folder: its stage2-lora.safetensors (a LoRA run) or stage2.safetensors, or None."""
+    folder = Path(folder)
+    return next((folder / name for name in (LORA_NAME, WEIGHTS_NAME) if (folder / name).is_file()), None)
+
+
+def is_complete(folder: str | Path) -> bool:
+    """True for a step folder holding its model file and its training state (the state is written last)."""
+    return (Path(folder) / STATE_NAME).is_file() and weights_file(folder) is not None
+
+
+def step_folders(out_dir: str | Path) -> list[tuple[int, Path]]:
+    """[(step, folder)] of every step-<N> folder in OUT_DIR, complete or not, by step."""
     folder = Path(out_dir)
     if not folder.is_dir():
-        return None
-    steps = sorted((int(m[1]), p) for p in folder.iterdir() if (m := _STEP_DIR.match(p.name)) and p.is_dir()
-                   and (p / STATE_NAME).is_file() and (p / WEIGHTS_NAME).is_file())
-    return steps[-1][1] if steps else None
+        return []
+    return sorted((int(m[1]), p) for p in folder.iterdir() if (m := STEP_DIR.match(p.name)) and p.is_dir())
 
 
-def save_checkpoint(out_dir: str | Path, model: torch.nn.Module, state: dict) -> Path:
-    """Write step-<state['step']>/stage2.safetensors, then its training-state.pt; returns the folder.
+def read_settings_json(folder: str | Path) -> str | None:
+    """The settings JSON stored in a step folder's training state, read without loading the optimizer state
+    into memory (torch.load with mmap, weights_only); None when the state records none."""
+    path = Path(folder) / STATE_NAME
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # unpickling refused, truncated zip, ...
+        raise CheckpointError(f"{path} is not a readable training state (damaged, or not written by "
+                              f"train-stage2): {exc}") from exc
+    return state.get("settings") if isinstance(state, dict) else None
 
-    An existing complete folder for the same step is never overwritten (FileExistsError).
+
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    """The newest complete step folder of OUT_DIR (model file and state present), or None."""
+    complete = [p for _, p in step_folders(out_dir) if is_complete(p)]
+    return complete[-1] if complete else None
+
+
+def save_checkpoint(out_dir: str | Path, model: torch.nn.Module, state: dict,
+                    lora_metadata: dict | None = None) -> Path:
+    """Write step-<state['step']>/ with the model file, then its training-state.pt; returns the folder.
+
+    The model file is stage2-lora.safetensors (save_lora, with `lora_metadata`) when `model` has a
+    LoRA attached, else stage2.safetensors (every weight). A complete folder for the same step is never
+    overwritten (FileExistsError); an incomplete one (a run stopped between its two files) is.
     """
     folder = step_dir(out_dir, state["step"])
-    save_stage2_weights(model, folder / WEIGHTS_NAME)
-    save_training_state(folder / STATE_NAME, state)
+    if is_complete(folder):
+        raise FileExistsError(f"{folder} already holds a complete checkpoint; not overwriting it.")
+    existed = folder.exists()
+    try:
+        if has_lora(model):
+            save_lora(model, folder / LORA_NAME, lora_metadata)
+        else:
+            save_stage2_weights(model, folder / WEIGHTS_NAME, overwrite=True)
+        save_training_state(folder / STATE_NAME, state)
+    except BaseException:
+        if not existed and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()  # the folder this call made, still empty: no trace of the failed save
+        raise
     return folder

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..atomic import atomic_output, write_errors_named
-from ..errors import FlashVideoInputError
+from ..errors import CheckpointError, FlashVideoInputError
 from ..model.lora_adapter import (
     ADAPTER,
     FORMAT,
@@ -22,12 +22,14 @@ from ..model.lora_adapter import (
     LoraSettings,
     apply_lora,
     architecture_of,
+    check_architecture,
     inject,
     lora_layers,
     read_lora,
 )
 
-__all__ = ["LoraFile", "LoraSettings", "apply_lora", "attach_lora", "lora_state", "read_lora", "save_lora"]
+__all__ = ["LoraFile", "LoraSettings", "apply_lora", "attach_lora", "has_lora", "load_lora_state", "lora_state",
+           "read_lora", "save_lora"]
 
 
 def attach_lora(model, settings: LoraSettings) -> list[torch.nn.Parameter]:
@@ -47,6 +49,30 @@ def attach_lora(model, settings: LoraSettings) -> list[torch.nn.Parameter]:
                 parameter.requires_grad_(True)
                 params.append(parameter)
     return params
+
+
+def has_lora(model) -> bool:
+    """True when `model` has a FlashVideo LoRA attached (attach_lora or apply_lora)."""
+    return bool(lora_layers(model))
+
+
+def load_lora_state(model, lora: LoraFile, settings: LoraSettings) -> None:
+    """Copy the A and B matrices of `lora` (a read LoRA file) into the adapter attached to `model` with `settings`.
+
+    Raises CheckpointError naming the file when it was made for another architecture (stage, width,
+    layers, heads, channels) or with another rank, alpha or targets than `settings`.
+    """
+    check_architecture(lora, architecture_of(model), "the model being trained")
+    ours = (settings.rank, settings.alpha, tuple(settings.target_modules))
+    theirs = (lora.settings.rank, lora.settings.alpha, tuple(lora.settings.target_modules))
+    if ours != theirs:
+        raise CheckpointError(f"{lora.path.name} is a LoRA of rank {theirs[0]}, alpha {theirs[1]:g} on "
+                              f"{list(theirs[2])}; this run trains rank {ours[0]}, alpha {ours[1]:g} on "
+                              f"{list(ours[2])}. Resume with the run's own --lora settings.")
+    with torch.no_grad():
+        for module, layer in lora_layers(model).items():
+            for part, name in ((layer.lora_A[ADAPTER], "A"), (layer.lora_B[ADAPTER], "B")):
+                part.weight.copy_(lora.tensors[f"{module}.lora_{name}.weight"])
 
 
 def lora_state(model) -> dict[str, torch.Tensor]:

@@ -92,7 +92,7 @@ def draw_sample(item: MediaItem, settings: DataSettings, generator: torch.Genera
     if frames.shape[1:3] != (item.height, item.width):
         raise FlashVideoInputError(f"{item.path} is {frames.shape[2]}x{frames.shape[1]}, not the "
                                    f"{item.width}x{item.height} checked; was it changed since check_media?")
-    region = torch.from_numpy(np.ascontiguousarray(frames[:, top:top + height, left:left + width]))
+    region = torch.from_numpy(np.array(frames[:, top:top + height, left:left + width]))  # a writable copy
     region = region.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (T, 3, h, w) in [-1, 1]
     if (height, width) != (settings.height, settings.width):
         region = F.interpolate(region, size=(settings.height, settings.width), mode="bilinear",

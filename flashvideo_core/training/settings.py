@@ -2,6 +2,8 @@
 
 Defaults are the paper's optimiser values (AdamW, lr 4e-5, betas 0.9/0.95, weight decay 1e-4,
 gradient clip 0.1) and a 10% unconditional fraction (the zero text embedding, so CFG works).
+A schedule (schedule.Schedule) changes the batch and the DEG_latent range per phase (and, for a
+media source, the sample size); a LoRA (model.lora_adapter.LoraSettings) trains an adapter only.
 """
 
 from __future__ import annotations
@@ -12,9 +14,15 @@ import numbers
 from dataclasses import asdict, dataclass, field
 
 from ..errors import FlashVideoInputError
+from ..model.lora_adapter import LoraSettings
 from ..sampling.settings import check_seed
 from .latent_degradation import LatentDegradation
 from .pixel_degradation import PixelDegradation
+from .schedule import Phase, Schedule
+
+PRECISIONS = ("auto", "fp32", "bf16")
+"""auto: bf16 autocast on CUDA, fp32 elsewhere; fp32: no autocast; bf16: bf16 autocast on any device.
+The weights and the optimiser state stay fp32 in every case."""
 
 
 def _positive_int(value, name: str) -> None:
@@ -37,7 +45,10 @@ class TrainSettings:
     embedding; checkpoint_every: steps between checkpoints (one is also written at the end);
     seed: the one CPU generator of the run (sample choice, degradations, t, uncond draws);
     gradient_checkpointing: recompute block activations in the backward pass (less memory);
-    pixel / latent: DEG_pixel and DEG_latent ranges."""
+    pixel / latent: DEG_pixel and DEG_latent ranges; precision: one of PRECISIONS;
+    lora: train a LoRA of these settings instead of every weight (None: full fine-tuning);
+    schedule: the phases (steps must equal their sum; None: one phase of `batch` and `latent`);
+    validate_every: steps between validation passes (None: never; one also runs at the end)."""
 
     steps: int = 1000
     batch: int = 1
@@ -51,6 +62,10 @@ class TrainSettings:
     gradient_checkpointing: bool = False
     pixel: PixelDegradation = field(default_factory=PixelDegradation)
     latent: LatentDegradation = field(default_factory=LatentDegradation)
+    precision: str = "auto"
+    lora: LoraSettings | None = None
+    schedule: Schedule | None = None
+    validate_every: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.betas, list):
@@ -67,6 +82,24 @@ class TrainSettings:
         _number(self.grad_clip, "grad_clip", 0.0, low_open=True)
         _number(self.uncond_fraction, "uncond_fraction", 0.0, 1.0)
         check_seed(self.seed)
+        if self.precision not in PRECISIONS:
+            raise FlashVideoInputError(f"precision={self.precision!r} must be one of {', '.join(PRECISIONS)}.")
+        if self.lora is not None and not isinstance(self.lora, LoraSettings):
+            raise FlashVideoInputError(f"lora={self.lora!r} must be a LoraSettings (or None for full fine-tuning).")
+        if self.validate_every is not None:
+            _positive_int(self.validate_every, "validate_every")
+        if self.schedule is not None and self.schedule.total_steps != self.steps:
+            raise FlashVideoInputError(f"steps={self.steps} but the schedule's phases add up to "
+                                       f"{self.schedule.total_steps} steps; they must agree.")
+
+    def at_step(self, step: int) -> tuple[int, LatentDegradation, Phase | None]:
+        """(batch, DEG_latent settings, phase or None) of 1-based `step`: the schedule's phase values
+        where it sets them, else the run's."""
+        if self.schedule is None:
+            return self.batch, self.latent, None
+        _, phase = self.schedule.phase_at(step)
+        latent = self.latent if phase.noise_steps is None else LatentDegradation(phase.noise_steps)
+        return phase.batch or self.batch, latent, phase
 
     def to_json(self) -> str:
         """The settings as JSON text (stored in the training state)."""

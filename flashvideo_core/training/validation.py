@@ -49,3 +49,28 @@ def validate(model, codec, clips: torch.Tensor, text: torch.Tensor, pixel: Pixel
         refined = codec.decode(z.float().cpu()).clamp(-1.0, 1.0)
     model.train(was_training)
     return ValidationScores(psnr(refined, clips), lowfreq_psnr(refined, clips), log_spectral_distance(refined, clips))
+
+
+class HeldOut:
+    """A validation pass over fixed held-out samples: callable(model) -> ValidationScores.
+
+    clips: TrainingSamples (pixels (3, F, H, W) in [-1, 1], text (1, L, D)), drawn once (e.g.
+    source.held_out_clips); each is scored on its own (clips may differ in frame count) with
+    validate(...) at `noise_step`, `steps` and `cfg`, and the three scores are averaged over clips.
+    """
+
+    def __init__(self, clips, codec, pixel: PixelDegradation, noise_step: int = config.DEFAULT_NOISE_STEP,
+                 steps: int = config.STAGE2_STEPS, cfg: float = 1.0, seed: int = 0):
+        self.clips, self.codec, self.pixel = list(clips), codec, pixel
+        self.noise_step, self.steps, self.cfg, self.seed = noise_step, steps, cfg, seed
+
+    def __call__(self, model) -> ValidationScores:
+        scores = []
+        for index, clip in enumerate(self.clips):
+            device = next(model.parameters()).device
+            dtype = next(model.parameters()).dtype
+            scores.append(validate(model, self.codec, clip.pixels[None], clip.text.to(device, dtype), self.pixel,
+                                   self.noise_step, self.steps, self.cfg, seed=self.seed + index))
+        count = len(scores)
+        return ValidationScores(sum(s.psnr for s in scores) / count, sum(s.lowfreq_psnr for s in scores) / count,
+                                sum(s.lsd for s in scores) / count)

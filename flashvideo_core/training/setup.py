@@ -1,0 +1,136 @@
+"""Checks of a training run made before anything heavy loads: the output folder, --resume, --init, settings.
+
+Each raises FlashVideoInputError or CheckpointError naming the input and the fix. Nothing here reads
+weights (only file headers) or decodes media.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..checkpoint import check_compatible, check_weight_file
+from ..config import TransformerConfig
+from ..errors import CheckpointError, FlashVideoInputError
+from ..model.lora_adapter import architecture_of_file, check_architecture, describe_architecture
+from .checkpoints import LORA_NAME, STATE_NAME, STEP_DIR, is_complete, latest_checkpoint, step_folders, weights_file
+from .lora import read_lora
+from .settings import TrainSettings
+
+RESUMABLE_CHANGES = frozenset({"steps", "checkpoint_every", "validate_every", "schedule"})
+"""Settings a resumed run may change without a note (a longer run, other checkpoint or validation spacing)."""
+
+
+def resolve_resume(path: str | os.PathLike) -> Path:
+    """The step folder --resume means: a complete step-<N> folder as given, or a run folder's latest complete one.
+
+    Raises CheckpointError naming the path when it does not exist, is an incomplete step folder, or is
+    a folder without any complete checkpoint.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        what = "does not exist" if not path.exists() else "is a file"
+        raise CheckpointError(f"--resume {path} {what}; give a run folder of train-stage2 (its latest checkpoint "
+                              "is used) or one of its step-<N> folders.")
+    if STEP_DIR.match(path.name):
+        if not is_complete(path):
+            raise CheckpointError(f"--resume {path} is an incomplete checkpoint (no {STATE_NAME} or no model file: "
+                                  "the run stopped while writing it); resume from the run folder or an earlier step.")
+        return path
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise CheckpointError(f"--resume {path} holds no complete checkpoint (step-<N> folders with {STATE_NAME}); "
+                              "nothing to resume. Start a new run without --resume.")
+    return latest
+
+
+def step_of(folder: Path) -> int:
+    """N of a step-<N> folder."""
+    return int(STEP_DIR.match(folder.name)[1])
+
+
+def check_out_dir(out_dir: Path, resume_step: int | None) -> None:
+    """Refuse an OUT_DIR whose checkpoints the run would overwrite or mix with its own.
+
+    Without --resume (resume_step None) OUT_DIR must hold no complete checkpoint; when resuming from
+    step S it must hold none after S (those steps would be trained again and written over).
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FlashVideoInputError(f"-o {out_dir} is a file; give a folder for the checkpoints.")
+    complete = [(step, folder) for step, folder in step_folders(out_dir) if is_complete(folder)]
+    if resume_step is None and complete:
+        raise FlashVideoInputError(
+            f"-o {out_dir} already holds checkpoints up to {complete[-1][1].name}; they are never overwritten. "
+            f"Pass --resume {out_dir} to continue that run, or choose another -o folder.")
+    later = [folder.name for step, folder in complete if resume_step is not None and step > resume_step]
+    if later:
+        raise FlashVideoInputError(
+            f"-o {out_dir} holds {', '.join(later[:3])}, later than the step resumed from ({resume_step}); "
+            "training again would write over them. Resume from the latest one, or give another -o folder.")
+
+
+def check_init(init: Path | None, text_encoder: Path | None, vae: Path | None) -> None:
+    """--init must be a Stage II transformer (file or diffusers folder) that fits the T5 and the VAE (headers only)."""
+    if init is None:
+        return
+    if not init.exists():
+        raise CheckpointError(f"--init {init} not found; give stage2.pt, a converted .safetensors or a diffusers "
+                              "transformer folder.")
+    check_weight_file(init, "stage2")  # names Stage I, VAE, T5 files for what they are
+    files = {"stage2": init} | ({"t5": text_encoder} if text_encoder else {}) | ({"vae": vae} if vae else {})
+    check_compatible(files)
+
+
+def check_resume_fits(folder: Path, settings: TrainSettings, init: Path | None, scratch: TransformerConfig) -> None:
+    """The checkpoint to resume must be of this run's kind (LoRA or full) and architecture (headers only)."""
+    path = weights_file(folder)
+    arch = architecture_of_file(init) if init is not None else _config_architecture(scratch)
+    base = init.name if init is not None else "the from-scratch model (no --init)"
+    if path.name == LORA_NAME:
+        if settings.lora is None:
+            raise CheckpointError(f"--resume {folder} is a LoRA run; resume it with its --lora RANK (and --init).")
+        lora = read_lora(path)
+        check_architecture(lora, arch, base)
+        ours, theirs = settings.lora, lora.settings
+        if (ours.rank, ours.alpha, ours.target_modules) != (theirs.rank, theirs.alpha, theirs.target_modules):
+            raise CheckpointError(f"--resume {folder} trained a LoRA of rank {theirs.rank}, alpha {theirs.alpha:g}; "
+                                  f"this run asks rank {ours.rank}, alpha {ours.alpha:g}. Use the run's own --lora "
+                                  "and --lora-alpha.")
+        return
+    if settings.lora is not None:
+        raise CheckpointError(f"--resume {folder} is a full fine-tuning run (every weight); resume it without --lora.")
+    stored = architecture_of_file(path)
+    if any(stored[key] != arch[key] for key in stored if key in arch):
+        raise CheckpointError(f"--resume {folder} holds {describe_architecture(stored)}, but {base} is "
+                              f"{describe_architecture(arch)}; resume with the --init the run started from.")
+
+
+def _config_architecture(config: TransformerConfig) -> dict:
+    return {"stage": 2, "hidden_size": config.hidden_size, "num_layers": config.num_layers,
+            "in_channels": config.in_channels}
+
+
+def settings_changes(folder: Path, stored_json: str, settings: TrainSettings) -> list[str]:
+    """Notes naming each setting the resumed run changes from the one stored in its checkpoint."""
+    try:
+        old = json.loads(stored_json)
+    except (TypeError, ValueError):
+        return [f"{folder / STATE_NAME} records no readable settings; the run continues with the ones given."]
+    new = json.loads(settings.to_json())
+    keys = (set(old) | set(new)) - RESUMABLE_CHANGES
+    changed = sorted(key for key in keys if old.get(key) != new.get(key))
+    return [f"resuming with {key} changed: {_short(old.get(key))} -> {_short(new.get(key))}" for key in changed]
+
+
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def explain_save_error(exc: OSError, out_dir: Path) -> OSError:
+    """An OSError from a checkpoint save, with where the last good checkpoint is and how to go on from it."""
+    latest = latest_checkpoint(out_dir)
+    keep = (f" The last good checkpoint is {latest}: free space, then continue with --resume {out_dir}."
+            if latest is not None else " No checkpoint of this run was complete yet.")
+    return OSError(exc.errno, f"{exc.strerror or exc}.{keep}")
