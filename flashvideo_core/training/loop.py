@@ -171,9 +171,8 @@ def train_stage2(model, codec, samples: Sequence[TrainingSample] | SampleSource,
 
     samples: a Sequence[TrainingSample] (drawn by random index) or a SampleSource. out_dir: where
     step-<N>/ checkpoints go; resume: a step folder to continue from. callback gets
-    ProgressEvent("train", start, settings.steps) before the first step (start: 0 or the step resumed
-    from), then ProgressEvent("train", step, settings.steps, values={"loss": ...}) after every step
-    (after its checkpoint, if one is due). validator(model) -> scores (e.g. validation.HeldOut) runs every
+    ProgressEvent("train", step, settings.steps, values={"loss": ...}) after every step (after its
+    checkpoint, if one is due). validator(model) -> scores (e.g. validation.HeldOut) runs every
     settings.validate_every steps and at the end, under no_grad and the run's autocast; a dataclass
     of numbers is also reported as ProgressEvent("validate", step, settings.steps, values=its fields).
     lora_metadata: extra entries of a LoRA checkpoint's file. Returns a TrainResult.
@@ -188,7 +187,6 @@ def train_stage2(model, codec, samples: Sequence[TrainingSample] | SampleSource,
     start = _resume(model, optimizer, generator, Path(resume), settings) if resume is not None else 0
     result = TrainResult(start)
     model.train()
-    report(callback, "train", start, settings.steps)  # the start (0, or the step resumed from), as "enhance" does
     for step in range(start + 1, settings.steps + 1):
         batch = draw_batch(samples, codec, settings, generator, step)
         result.losses.append(_train_step(model, optimizer, batch, settings, device))

@@ -24,6 +24,7 @@ from .. import config
 from ..config import TransformerConfig
 from ..devices import empty_cache, parse_device, parse_dtype
 from ..errors import FlashVideoInputError
+from ..progress import report
 from ..weights.loaders import WeightPaths, load_stage2, load_text_encoder, load_vae
 from .captions import CaptionCache
 from .checkpoints import read_settings_json, weights_file
@@ -179,6 +180,7 @@ def load_model(run: TrainRun, resume: Path | None, device):
 def execute(run: TrainRun, prepared: Prepared, callback=None, log=print) -> TrainResult:
     """Embed the captions, load the models and train (see the module docstring); returns loop's TrainResult.
 
+    callback gets ProgressEvent("train", start, steps) once the models are loaded, then the loop's events.
     A checkpoint that cannot be written (a full disk) raises OSError naming the file and the last good
     checkpoint to resume from.
     """
@@ -195,6 +197,7 @@ def execute(run: TrainRun, prepared: Prepared, callback=None, log=print) -> Trai
         clips = held_out_clips(prepared.held, run.schedule.phases[-1], run.val_clips, run.settings.seed + 1, cache.get)
         validator = HeldOut(clips, codec, run.settings.pixel, seed=run.settings.seed + 1)
     metadata = {"base_model": run.init.name if run.init else "", "data": run.data.name}
+    report(callback, "train", prepared.start, run.settings.steps)  # the start, without values: models are loaded
     try:
         return train_stage2(model, codec, source, run.settings, run.out_dir, callback, prepared.resume, validator,
                             metadata)

@@ -9,7 +9,8 @@ An image-only folder trains on images only when the image share is "as found" (N
 
 Drawing (MediaSource.draw, one CPU generator, in this order): one uniform number chooses whether
 the step's batch is all images (probability = the phase's image share) or all clips: a batch never
-mixes T = 1 and T = frames. Then per sample: the file (uniform over the phase's pool), then
+mixes T = 1 and T = frames (an image share of None, "as found", is the share of images among the
+readable files). Then per sample: the file (uniform over the phase's pool), then
 media.draw_sample's draws. 1-frame samples come from the images, or, in a phase where no image
 fits, from single random frames of the videos. Each sample's text is `texts(caption)` (a
 CaptionCache's get: the embedding computed once, read from disk).
@@ -44,7 +45,10 @@ class PhaseData:
 def read_media(items: list[MediaItem], schedule: Schedule) -> tuple[list[MediaItem], list[str]]:
     """check_media at the schedule's smallest crop (any frame count): (files with sizes read, notes)."""
     smallest = DataSettings(1, min(p.height for p in schedule.phases), min(p.width for p in schedule.phases))
-    return check_media(items, smallest)
+    try:
+        return check_media(items, smallest)
+    except FlashVideoInputError as exc:  # "a 1-frame WxH sample": the frame count is each phase's business
+        raise FlashVideoInputError(str(exc).replace(" can give a 1-frame ", " can give a ", 1)) from None
 
 
 def _fits(item: MediaItem, phase: Phase, frames: int) -> bool:
@@ -65,8 +69,9 @@ def plan_phase(usable: list[MediaItem], phase: Phase, index: int) -> tuple[Phase
     videos = tuple(i for i in usable if i.kind == "video" and _fits(i, phase, phase.frames))
     images = tuple(i for i in usable if i.kind == "image" and _fits(i, phase, 1))
     share = phase.image_share
-    if share is None:
-        share = len(images) / (len(images) + len(videos)) if images or videos else 0.0
+    if share is None:  # as found: the share of images among the readable files, whether or not they fit
+        kinds = [i.kind for i in usable]
+        share = kinds.count("image") / len(kinds) if kinds else 0.0
     notes = []
     if share < 1.0 and not videos:
         raise FlashVideoInputError(

@@ -64,7 +64,7 @@ def test_each_phase_draws_from_the_files_that_fit_it(media):
     assert any("tiny.png: 16x16 is smaller than the 32x32 crop" in n for n in notes)
     pool, phase_notes = plan_phase(usable, phase, 0)
     assert sorted(i.path.name for i in pool.videos) == ["long_a.mp4", "long_b.mp4"]
-    assert [i.path.name for i in pool.images] == ["photo.png"] and pool.image_share == pytest.approx(1 / 3)
+    assert [i.path.name for i in pool.images] == ["photo.png"] and pool.image_share == 0.25  # 1 image in 4 files
     assert any("1 video(s) shorter than 5 frames" in n and "short.mp4" in n for n in phase_notes)
 
 
