@@ -7,8 +7,9 @@ zoom, a small rotation) read with bicubic grid_sample, so consecutive frames hol
 shifted by fractions of a pixel, as real footage does. The photo is area-downscaled first so one
 output pixel covers about one photo pixel (no aliasing, no blur from magnification).
 
-Training and held-out clips come from DIFFERENT photos (TRAIN_PHOTOS / TEST_PHOTOS): the held-out
-numbers are on content the model never saw.
+Training, validation and test clips come from DIFFERENT photos (TRAIN_PHOTOS / VALIDATION_PHOTOS /
+TEST_PHOTOS): the bench chooses settings on validation clips and reports on test clips, content the
+model never saw and the choice never looked at.
 
 Install: pip install -r bench/requirements-bench.txt (into the project's .venv).
 """
@@ -22,10 +23,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-TRAIN_PHOTOS = ("astronaut.png", "rocket.jpg", "motorcycle_left.png", "hubble_deep_field.jpg", "ihc.png",
-                "retina.jpg", "color.png", "brick.png", "grass.png", "gravel.png", "camera.png")
+TRAIN_PHOTOS = ("astronaut.png", "motorcycle_left.png", "hubble_deep_field.jpg", "ihc.png", "retina.jpg",
+                "color.png", "brick.png", "grass.png", "gravel.png", "camera.png", "moon.png")
+VALIDATION_PHOTOS = ("rocket.jpg", "coins.png")
+"""Kept out of training, used only to choose settings (a rocket on its pad; coins, grey)."""
 TEST_PHOTOS = ("chelsea.png", "coffee.png")
-"""Colour photos kept out of training (a cat; a cup of coffee)."""
+"""Colour photos kept out of training and of every choice (a cat; a cup of coffee)."""
 
 INSTALL_HINT = ("this bench needs scikit-image's bundled sample photos: "
                 ".venv/bin/python -m pip install -r bench/requirements-bench.txt")
@@ -95,15 +98,10 @@ def pan_zoom_clip(photo: torch.Tensor, frames: int, size: int, generator: torch.
     return video.clamp(-1.0, 1.0).permute(1, 0, 2, 3).contiguous()
 
 
-def clip_batch(photos: list[torch.Tensor], batch: int, frames: int, size: int,
-               generator: torch.Generator) -> torch.Tensor:
-    """(batch, 3, frames, size, size) pan/zoom clips, each of a photo drawn at random from `photos`."""
-    picks = torch.randint(len(photos), (batch,), generator=generator).tolist()
-    return torch.stack([pan_zoom_clip(photos[i], frames, size, generator) for i in picks])
-
-
-def held_out_clips(count: int, frames: int, size: int, seed: int = 1234) -> torch.Tensor:
-    """(count, 3, frames, size, size) clips of TEST_PHOTOS only, the same for every run (fixed seed)."""
-    photos = load_photos(TEST_PHOTOS)
+def held_out_clips(count: int, frames: int, size: int, photos: tuple[str, ...] = TEST_PHOTOS,
+                   seed: int = 1234) -> torch.Tensor:
+    """(count, 3, frames, size, size) clips of `photos` (TEST_PHOTOS or VALIDATION_PHOTOS), alternating
+    between them, the same for every run (fixed seed)."""
+    images = load_photos(photos)
     generator = torch.Generator().manual_seed(seed)
-    return torch.stack([pan_zoom_clip(photos[i % len(photos)], frames, size, generator) for i in range(count)])
+    return torch.stack([pan_zoom_clip(images[i % len(images)], frames, size, generator) for i in range(count)])

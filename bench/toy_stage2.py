@@ -1,12 +1,19 @@
-"""The toy-scale Stage II of bench_stage2_training.py: a narrow real FlashVideoTransformer trained with the
-library's Algorithm 1 on pan/zoom clips of real photos, sampled with the library's Stage II sampler.
+"""The toy-scale Stage II of bench_stage2_training.py: a narrow real FlashVideoTransformer trained by the
+library's training loop (Algorithm 1) on pan/zoom clips of real photos, sampled with the library's sampler.
 
-Everything that is the method comes from the library: DEG_pixel (training.pixel_degradation),
-DEG_latent (training.latent_degradation), the stand-in latent space (training.codec.PixelUnshuffleCodec,
-a fixed 2x2 pixel-unshuffle: 12 channels at half size, since no VAE weights exist here), the objective
-(training.objective.stage2_loss), the sampler (sampling.stage2_sampler.sample_euler_flow with
+Everything that is the method comes from the library: the loop (training.loop.train_stage2: DEG_pixel,
+encode, DEG_latent, t ~ U[0, 1), stage2_loss, AdamW, gradient clipping), the degradations
+(training.pixel_degradation, training.latent_degradation), the stand-in latent space
+(training.codec.PixelUnshuffleCodec, a fixed 2x2 pixel-unshuffle: 12 channels at half size, since no VAE
+weights exist here), the sampler (sampling.stage2_sampler.sample_euler_flow with
 sampling.guidance.stage2_velocity over sampling.schedule.stage2_time_grid) and the metrics
-(training.metrics). This module only wires them together, with a plain AdamW loop.
+(training.metrics). This module only supplies the data (a Sequence[TrainingSample] of clips made on
+demand), the toy model's config and the stand-in latent's scale.
+
+Latent scale: the real Stage II sees the VAE latent x STAGE2_SCALE_FACTOR, which has about unit standard
+deviation; DEG_latent's noise steps are calibrated for that. The stand-in latent (pixels in [-1, 1]) has
+a much smaller spread, so ScaledCodec multiplies it by LATENT_SCALE = 1 / (its standard deviation over
+the training clips, measured once: toy_footage + measure_latent_std), as the VAE's scale factor does.
 
 Captions are empty: the text embedding is zeros (8 tokens of width TEXT_DIM), the same as the
 unconditional one, so CFG has nothing to separate and runs at cfg = 1.0 (v = v_cond).
@@ -14,8 +21,9 @@ unconditional one, so CFG has nothing to separate and runs at cfg = 1.0 (v = v_c
 
 from __future__ import annotations
 
-import math
+import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -24,15 +32,20 @@ import toy_footage
 TEXT_DIM, TEXT_TOKENS = 32, 8
 CFG = 1.0
 """Empty captions: cond == uncond (zeros), so any scale gives v_cond; 1.0 says so."""
+SHIFT = 2.5
+"""The Stage II time-grid shift (config.STAGE2_SHIFT)."""
+LATENT_SCALE = 1.93
+"""Stand-in latent x this = unit spread, as the VAE latent x STAGE2_SCALE_FACTOR (see the module docstring;
+bench_stage2_training.py prints the measured standard deviation next to it)."""
 
 
 def library():
     """The library pieces the toy uses, imported here so a missing one is named clearly."""
     try:
-        from flashvideo_core.training import codec, latent_degradation, metrics, objective, pixel_degradation
+        from flashvideo_core.training import codec, latent_degradation, loop, metrics, pixel_degradation, settings
     except ImportError as error:
         raise SystemExit(f"the Stage II training library is incomplete here: {error}") from error
-    return codec, latent_degradation, metrics, objective, pixel_degradation
+    return codec, latent_degradation, loop, metrics, pixel_degradation, settings
 
 
 def toy_config(layers: int = 4, heads: int = 2):
@@ -47,39 +60,65 @@ def toy_config(layers: int = 4, heads: int = 2):
                              stage2_extras=True)
 
 
+class ScaledCodec:
+    """The library's stand-in codec (2x2 pixel-unshuffle, 12 channels) with its latent multiplied by `scale`.
+
+    encode: pixels (B, 3, F, H, W) in [-1, 1] -> scale x unshuffle (B, 12, F, H/2, W/2); decode inverts it.
+    """
+
+    def __init__(self, scale: float = LATENT_SCALE):
+        self.inner = library()[0].PixelUnshuffleCodec(factor=2)
+        self.scale, self.channels = float(scale), self.inner.channels
+
+    def encode(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.inner.encode(pixels, generator) * self.scale
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.inner.decode(latent / self.scale)
+
+
+class PanZoomClips(Sequence):
+    """A Sequence[TrainingSample] of `count` pan/zoom clips made on demand: clip i moves over photo
+    i mod len(photos) along a path drawn from a generator seeded with (seed, i), so clip i is always the
+    same clip. pixels (3, frames, size, size) in [-1, 1]; text (1, TEXT_TOKENS, TEXT_DIM) zeros."""
+
+    def __init__(self, photos: list[torch.Tensor], frames: int, size: int, count: int = 1_000_000, seed: int = 0):
+        self.photos, self.frames, self.size, self.count, self.seed = photos, frames, size, count, seed
+        self.text = torch.zeros(1, TEXT_TOKENS, TEXT_DIM)
+        self.sample_type = library()[2].TrainingSample
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int):
+        if not -self.count <= index < self.count:
+            raise IndexError(index)
+        index %= self.count
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        clip = toy_footage.pan_zoom_clip(self.photos[index % len(self.photos)], self.frames, self.size, generator)
+        return self.sample_type(clip, self.text)
+
+
+def measure_latent_std(frames: int, size: int, clips: int = 256) -> float:
+    """Standard deviation of the UNSCALED stand-in latent over `clips` training clips (= of their pixels)."""
+    data = PanZoomClips(toy_footage.load_photos(toy_footage.TRAIN_PHOTOS), frames, size, seed=12345)
+    return float(torch.stack([data[i].pixels for i in range(clips)]).std())
+
+
 @dataclass(frozen=True)
 class ToyRun:
-    """One toy training run: clip size (pixels, square), frames, batch, optimiser steps, peak lr,
-    and the DEG_latent range (None = pixel degradation only, noise step 0 fed to the model)."""
+    """One toy training run: clip size (pixels, square), frames, batch, optimiser steps, lr (constant: the
+    library loop has no schedule), gradient clip, and the DEG_latent range ((0, 0) = DEG_pixel only:
+    noise step 0, the smallest noise the schedule has, sqrt(1 - a_0) = 0.029)."""
 
-    size: int = 16
+    size: int = 32
     frames: int = 5
     batch: int = 8
-    steps: int = 400
-    lr: float = 5e-4
-    noise_steps: tuple[int, int] | None = None
+    steps: int = 1500
+    lr: float = 3e-4
+    grad_clip: float = 1.0
+    noise_steps: tuple[int, int] = (0, 0)
     seed: int = 0
-
-
-def _lr_at(run: ToyRun, step: int) -> float:
-    """Linear warm-up over 5 % of the steps, then cosine decay to 0."""
-    warm = max(1, run.steps // 20)
-    if step < warm:
-        return run.lr * (step + 1) / warm
-    return run.lr * 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(1, run.steps - warm)))
-
-
-def training_pair(hr: torch.Tensor, run: ToyRun, generator: torch.Generator):
-    """(z_lr, z_hr, noise_steps) for HR clips (B, 3, T, H, W): DEG_pixel, encode, then DEG_latent if on."""
-    codec, latent_degradation, _, _, pixel_degradation = library()
-    space = codec.PixelUnshuffleCodec(factor=2)
-    pixels = pixel_degradation.degrade_pixels(hr, pixel_settings(), generator)
-    z_hr, z_lr = space.encode(hr, generator), space.encode(pixels, generator)
-    if run.noise_steps is None:
-        return z_lr, z_hr, torch.zeros(hr.shape[0], dtype=torch.long)
-    steps = latent_degradation.sample_noise_steps(
-        hr.shape[0], latent_degradation.LatentDegradation(run.noise_steps), generator)
-    return latent_degradation.degrade_latents(z_lr, steps, generator), z_hr, steps
 
 
 def pixel_settings():
@@ -87,65 +126,63 @@ def pixel_settings():
     return library()[4].PixelDegradation(upscale_mode="bicubic")
 
 
+def train_settings(run: ToyRun):
+    """The library's TrainSettings for `run` (no unconditional share: every caption is the zero embedding)."""
+    _, latent_degradation, _, _, _, settings = library()
+    return settings.TrainSettings(steps=run.steps, batch=run.batch, lr=run.lr, grad_clip=run.grad_clip,
+                                  uncond_fraction=0.0, checkpoint_every=run.steps, seed=run.seed,
+                                  pixel=pixel_settings(),
+                                  latent=latent_degradation.LatentDegradation(run.noise_steps))
+
+
 def train(run: ToyRun, log=print):
-    """Train a fresh toy Stage II on clips of toy_footage.TRAIN_PHOTOS; returns (model in eval mode, seconds)."""
+    """Train a fresh toy Stage II with training.loop.train_stage2 on clips of toy_footage.TRAIN_PHOTOS.
+
+    Returns (model in eval mode, wall seconds, per-step losses). The loop's checkpoint goes to a
+    temporary folder, deleted afterwards.
+    """
     from flashvideo_core.model.transformer import build_transformer
 
-    objective = library()[3]
-    model = build_transformer(toy_config(), seed=run.seed).train()
-    optimiser = torch.optim.AdamW(model.parameters(), lr=run.lr, betas=(0.9, 0.95), weight_decay=1e-4)
-    photos = toy_footage.load_photos(toy_footage.TRAIN_PHOTOS)
-    generator = torch.Generator().manual_seed(run.seed)
-    text = torch.zeros(run.batch, TEXT_TOKENS, TEXT_DIM)
-    start, losses = time.perf_counter(), []
-    for step in range(run.steps):
-        hr = toy_footage.clip_batch(photos, run.batch, run.frames, run.size, generator)
-        z_lr, z_hr, noise_steps = training_pair(hr, run, generator)
-        t = objective.sample_times(run.batch, generator)
-        for group in optimiser.param_groups:
-            group["lr"] = _lr_at(run, step)
-        loss = objective.stage2_loss(model, z_lr, z_hr, text, noise_steps, t)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimiser.step()
-        losses.append(loss.item())
-        if (step + 1) % max(1, run.steps // 5) == 0:
-            recent = sum(losses[-20:]) / len(losses[-20:])
-            log(f"    step {step + 1}/{run.steps}  loss {recent:.4f}  {time.perf_counter() - start:.0f} s")
-    return model.eval(), time.perf_counter() - start
+    loop = library()[2]
+    model = build_transformer(toy_config(), seed=run.seed)
+    data = PanZoomClips(toy_footage.load_photos(toy_footage.TRAIN_PHOTOS), run.frames, run.size, seed=run.seed)
+    start, every = time.perf_counter(), max(1, run.steps // 5)
 
+    def progress(event) -> None:
+        if event.step % every == 0:
+            log(f"    step {event.step}/{event.total}  {time.perf_counter() - start:.0f} s")
 
-def enhance_latent(model, z_lr: torch.Tensor, steps: int, noise_step: int, shift: float = 2.5) -> torch.Tensor:
-    """The library's Stage II sampling of a (degraded) stand-in latent z_lr (B, 12, T, h, w): Euler over
-    stage2_time_grid(steps, shift), velocity = stage2_velocity at cfg 1.0 with `noise_step` fed to the model."""
-    from flashvideo_core.sampling.guidance import stage2_velocity
-    from flashvideo_core.sampling.schedule import stage2_time_grid
-    from flashvideo_core.sampling.stage2_sampler import sample_euler_flow
-
-    cond = torch.zeros(1, TEXT_TOKENS, TEXT_DIM)
-    velocity = stage2_velocity(model, cond, CFG, noise_step, torch.float32)
-    with torch.no_grad():
-        return sample_euler_flow(velocity, z_lr.float(), stage2_time_grid(steps, shift))
+    with tempfile.TemporaryDirectory(prefix="toy-stage2-") as out_dir:
+        result = loop.train_stage2(model, ScaledCodec(), data, train_settings(run), out_dir, callback=progress)
+    losses = result.losses
+    for end in range(every, len(losses) + 1, every):
+        log(f"    loss, steps {end - every + 1}-{end}: {sum(losses[end - every:end]) / every:.4f}")
+    return model.eval(), time.perf_counter() - start, losses
 
 
 def enhance_pixels(model, lr_pixels: torch.Tensor, steps: int, noise_step: int, seed: int = 7) -> torch.Tensor:
     """LR pixel clips (B, 3, T, H, W) in [-1, 1] -> the toy Stage II's output clips, clamped to [-1, 1].
 
-    Encode (stand-in codec), DEG_latent at `noise_step` (none at 0) with a fixed seed, sample, decode.
+    As the library's Stage II chain: encode (ScaledCodec), DEG_latent at `noise_step` (every step,
+    0 included) from a generator seeded with `seed`, Euler over stage2_time_grid(steps, SHIFT) with
+    stage2_velocity at CFG and `noise_step` fed to the model, decode.
     """
-    codec, latent_degradation, _, _, _ = library()
-    space = codec.PixelUnshuffleCodec(factor=2)
-    generator = torch.Generator().manual_seed(seed)
-    z = space.encode(lr_pixels, generator)
-    if noise_step > 0:
-        steps_ = torch.full((z.shape[0],), noise_step, dtype=torch.long)
-        z = latent_degradation.degrade_latents(z, steps_, generator)
-    return space.decode(enhance_latent(model, z, steps, noise_step)).clamp(-1.0, 1.0)
+    from flashvideo_core.sampling.guidance import stage2_velocity
+    from flashvideo_core.sampling.schedule import stage2_time_grid
+    from flashvideo_core.sampling.stage2_sampler import sample_euler_flow
+
+    latent_degradation = library()[1]
+    codec, generator = ScaledCodec(), torch.Generator().manual_seed(seed)
+    z = latent_degradation.degrade_latents(codec.encode(lr_pixels), torch.full((lr_pixels.shape[0],), noise_step),
+                                           generator)
+    velocity = stage2_velocity(model, torch.zeros(1, TEXT_TOKENS, TEXT_DIM), CFG, noise_step, torch.float32)
+    with torch.no_grad():
+        z = sample_euler_flow(velocity, z.float(), stage2_time_grid(steps, SHIFT))
+    return codec.decode(z).clamp(-1.0, 1.0)
 
 
 def scores(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     """PSNR, low-frequency PSNR (4x4 box) and log-spectral distance of pred against target, library metrics."""
-    metrics = library()[2]
+    metrics = library()[3]
     return {"psnr": metrics.psnr(pred, target), "lf_psnr": metrics.lowfreq_psnr(pred, target),
             "lsd": metrics.log_spectral_distance(pred, target)}
