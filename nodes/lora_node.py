@@ -11,7 +11,7 @@ import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flashvideo_core.errors import CheckpointError
+from flashvideo_core.errors import CheckpointError, FlashVideoInputError
 from flashvideo_core.model.lora_adapter import apply_lora, read_lora
 
 from . import comfy_memory
@@ -44,6 +44,18 @@ class LoraModel(LoadedModel):
             if _listed(self.comfy_patcher, comfy[0]):
                 comfy_memory.unload(self.comfy_patcher, comfy[0])
         return comfy_memory.in_use(self, memory_required)
+
+
+def _check_modes(base: LoadedModel) -> None:
+    """Refuse a base model loaded with fp8 weights (fp8 layers are no LoRA targets) or block swap (the LoRA
+    model shares the base's parameter objects, and a swap on either would move the other's blocks)."""
+    if base.modes.weights != "default":
+        raise FlashVideoInputError(f"This Stage II model was loaded with weights {base.modes.weights}; a LoRA needs "
+                                   "the loader's weights set to default (fp8 layers cannot take a LoRA).")
+    if base.modes.resident_blocks is not None:
+        raise FlashVideoInputError("This Stage II model was loaded with block swap; a LoRA shares the loader's "
+                                   "weights and cannot be combined with block swap yet: set the loader's block_swap "
+                                   "to off (sequential_cfg on the samplers also saves memory).")
 
 
 def _listed(patcher, mm) -> bool:
@@ -98,6 +110,7 @@ class FlashVideoStage2LoRA:
 
     def apply(self, stage2_model, lora_name, strength):
         """(LoadedModel of Stage II, LoRA file name, strength) -> (a new LoraModel with the LoRA applied,)."""
+        _check_modes(stage2_model)
         path = services.model_path("lora", lora_name)
         lora = read_lora(path)
         module = apply_lora(stage2_model.module, lora, float(strength), model_name=Path(stage2_model.source).name)

@@ -113,12 +113,14 @@ def install_standin(monkeypatch, tmp_path):
     STATE.oom_on_load = STATE.stuck = False
     mm = ModuleType("comfy.model_management")
     mm.calls, mm.current_loaded_models, mm.interrupt_after = [], [], None
+    mm.required, mm.freed = [], []  # memory_required of each load_models_gpu, memory_required of each free_memory
     mm.vram_state = SimpleNamespace(name="NORMAL_VRAM")
     mm.InterruptProcessingException = Interrupted
 
     def load_models_gpu(models, memory_required=0, force_patch_weights=False, minimum_memory_required=None,
                         force_full_load=False):
         mm.calls.append(("load_models_gpu", list(models), force_full_load))
+        mm.required.append(memory_required)
         for patcher in models:
             if any(entry.model is patcher for entry in mm.current_loaded_models):
                 continue
@@ -127,8 +129,9 @@ def install_standin(monkeypatch, tmp_path):
             mm.current_loaded_models.insert(0, StandInLoaded(patcher))
 
     def free_memory(memory_required, device, keep_loaded=()):
+        mm.freed.append(memory_required)
         for entry in list(mm.current_loaded_models):
-            if entry.model.load_device == device and entry.model_unload(memory_required):
+            if entry.model.load_device == device and entry not in keep_loaded and entry.model_unload(memory_required):
                 mm.current_loaded_models.remove(entry)
 
     def throw_exception_if_processing_interrupted():
