@@ -42,7 +42,15 @@ from .setup import (
     settings_changes,
     step_of,
 )
-from .source import MediaSource, PhaseData, held_out_clips, plan_media, read_media, split_holdout
+from .source import (
+    MediaSource,
+    PhaseData,
+    held_out_clips,
+    plan_media,
+    read_media,
+    split_holdout,
+    validation_items,
+)
 from .validation import HeldOut
 
 CACHE_DIR, SCHEDULE_FILE, HOLDOUT_FILE = "caption-cache", "schedule.json", "holdout.txt"
@@ -115,6 +123,8 @@ def prepare(run: TrainRun) -> Prepared:
     usable, skipped = read_media(scan_media(run.data), run.schedule)
     notes += skipped
     usable, held = _held_out(run, usable)
+    if held:
+        held = validation_items(held, run.schedule.phases[-1])  # refused here, before anything loads
     pools, more = plan_media(usable, run.schedule)
     pool_items = {item.path: item for pool in pools for item in (*pool.images, *pool.videos)}
     captions = list(dict.fromkeys(item.caption for item in (*pool_items.values(), *held)))
@@ -125,7 +135,10 @@ def _held_out(run: TrainRun, usable: list[MediaItem]) -> tuple[list[MediaItem], 
     """(training files, held-out files): --val's folder, or --holdout N files of DATA (holdout.txt kept)."""
     final = run.schedule.phases[-1]
     if run.val is not None:
-        held, _ = check_media(scan_media(run.val), DataSettings(1, final.height, final.width))
+        try:
+            held, _ = check_media(scan_media(run.val), DataSettings(1, final.height, final.width))
+        except FlashVideoInputError as exc:
+            raise FlashVideoInputError(f"--val {run.val}: {exc}") from None
         return usable, held
     if run.holdout is None:
         return usable, []

@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from ..checkpoint import check_compatible, check_weight_file
+from ..checkpoint import check_compatible, check_weight_file, read_safetensors_metadata
 from ..config import TransformerConfig
 from ..errors import CheckpointError, FlashVideoInputError
 from ..model.lora_adapter import architecture_of_file, check_architecture, describe_architecture
@@ -77,6 +77,9 @@ def check_init(init: Path | None, text_encoder: Path | None, vae: Path | None) -
     if not init.exists():
         raise CheckpointError(f"--init {init} not found; give stage2.pt, a converted .safetensors or a diffusers "
                               "transformer folder.")
+    if init.suffix == ".safetensors" and read_safetensors_metadata(init).get("flashvideo_lora_format"):
+        raise CheckpointError(f"--init {init} is a LoRA (an adapter, not a model); give the Stage II model it "
+                              "was trained on with --init, and continue a LoRA run with --resume RUN_FOLDER --lora.")
     check_weight_file(init, "stage2")  # names Stage I, VAE, T5 files for what they are
     files = {"stage2": init} | ({"t5": text_encoder} if text_encoder else {}) | ({"vae": vae} if vae else {})
     check_compatible(files)

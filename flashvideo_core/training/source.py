@@ -148,16 +148,23 @@ class MediaSource:
         return samples
 
 
-def held_out_clips(items: list[MediaItem], phase: Phase, count: int, seed: int,
-                   texts: Callable[[str], torch.Tensor]) -> list[TrainingSample]:
-    """`count` fixed validation samples of `phase`'s size, cycling over `items` (drawn once from `seed`):
-    clips of phase.frames frames from videos long enough, 1-frame samples from images (or, when the
-    phase is image-only, from videos too)."""
-    generator = torch.Generator().manual_seed(seed)
+def validation_items(items: list[MediaItem], phase: Phase) -> list[MediaItem]:
+    """The held-out files that give a validation sample of `phase` (videos of phase.frames frames when the
+    phase trains on clips, any file of the crop's size otherwise); FlashVideoInputError if none does."""
     usable = [i for i in items if _fits(i, phase, phase.frames if i.kind == "video" and phase.needs_video else 1)]
     if not usable:
         raise FlashVideoInputError(f"no held-out file gives a {phase.width}x{phase.height} validation sample "
-                                   f"({phase.frames}-frame clips from videos, 1 frame from images).")
+                                   f"({phase.frames}-frame clips from videos, 1 frame from images); give held-out "
+                                   "files as long and as large as the training samples.")
+    return usable
+
+
+def held_out_clips(items: list[MediaItem], phase: Phase, count: int, seed: int,
+                   texts: Callable[[str], torch.Tensor]) -> list[TrainingSample]:
+    """`count` fixed validation samples of `phase`'s size, cycling over validation_items(items, phase) (drawn
+    once from `seed`): clips of phase.frames frames from videos, 1-frame samples from images."""
+    generator = torch.Generator().manual_seed(seed)
+    usable = validation_items(items, phase)
     clips = []
     for index in range(count):
         item = usable[index % len(usable)]

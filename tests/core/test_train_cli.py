@@ -30,8 +30,9 @@ def _noise_clip(path, frames, seed, height=32, width=48):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    """Two 9-frame mp4 clips and two pngs, three of them with captions."""
+    """Two 9-frame mp4 clips, a 3-frame one (too short for clips) and two pngs, three of them with captions."""
     root = tmp_path_factory.mktemp("train_data")
+    _noise_clip(root / "short.mp4", 3, seed=7)
     for i in range(2):
         _noise_clip(root / f"clip{i}.mp4", 9, seed=i)
         (root / f"clip{i}.txt").write_text(f"clip number {i}, a field of coloured noise")
@@ -58,7 +59,9 @@ def test_a_run_checkpoints_resumes_and_its_weights_load_in_enhance(data, tiny_we
     out = tmp_path / "run"
     assert _train(data, tiny_weights, out, "--steps", "2", "--checkpoint-every", "1") == 0
     err = capsys.readouterr().err
-    assert "computing 4 caption embedding(s) with T5" in err
+    assert "computing 4 caption embedding(s) with T5" in err  # 3 captions and the empty one (grey.png has none)
+    assert "note: phase 1: 1 video(s) shorter than 5 frames or smaller than 16x16 are not used for its clips " \
+           "(e.g. short.mp4)" in err, "some files left out: a warning, and the run goes on"
     assert sorted(p.name for p in out.iterdir()) == ["caption-cache", "schedule.json", "step-0000001", "step-0000002",
                                                      "train-log.jsonl"]
     assert sorted(p.name for p in (out / "step-0000002").iterdir()) == [WEIGHTS_NAME, STATE_NAME]
@@ -163,13 +166,17 @@ def _bad_data(root, kind):
     ("empty", [], "holds no videos or images"),
     ("unreadable", [], "(?s)none of the 1 media files can give a 16x16 training sample:.*broken.mp4: unreadable"),
     ("small", [], r"icon.png: 8x8 is smaller than the 16x16 crop \(lower the training size"),
-    ("data", ["--frames", "13"], r"phase 1 trains on 13-frame 16x16 clips \(image share 0.5\), but no video is "
+    ("data", ["--frames", "13"], r"phase 1 trains on 13-frame 16x16 clips \(image share 0.4\), but no video is "
                                  r"long and large enough \(clip0.mp4: 9 frames, 48x32; .*\). Lower --frames"),
-    ("data", ["--size", "64x64"], r"(?s)none of the 4 media files can give a 64x64 training sample:.*grey.png: 20x20"),
+    ("data", ["--size", "64x64"], r"(?s)none of the 5 media files can give a 64x64 training sample:.*grey.png: 20x20"),
+    ("data", ["--val", "{short}"], r"no held-out file gives a 16x16 validation sample \(5-frame clips"),
 ])
 def test_bad_data_is_refused_before_training(data, tiny_weights, tmp_path, capsys, kind, extra, message):
     folder = data if kind == "data" else _bad_data(tmp_path / "data", kind)
+    (tmp_path / "val").mkdir()
+    _noise_clip(tmp_path / "val" / "short.mp4", 3, seed=1)
     out = tmp_path / "run"
+    extra = [arg.replace("{short}", str(tmp_path / "val")) for arg in extra]
     assert _train(folder, tiny_weights, out, "--steps", "1", *extra) == 2
     assert __import__("re").search(message, capsys.readouterr().err)
     assert not out.exists(), "refused before anything was written"
@@ -179,10 +186,13 @@ def test_bad_data_is_refused_before_training(data, tiny_weights, tmp_path, capsy
     ("stage1", "stage1.pt looks like FlashVideo Stage I transformer"),
     ("vae", "3d-vae.pt looks like CogVideoX 3D VAE"),
     ("text_encoder", "looks like T5 text encoder"),
+    ("lora", "is a LoRA (an adapter, not a model); give the Stage II model it was trained on with --init"),
 ])
-def test_an_init_of_the_wrong_model_is_named_before_training(data, tiny_weights, tmp_path, capsys, init, message):
+def test_an_init_of_the_wrong_model_is_named_before_training(data, tiny_weights, lora_run, tmp_path, capsys, init,
+                                                            message):
     out = tmp_path / "run"
-    assert _train(data, tiny_weights, out, "--steps", "1", init=init) == 2
+    files = {**tiny_weights, "lora": lora_run / "step-0000001" / LORA_NAME}
+    assert _train(data, files, out, "--steps", "1", init=init) == 2
     assert message in capsys.readouterr().err and not out.exists()
 
 
