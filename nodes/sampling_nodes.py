@@ -236,7 +236,6 @@ def _check_room(stage: int, model, need: int, frames: int, height: int, width: i
     memory mode that would fit (planning.room, in the nodes' inputs) for the free memory plus what the
     model holds on the device."""
     free = services.free_memory(model.device)
-    budget = free + device_bytes(model.module, model.device)
-    hint = fitting_hint(stage, frames, height, width, budget, model.dtype, model.device, modes_of(model.module),
-                        model.module.config, node_modes.NODE_WORDS)
+    hint = fitting_hint(stage, frames, height, width, free, model.dtype, model.device, modes_of(model.module),
+                        model.module.config, node_modes.NODE_WORDS, held=device_bytes(model.module, model.device))
     check_fits(f"Stage {'I' * stage}", need, free, model.device, frames, height, width, hint)

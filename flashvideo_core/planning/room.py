@@ -70,21 +70,25 @@ def modes_of(model: torch.nn.Module) -> ModelModes:
 
 def fitting_hint(stage: int, frames: int, height: int, width: int, free_bytes: int, dtype: torch.dtype,
                  device: torch.device | str, modes: ModelModes = ModelModes(),
-                 config: TransformerConfig | None = None, words: ModeWords = CLI_WORDS) -> Callable[[], str]:
+                 config: TransformerConfig | None = None, words: ModeWords = CLI_WORDS,
+                 held: int = 0) -> Callable[[], str]:
     """A callable for memory_floor.check_fits(hint=): one sentence naming the fastest mode that fits
-    `free_bytes` for the whole stage (weights + one call's activations) at (frames, height, width), with
+    free_bytes + held (held: the bytes the model's weights already take on the device, e.g. a loaded
+    node model) for the whole stage (weights + one call's activations) at (frames, height, width), with
     the settings that select it, or the planner's nothing-fits sentence. `modes`: the run's modes (fp8,
     attention and compile are kept; block swap is the planner's to choose, never on a CPU `device`).
     config: the network (None: the stage's published one)."""
     base = dataclasses.replace(modes, resident_blocks=None)
     allow = Allowed(block_swap=torch.device(device).type != "cpu")
+    budget = free_bytes + held
+    room = f"{budget / GIB:.1f} GiB" + (f" (free + {held / GIB:.1f} GiB of its weights loaded)" if held else "")
 
     def hint() -> str:
         try:
-            plan = choose_modes(stage, height, width, frames, free_bytes, dtype, allow, base, config)
+            plan = choose_modes(stage, height, width, frames, budget, dtype, allow, base, config)
         except FlashVideoInputError as nothing_fits:
             return f"No mode fits: {nothing_fits}"
-        return (f"The mode that fits {free_bytes / GIB:.1f} GiB: {plan.description} (about "
-                f"{plan.total_bytes / GIB:.1f} GiB predicted): {settings_for(plan, words)}.")
+        return (f"The mode that fits {room}: {plan.description} (about {plan.total_bytes / GIB:.1f} GiB "
+                f"predicted): {settings_for(plan, words)}.")
 
     return hint

@@ -191,7 +191,9 @@ def test_a_busy_gpu_is_refused_before_sampling_naming_the_mode_that_would_fit(mo
     assert plan.modes.weights == "fp8_e4m3fn", "bf16 weights do not fit beside a busy card's other work"
     assert text.startswith(f"Stage I at 480x256 (WxH) with 49 frames needs at least {need / 2**30:.1f} GiB on meta, "
                            f"and {need * 9 // 10 / 2**30:.1f} GiB is free")
-    assert f"The mode that fits {budget / 2**30:.1f} GiB: {plan.description}" in text
+    held = device_bytes(module, FAKE_CUDA) / 2**30
+    assert f"The mode that fits {budget / 2**30:.1f} GiB (free + {held:.1f} GiB of its weights loaded): " \
+           f"{plan.description}" in text
     assert text.endswith(f": {settings_for(plan, node_modes.NODE_WORDS)}.")
     assert "weights fp8_e4m3fn on the loader" in text
 
