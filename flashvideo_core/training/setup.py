@@ -18,8 +18,9 @@ from .checkpoints import LORA_NAME, STATE_NAME, STEP_DIR, is_complete, latest_ch
 from .lora import read_lora
 from .settings import TrainSettings
 
-RESUMABLE_CHANGES = frozenset({"steps", "checkpoint_every", "validate_every", "schedule"})
-"""Settings a resumed run may change without a note (a longer run, other checkpoint or validation spacing)."""
+RESUMABLE_CHANGES = frozenset({"steps", "checkpoint_every", "validate_every"})
+"""Settings a resumed run may change without a note (a longer run, other checkpoint or validation spacing);
+the schedule's step counts too (the last phase grows with --steps), not its sizes or shares."""
 
 
 def resolve_resume(path: str | os.PathLike) -> Path:
@@ -121,9 +122,23 @@ def settings_changes(folder: Path, stored_json: str, settings: TrainSettings) ->
     except (TypeError, ValueError):
         return [f"{folder / STATE_NAME} records no readable settings; the run continues with the ones given."]
     new = json.loads(settings.to_json())
-    keys = (set(old) | set(new)) - RESUMABLE_CHANGES
-    changed = sorted(key for key in keys if old.get(key) != new.get(key))
-    return [f"resuming with {key} changed: {_short(old.get(key))} -> {_short(new.get(key))}" for key in changed]
+    flat_old, flat_new = _flat(old), _flat(new)
+    keys = sorted(key for key in set(flat_old) | set(flat_new) if key.split(".")[0] not in RESUMABLE_CHANGES
+                  and not (key.startswith("schedule.") and key.endswith(".steps")))  # the last phase grows
+    return [f"resuming with {key} changed: {_short(flat_old.get(key))} -> {_short(flat_new.get(key))}"
+            for key in keys if flat_old.get(key) != flat_new.get(key)]
+
+
+def _flat(record, prefix: str = "") -> dict:
+    """{"pixel.blur_sigma": [...], "schedule.phase 2.image_share": 0.5, ...} of a settings record."""
+    if isinstance(record, dict) and "phases" in record:
+        record = {f"phase {i + 1}": phase for i, phase in enumerate(record["phases"])}
+    if not isinstance(record, dict):
+        return {prefix: record}
+    flat = {}
+    for key, value in record.items():
+        flat.update(_flat(value, f"{prefix}.{key}" if prefix else key))
+    return flat
 
 
 def _short(value) -> str:

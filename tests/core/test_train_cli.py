@@ -72,8 +72,10 @@ def test_a_run_checkpoints_resumes_and_its_weights_load_in_enhance(data, tiny_we
         capsys.readouterr().err)
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before
     # resume from the run folder: its latest step, no T5 again (captions cached), one more step
-    assert _train(data, tiny_weights, None, "--resume", str(out), "--steps", "3") == 0
-    assert "computing" not in capsys.readouterr().err
+    assert _train(data, tiny_weights, None, "--resume", str(out), "--steps", "3", "--lr", "0.001") == 0
+    err = capsys.readouterr().err
+    assert "computing" not in err and "note: resuming with lr changed: 4e-05 -> 0.001" in err
+    assert "steps changed" not in err and "schedule" not in err, "a longer run is not a change worth a note"
     assert latest_checkpoint(out) == out / "step-0000003"
     assert [(r["event"], r["step"]) for r in _log(out) if r["event"] in ("start", "train")] == [
         ("start", 0), ("train", 1), ("train", 2), ("start", 2), ("train", 3)]
