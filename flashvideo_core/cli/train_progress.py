@@ -42,8 +42,10 @@ def describe_run(run, prepared, tiny: bool = False) -> str:
 
     s, pools = run.settings, prepared.pools
     pixel, noise = s.pixel, s.latent.noise_steps
-    files = {item.path for pool in pools for item in (*pool.images, *pool.videos)}
-    lines = [_model_line(run, tiny), f"data:     {run.data}: {len(files)} file(s) used"]
+    files = {item.path: item.kind for pool in pools for item in (*pool.images, *pool.videos)}
+    kinds = list(files.values())
+    lines = [_model_line(run, tiny), f"data:     {run.data}: {kinds.count('video')} video(s) and "
+             f"{kinds.count('image')} image(s) used"]
     lines += [f"          {line}" for line in run.schedule.describe()]
     lines += [
         f"steps:    {s.steps}, batch {s.batch}, AdamW lr {s.lr:g} (betas {s.betas[0]:g}/{s.betas[1]:g}, weight decay "
@@ -98,6 +100,8 @@ class TrainBar:
             self.bar.set_postfix_str(f"loss {self.losses[-1]:.4f}, mean {sum(self.losses) / len(self.losses):.4f}",
                                      refresh=False)
             self.bar.update(event.step - self.bar.n)
+            if event.step >= event.total:
+                self.close()  # the last step stops the clock: the final validation is not counted in steps/s
         s = self.run.settings
         if event.step % s.checkpoint_every == 0 or event.step == s.steps:
             self.write(f"checkpoint: {step_dir(self.run.out_dir, event.step)}")

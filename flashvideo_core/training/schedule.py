@@ -117,8 +117,9 @@ class Schedule:
             share = "images as found" if p.image_share is None else f"image share {p.image_share:g}"
             noise = "" if p.noise_steps is None else f", noise steps {p.noise_steps[0]}-{p.noise_steps[1]}"
             batch = "" if p.batch is None else f", batch {p.batch}"
+            samples = "images (1 frame)" if p.image_share == 1 else f"{p.frames}-frame clips, {share}"
             lines.append(f"{p.label(index)}: steps {start}-{start + p.steps - 1}, {p.width}x{p.height}, "
-                         f"{p.frames}-frame clips, {share}{noise}{batch}")
+                         f"{samples}{noise}{batch}")
             start += p.steps
         return lines
 

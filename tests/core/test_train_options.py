@@ -63,3 +63,29 @@ def test_validation_runs_every_n_steps_and_at_the_end_and_is_reported(tmp_path):
     scores = held(model)
     assert scores.psnr == pytest.approx(sum(s.psnr for s in alone) / 2)
     assert scores.lsd == pytest.approx(sum(s.lsd for s in alone) / 2)
+
+
+def test_the_train_bar_shows_loss_and_steps_per_second_and_logs_every_value(tmp_path):
+    import io
+    import json
+    from types import SimpleNamespace
+
+    from flashvideo_core.cli.train_progress import TrainBar
+    from flashvideo_core.progress import ProgressEvent
+
+    run = SimpleNamespace(settings=TrainSettings(steps=4, checkpoint_every=2), out_dir=tmp_path)
+    out = io.StringIO()
+    bar = TrainBar(run, file=out)
+    bar(ProgressEvent("train", 0, 4))  # the start: opens the bar
+    for step in range(1, 5):
+        bar(ProgressEvent("train", step, 4, values={"loss": 0.5 / step}))
+    bar(ProgressEvent("validate", 4, 4, values={"psnr": 30.0, "lowfreq_psnr": 35.5, "lsd": 0.25}))
+    bar.close()
+    text = out.getvalue()
+    assert "4/4 steps" in text and "step/s" in text and "loss 0.1250, mean 0.2604" in text
+    assert f"checkpoint: {tmp_path / 'step-0000002'}" in text and f"checkpoint: {tmp_path / 'step-0000004'}" in text
+    assert ("step 4: validation PSNR 30.00 dB, low-frequency PSNR 35.50 dB, log-spectral distance 0.2500" in text)
+    log = [json.loads(line) for line in (tmp_path / "train-log.jsonl").read_text().splitlines()]
+    assert [(r["event"], r["step"]) for r in log] == [("start", 0)] + [("train", s) for s in range(1, 5)] + [
+        ("validate", 4)]
+    assert log[1]["loss"] == 0.5 and log[-1]["lsd"] == 0.25
