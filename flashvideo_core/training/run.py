@@ -108,6 +108,7 @@ class Prepared:
 
 def prepare(run: TrainRun) -> Prepared:
     """Every check before a model loads (see the module docstring); raises the first problem found."""
+    parse_device(run.device)  # a device this machine lacks is named now, not after the captions
     folder = resolve_resume(run.resume) if run.resume is not None else None
     start = step_of(folder) if folder is not None else 0
     if start >= run.settings.steps:

@@ -215,6 +215,8 @@ def test_an_init_of_the_wrong_model_is_named_before_training(data, tiny_weights,
     (["--holdout", "1", "--val", "x"], "give held-out samples one way"),
     (["--holdout", "9"], "holdout=9: hold out from 1 to 1 of the 2 files"),
     (["--steps", "1", "--resume", "nowhere"], "--resume nowhere does not exist"),
+    (["--device", "cuda:7", "--quiet"], "device='cuda:7': this machine has"),
+    (["--batch", "0"], "--batch: batch=0 must be an integer >= 1"),
 ])
 def test_bad_flags_are_named_before_training(data, tiny_weights, tmp_path, capsys, extra, message):
     out = tmp_path / "run"
