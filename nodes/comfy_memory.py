@@ -24,8 +24,9 @@ resident_parts), so ComfyUI's size is the resident bytes and its .to() never mov
 those stay in (pinned) host memory and visit the device through the swap's hooks, and the two blocks
 in flight are added to memory_required at each load. The check after a load covers the holder (the
 resident part). A new block count (node_modes.prepare_run) first unloads and forgets the patcher
-(forget), and a block that raises drops the swap (the next run attaches it again), so no device copy
-of a streamed block outlives the error.
+(forget). Cancel comes between model calls, when every streamed block points at its host copy, so the
+model stays as after any other block; an error raised inside a streamed block's forward drops the swap
+(drop_swap: unloaded, its device copy gone; the next run attaches it again).
 """
 
 from __future__ import annotations
@@ -86,8 +87,8 @@ def in_use(handle, memory_required: int = 0) -> Iterator[torch.nn.Module]:
             if forced or _offloads(handle):
                 unload(patcher, mm)
     except BaseException:
-        if swap is not None:
-            drop_swap(handle)
+        if swap is not None and _streamed_left_on_device(swap):
+            drop_swap(handle)  # the error came from inside a streamed block: its device copy is still in place
         raise
 
 
@@ -151,6 +152,13 @@ def room(handle, need: int) -> int:
         ours = [entry for entry in mm.current_loaded_models if entry.model is handle.comfy_patcher]
         mm.free_memory(need, device, keep_loaded=ours)
     return services.free_memory(device) + device_bytes(handle.module, device)
+
+
+def _streamed_left_on_device(swap) -> bool:
+    """True when a streamed block of `swap` does not point at its host masters (a forward that raised
+    inside the block skipped the hook that points it back)."""
+    return any(t.device != swap.offload_device for i in swap.streamed
+               for t in [*swap.blocks[i].parameters(), *swap.blocks[i].buffers()])
 
 
 def forget(handle) -> None:

@@ -96,15 +96,36 @@ def test_offload_after_use_leaves_the_whole_swapped_model_in_cpu_memory(embeds, 
     assert getattr(stage2.module, SWAP).resident == 1
 
 
-def test_cancel_drops_the_swap_and_the_next_run_attaches_it_again(embeds, comfy):
+def test_cancel_leaves_the_swapped_model_registered_with_its_streamed_blocks_in_cpu_memory(embeds, comfy):
     comfy.get_torch_device = lambda: FAKE_CUDA
     stage2 = N["FlashVideoStage2Loader"]().load("stage2.pt", "fp32", KEEP, block_swap="manual", resident_blocks=1)[0]
     comfy.interrupt_after = 0  # the first progress event cancels, after a model call
     with pytest.raises(Interrupted), FakeCuda():
         _sample(stage2, embeds)
+    swap, blocks = getattr(stage2.module, SWAP), find_blocks(stage2.module)
+    assert comfy.loaded(stage2) and stage2.comfy_patcher.model_size() == swap.memory().resident, "keep on device"
+    assert _devices(blocks[1].parameters()) == {"cpu"} and _devices(blocks[0].parameters()) == {"meta"}
+    with FakeCuda():
+        _sample(stage2, embeds)
+    assert getattr(stage2.module, SWAP) is swap and comfy.loaded(stage2)
+
+
+def test_an_error_inside_a_streamed_block_drops_the_swap_and_the_next_run_attaches_it_again(embeds, comfy):
+    comfy.get_torch_device = lambda: FAKE_CUDA
+    stage2 = N["FlashVideoStage2Loader"]().load("stage2.pt", "fp32", KEEP, block_swap="manual", resident_blocks=1)[0]
+    assert node_modes.prepare_run(stage2, 5, 64, 48, False) == 1  # the sampler's size: it keeps this swap
+    blocks = find_blocks(stage2.module)
+
+    def fail(module, args):  # runs after the swap's own pre-hook pointed the block at its device copy
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    hook = blocks[1].register_forward_pre_hook(fail)
+    with pytest.raises(RuntimeError, match="illegal memory access"), FakeCuda():
+        _sample(stage2, embeds)
+    hook.remove()
     assert not hasattr(stage2.module, SWAP) and stage2.comfy_patcher is None and comfy.current_loaded_models == []
-    assert _devices(stage2.module.parameters()) == {"cpu"}, "no block left half on the GPU"
-    assert not any(block._forward_pre_hooks or block._forward_hooks for block in find_blocks(stage2.module))
+    assert _devices(stage2.module.parameters()) == {"cpu"}, "no block left on the GPU"
+    assert not any(block._forward_pre_hooks or block._forward_hooks for block in blocks)
     with FakeCuda():
         _sample(stage2, embeds)
     assert getattr(stage2.module, SWAP).resident == 1 and comfy.loaded(stage2)
