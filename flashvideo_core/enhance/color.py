@@ -56,20 +56,36 @@ def match_color(output: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     reference: pixel video (B, 3, F', H', W') in [-1, 1]; its frame count and size may differ (only
     statistics are used). Returns a tensor shaped and typed like `output`, clipped to [-1, 1].
     """
-    for name, video in (("output", output), ("reference", reference)):
-        if not isinstance(video, torch.Tensor) or video.ndim != 5 or video.shape[1] != 3:
-            shape = tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__
-            raise FlashVideoInputError(f"{name} must be a pixel video (B, 3, F, H, W); got {shape}.")
-    if output.shape[0] != reference.shape[0]:
-        raise FlashVideoInputError(f"output batch {output.shape[0]} != reference batch {reference.shape[0]}.")
-    out_lab = srgb_to_oklab((output.float() + 1) / 2)
+    _check_video(output, "output")
+    return match_color_stats(output, color_stats(reference))
+
+
+def color_stats(reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Oklab (mean, std) per channel of a pixel video (B, 3, F, H, W) in [-1, 1], each (B, 3, 1, 1, 1): what
+    match_color keeps of its reference (enhance's co-denoise keeps them while the input streams past)."""
+    _check_video(reference, "reference")
     ref_lab = srgb_to_oklab((reference.float() + 1) / 2)
     dims = (2, 3, 4)
+    return ref_lab.mean(dims, keepdim=True), ref_lab.std(dims, keepdim=True, correction=0)
+
+
+def match_color_stats(output: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """match_color with the reference given as its color_stats."""
+    ref_mean, ref_std = stats
+    if output.shape[0] != ref_mean.shape[0]:
+        raise FlashVideoInputError(f"output batch {output.shape[0]} != reference batch {ref_mean.shape[0]}.")
+    out_lab = srgb_to_oklab((output.float() + 1) / 2)
+    dims = (2, 3, 4)
     out_mean, out_std = out_lab.mean(dims, keepdim=True), out_lab.std(dims, keepdim=True, correction=0)
-    ref_mean, ref_std = ref_lab.mean(dims, keepdim=True), ref_lab.std(dims, keepdim=True, correction=0)
     matched = (out_lab - out_mean) * (ref_std / out_std.clamp_min(_EPS)) + ref_mean
     rgb = oklab_to_srgb(matched) * 2 - 1
     return rgb.clamp(-1, 1).to(output.dtype)
+
+
+def _check_video(video, name: str) -> None:
+    if not isinstance(video, torch.Tensor) or video.ndim != 5 or video.shape[1] != 3:
+        shape = tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__
+        raise FlashVideoInputError(f"{name} must be a pixel video (B, 3, F, H, W); got {shape}.")
 
 
 def _apply(matrix: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

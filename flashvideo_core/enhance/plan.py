@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from .. import config
+from ..config import VAE_TEMPORAL_COMPRESSION
 from ..errors import FlashVideoInputError
 from ..sampling.settings import Stage2Settings, check_seed, offset_seed
 from .noise_rule import auto_noise_step
@@ -14,6 +15,13 @@ from .windows import DEFAULT_OVERLAP, DEFAULT_WINDOW, Window, plan_windows
 
 WINDOW_SEED_STRIDE = 1_000_003
 """Window i's Stage II seed is the run's seed + 1 + this x i (a prime: windows never share a seed)."""
+
+BLENDS = ("pixel", "shared_noise", "co_denoise")
+"""How windows are joined (latent_windows.py): "pixel" crossfades decoded frames over the overlap (each
+window its own noise); "shared_noise" also draws the degradation noise per latent frame of the clip, so
+overlapping windows start from the same noise there; "co_denoise" runs all windows' Euler steps together
+on one clip latent, averaging their velocities where they overlap (holds the clip's latent in RAM)."""
+DEFAULT_BLEND = "pixel"
 
 
 @dataclass(frozen=True)
@@ -24,7 +32,8 @@ class EnhanceSettings:
     none means the official 1080p, refused beyond x4 the input's long edge unless allow_large_upscale.
     noise_step: an integer 0-999 or "auto" (noise_rule.py, from the window length and the size).
     seed: the run's seed (window i uses window_seed(seed, i)). window/overlap: frames per window
-    (4k+1) and blended between windows.
+    (4k+1) and blended between windows. blend: one of BLENDS (the latent ones start windows on the
+    VAE's 4-frame latent grid).
     """
 
     target: TargetSize | None = None
@@ -42,6 +51,7 @@ class EnhanceSettings:
     allow_large_upscale: bool = False
     sequential_cfg: bool = False
     """The guidance halves as two batch-1 calls (sampling.settings.Stage2Settings.sequential_cfg)."""
+    blend: str = DEFAULT_BLEND
 
     stage2: Stage2Settings = field(init=False, repr=False, compare=False)
     """The windows' Stage II settings (for "auto", at the default step until plan_enhance resolves it),
@@ -63,7 +73,10 @@ class EnhanceSettings:
                                 sequential_cfg=bool(self.sequential_cfg))  # checks them
         object.__setattr__(self, "stage2", stage2)
         check_seed(self.seed)
-        plan_windows(self.window, self.window, self.overlap)  # the window rules, on a clip of one window
+        if self.blend not in BLENDS:
+            raise FlashVideoInputError(f"blend={self.blend!r} must be one of {', '.join(BLENDS)} "
+                                       f"(default {DEFAULT_BLEND}).")
+        plan_windows(self.window, self.window, self.overlap, window_align(self.blend))  # the window rules
 
 
 @dataclass(frozen=True)
@@ -81,6 +94,7 @@ class EnhancePlan:
     color_match: bool
     noise_source: str
     """"auto" or "given": where the noise step came from (for describe_plan)."""
+    blend: str = DEFAULT_BLEND
 
 
 def plan_enhance(num_frames: int, in_height: int, in_width: int, settings: EnhanceSettings) -> EnhancePlan:
@@ -95,13 +109,19 @@ def plan_enhance(num_frames: int, in_height: int, in_width: int, settings: Enhan
         raise FlashVideoInputError(
             f"target {target.width}x{target.height} (WxH) is smaller than the input {in_width}x{in_height}."
         )
-    windows = tuple(plan_windows(num_frames, window=settings.window, overlap=settings.overlap))
+    windows = tuple(plan_windows(num_frames, settings.window, settings.overlap, window_align(settings.blend)))
     stage2, source = settings.stage2, "given"
     if is_auto(settings.noise_step):  # the rule's step, from the window length and the size
         stage2 = replace(stage2, noise_step=auto_noise_step(windows[0].length, target.height, target.width))
         source = "auto"
     return EnhancePlan(num_frames, in_height, in_width, target, windows, stage2, settings.seed,
-                       bool(settings.color_match), source)
+                       bool(settings.color_match), source, settings.blend)
+
+
+def window_align(blend: str) -> int:
+    """Frames window starts are a multiple of: 1 for the pixel crossfade, the VAE's temporal compression (4)
+    for the latent blends, so overlapping windows hold whole latent frames in common."""
+    return 1 if blend == "pixel" else VAE_TEMPORAL_COMPRESSION
 
 
 def is_auto(noise_step) -> bool:
@@ -126,8 +146,8 @@ def describe_plan(plan: EnhancePlan) -> str:
     lengths = sorted({w.length for w in windows})
     padding = windows[-1].padding  # only a clip shorter than one window is padded (windows.plan_windows)
     cut = (f"{len(windows)} window{'s' if len(windows) > 1 else ''} of {'/'.join(map(str, lengths))} frames"
-           + (f", overlaps of {_span(w.overlap_after for w in windows[:-1])} frames blended" if len(windows) > 1
-              else "")
+           + (f", overlaps of {_span(w.overlap_after for w in windows[:-1])} frames blended ({plan.blend})"
+              if len(windows) > 1 else "")
            + (f", {padding} padding frame{'s' if padding > 1 else ''} trimmed after" if padding else ""))
     source = (f"auto: {windows[0].length}-frame window at {target.width}x{target.height}, see noise_rule.py"
               if plan.noise_source == "auto" else "given")

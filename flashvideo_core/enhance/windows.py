@@ -14,7 +14,6 @@ So the output moves from one window to the next in L + 1 small steps instead of 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -53,12 +52,15 @@ class Window:
         return self.length - self.num_frames
 
 
-def plan_windows(num_frames: int, window: int = DEFAULT_WINDOW, overlap: int = DEFAULT_OVERLAP) -> list[Window]:
+def plan_windows(num_frames: int, window: int = DEFAULT_WINDOW, overlap: int = DEFAULT_OVERLAP,
+                 align: int = 1) -> list[Window]:
     """Windows covering frames 0..num_frames-1 in order; each length is 4k+1 and at most `window`.
 
     num_frames: clip length (>= 1). window: 4k+1 frames per model call (49 trained). overlap: the
-    minimum number of frames consecutive windows share (0 <= overlap < window).
-    Raises FlashVideoInputError for invalid values.
+    minimum number of frames consecutive windows share (0 <= overlap <= window - align). align: every
+    window starts at a multiple of it (the latent blends use the VAE's 4: window latents then share
+    whole latent frames); the last window may then run past the clip's end, padded with its last
+    frame. align=1 is the plain plan. Raises FlashVideoInputError for invalid values.
     """
     if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
         raise FlashVideoInputError(f"num_frames={num_frames!r} must be a positive integer (the clip has no frames).")
@@ -67,11 +69,18 @@ def plan_windows(num_frames: int, window: int = DEFAULT_WINDOW, overlap: int = D
         raise FlashVideoInputError(
             f"overlap={overlap!r} must be an integer from 0 to {window - 1} (less than window={window})."
         )
+    if window - overlap < align:
+        raise FlashVideoInputError(
+            f"overlap={overlap} is too large for window={window} with latent blending: windows start on the "
+            f"VAE's {align}-frame latent grid, so they must advance by at least {align} frames; "
+            f"use overlap <= {window - align}."
+        )
     if num_frames <= window:
         return [Window(0, num_frames, _next_4k1(num_frames))]
-    count = math.ceil((num_frames - overlap) / (window - overlap))
-    starts = [round(i * (num_frames - window) / (count - 1)) for i in range(count)]
-    stops = [s + window for s in starts]
+    span = -(-(num_frames - window) // align)  # in units of `align` frames: the last window's start
+    count = 1 + -(-span // ((window - overlap) // align))
+    starts = [align * round(i * span / (count - 1)) for i in range(count)]
+    stops = [min(s + window, num_frames) for s in starts]
     return [
         Window(
             start, stop, window,

@@ -47,12 +47,20 @@ def degrade_latent(
     return add_degradation_noise(latent, noise_step, generator, scale_factor)
 
 
-def add_degradation_noise(latent: torch.Tensor, noise_step: int, generator: torch.Generator,
-                          scale_factor: float = STAGE2_SCALE_FACTOR) -> torch.Tensor:
+def add_degradation_noise(latent: torch.Tensor, noise_step: int, generator: torch.Generator | None,
+                          scale_factor: float = STAGE2_SCALE_FACTOR, noise: torch.Tensor | None = None) -> torch.Tensor:
     """degrade_latent's formula without its checks, for callers whose latent and noise step are already
-    checked (the Stage II chain: a latent it encoded, Stage2Settings.noise_step). Same inputs and output."""
+    checked (the Stage II chain: a latent it encoded, Stage2Settings.noise_step). Same inputs and output.
+
+    noise: eps itself, shaped like latent (enhance's latent window blends draw it per latent frame of the
+    clip); None: drawn from `generator`.
+    """
     alpha = zero_snr_alphas_cumprod()[int(noise_step)].item()
-    eps = randn(tuple(latent.shape), generator, device=latent.device)  # (B, 16, T, h, w) fp32
+    if noise is None:
+        noise = randn(tuple(latent.shape), generator, device=latent.device)  # (B, 16, T, h, w) fp32
+    elif noise.shape != latent.shape:
+        raise FlashVideoInputError(f"degradation noise {tuple(noise.shape)} must be shaped like the latent "
+                                   f"{tuple(latent.shape)}.")
     scaled = latent.float() * scale_factor
-    degraded = alpha**0.5 * scaled + (1.0 - alpha) ** 0.5 * eps
+    degraded = alpha**0.5 * scaled + (1.0 - alpha) ** 0.5 * noise.to(device=latent.device, dtype=torch.float32)
     return (degraded / scale_factor).to(latent.dtype)

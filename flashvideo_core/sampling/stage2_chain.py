@@ -17,11 +17,12 @@ import contextlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
-from .. import devices
+from .. import config, devices
 from ..devices import model_device
 from ..layout import check_pixel_size, frames_to_video, video_to_frames
 from ..progress import ProgressCallback
@@ -29,7 +30,7 @@ from ..rng import cpu_generator
 from ..vae import AUTO, Slices, decode_latents, encode_video
 from .degradation import add_degradation_noise
 from .settings import Stage2Settings, check_seed, stage2_seeds
-from .stages import check_embedding, run_stage2
+from .stages import VelocityWrap, check_embedding, run_stage2
 
 RESIZE_BATCH = 8
 """Frames resized per interpolate call (bounds the intermediate)."""
@@ -117,6 +118,60 @@ class Stage2Result:
     video: torch.Tensor
 
 
+class LatentStage2(Protocol):
+    """The Stage II chain split at its latent: what enhance's latent window blends need (latent_windows.py).
+
+    frames_per_latent: pixel frames per latent frame after the first (the VAE 4: latent frame 0 of a
+    clip encodes its first frame alone, latent frame j >= 1 frames 4j-3..4j; a stand-in codec 1).
+    scale: model space = RAW latent x scale (the degradation is added there).
+    encode(video (B, 3, F, H, W) in [-1, 1], size (height, width), seed) -> RAW latent (B, C, T, h, w),
+    fp32 CPU, a posterior sample drawn with `seed`; sample(degraded RAW latent, Stage2Settings,
+    velocity_wrap) -> refined RAW latent (stages.run_stage2); decode(RAW latent) -> pixels, fp32 CPU.
+    """
+
+    frames_per_latent: int
+    scale: float
+
+    def encode(self, video: torch.Tensor, size: tuple[int, int], seed: int) -> torch.Tensor: ...
+
+    def sample(self, latent: torch.Tensor, settings: Stage2Settings,
+               velocity_wrap: VelocityWrap | None = None) -> torch.Tensor: ...
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class Stage2Chain:
+    """The LatentStage2 of the real models: VAE encode / run_stage2 / VAE decode, each model through
+    models.use for its span; slices/device/dtype/callback as refine_video takes them."""
+
+    models: Stage2Models
+    slices: Slices = AUTO
+    device: object = None
+    dtype: torch.dtype | None = None
+    callback: ProgressCallback | None = None
+    frames_per_latent: int = config.VAE_TEMPORAL_COMPRESSION
+    scale: float = config.STAGE2_SCALE_FACTOR
+
+    def encode(self, video: torch.Tensor, size: tuple[int, int], seed: int) -> torch.Tensor:
+        """video_to_stage2_latent at `size` with the encode seed `seed`."""
+        with self.models.use(self.models.vae) as vae:
+            return video_to_stage2_latent(vae, video, size[0], size[1], seed, self.slices, self.callback,
+                                          self.models.free_bytes(model_device(vae)))
+
+    def sample(self, latent: torch.Tensor, settings: Stage2Settings,
+               velocity_wrap: VelocityWrap | None = None) -> torch.Tensor:
+        """stages.run_stage2 of the degraded RAW latent with the bundle's transformer and prompt."""
+        with self.models.use(self.models.transformer) as transformer:
+            return run_stage2(transformer, self.models.cond, latent, settings, device=self.device, dtype=self.dtype,
+                              callback=self.callback, velocity_wrap=velocity_wrap)
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """vae.decode_latents: RAW latent -> pixels (B, 3, F, H, W) in [-1, 1], CPU."""
+        with self.models.use(self.models.vae) as vae:
+            return decode_latents(vae, latent, self.slices, self.callback, self.models.free_bytes(model_device(vae)))
+
+
 def refine_video(
     models: Stage2Models,
     video: torch.Tensor,
@@ -135,17 +190,22 @@ def refine_video(
     for the encode and again for the decode, the transformer in between (each through models.use);
     device/dtype as in stages.run_stage2. Progress: encode, stage2, decode phases.
     """
+    chain = Stage2Chain(models, slices, device, dtype, callback)
+    return refine_latent_chain(chain, video, size, settings, seed)
+
+
+def refine_latent_chain(chain: LatentStage2, video: torch.Tensor, size: tuple[int, int], settings: Stage2Settings,
+                        seed: int, noise: Callable[[tuple[int, ...]], torch.Tensor] | None = None) -> Stage2Result:
+    """The chain's steps in order: encode (seed s) -> degrade (noise from seed s + 1) -> sample -> decode.
+
+    noise(latent shape) -> the degradation eps to use instead (enhance's shared noise); None: drawn
+    from rng.cpu_generator(s + 1) as stage2_seeds says.
+    """
     encode_seed, degrade_seed = stage2_seeds(seed)
-    height, width = size
-    with models.use(models.vae) as vae:
-        latent = video_to_stage2_latent(vae, video, height, width, encode_seed, slices, callback,
-                                        models.free_bytes(model_device(vae)))
-    degraded = add_degradation_noise(latent, settings.noise_step, cpu_generator(degrade_seed))
-    del latent
-    with models.use(models.transformer) as transformer:
-        refined = run_stage2(transformer, models.cond, degraded, settings, device=device, dtype=dtype,
-                             callback=callback)
+    latent = chain.encode(video, size, encode_seed)
+    eps = None if noise is None else noise(tuple(latent.shape))
+    degraded = add_degradation_noise(latent, settings.noise_step, cpu_generator(degrade_seed), chain.scale, eps)
+    del latent, eps
+    refined = chain.sample(degraded, settings)
     del degraded
-    with models.use(models.vae) as vae:
-        decoded = decode_latents(vae, refined, slices, callback, models.free_bytes(model_device(vae)))
-    return Stage2Result(refined, decoded)
+    return Stage2Result(refined, chain.decode(refined))

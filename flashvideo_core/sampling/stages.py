@@ -5,6 +5,8 @@ Used by the CLI pipeline, the enhance path and the ComfyUI sampler nodes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .. import config
@@ -18,7 +20,12 @@ from .guidance import stage1_denoiser, stage2_velocity
 from .schedule import stage1_alphas, stage1_timesteps, stage2_time_grid
 from .settings import Stage1Settings, Stage2Settings, check_seed
 from .stage1_sampler import sample_dpmpp_2m_v
-from .stage2_sampler import sample_euler_flow
+from .stage2_sampler import Velocity, sample_euler_flow
+
+VelocityWrap = Callable[[Velocity, torch.device], Velocity]
+"""(the model's velocity, which takes z on the given device; that device) -> the velocity the sampler
+integrates. With one, run_stage2 keeps the ODE state on the CPU: enhance's co-denoised windows
+(enhance/latent_windows.py) integrate a whole clip's latent, the model sees one window at a time."""
 
 
 def check_embedding(cond: torch.Tensor, model, name: str = "prompt embedding", batch: int | None = None) -> None:
@@ -120,6 +127,7 @@ def run_stage2(
     device=None,
     dtype: torch.dtype | None = None,
     callback: ProgressCallback | None = None,
+    velocity_wrap: VelocityWrap | None = None,
 ) -> torch.Tensor:
     """Degraded RAW latent (B, 16, T, h, w) -> Stage II RAW latent of the same shape, float32 on CPU.
 
@@ -131,7 +139,8 @@ def run_stage2(
     the model timesteps 1000 (1 - t) and the noise step are computed in the model's dtype, as the
     official code does (bf16: S=5 timesteps 1000, 904, 784, 624, 384 and noise step 676); False:
     exact float64 grid, timesteps and noise step passed in fp32.
-    Callback previews are RAW-space x0 latents (fp32, CPU).
+    Callback previews are RAW-space x0 latents (fp32, CPU). velocity_wrap: see VelocityWrap (the state
+    then stays on the CPU, in the model's dtype).
     """
     _check_stage(model, 2)
     check_latent(latent, "latent")
@@ -141,12 +150,14 @@ def run_stage2(
     working = model_dtype(model)
     time_dtype = working if settings.round_times else torch.float32
     grid = stage2_time_grid(settings.steps, settings.shift, dtype=working if settings.round_times else torch.float64)
-    z = (latent.to(device).float() * config.STAGE2_SCALE_FACTOR).to(working)
+    z = (latent.to(device if velocity_wrap is None else "cpu").float() * config.STAGE2_SCALE_FACTOR).to(working)
     velocity = checked_model_calls(
         stage2_velocity(model, cond, settings.cfg, settings.noise_step, time_dtype, settings.sequential_cfg),
         "Stage II",
         model.source_file,
     )
+    if velocity_wrap is not None:
+        velocity = velocity_wrap(velocity, device)
     with torch.no_grad():
         z = sample_euler_flow(velocity, z, grid, _preview_in_raw_space(callback, config.STAGE2_SCALE_FACTOR),
                               settings.solver)
