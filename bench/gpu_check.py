@@ -18,48 +18,49 @@ measured) and prints a summary. Sections:
   pipeline.generate, on tiny weights (weights.tiny) in bf16 on the GPU: pass/fail/skip, seconds,
   the error text, whether it is a device or dtype mismatch, and what came out (shape, dtype, device).
   A node with no case here is a failure ("missing"), so a new node cannot go unchecked.
-- performance: real-size architectures with random weights built on the GPU in the run's dtype:
-  one Stage I forward (CogVideoX-5B shape) at 256x480x49, batch 2 (CFG); one Stage II forward
-  (2B, 3D RoPE) at 1072x1920x49, batch 2; a whole 4-step Stage II (sampling.stages.run_stage2) at
-  1080p; one sliced VAE decode at 1080p (vae.decode_latents, two width tiles as the official
-  decode). Each: seconds, peak device memory (reset per case), FLOPs (torch.utils.flop_counter,
-  counted once) and achieved TFLOP/s, with the paper's time beside it (Stage I 30.1 s / 50 NFE,
-  Stage II 72.2 s / 4 NFE). Transformers: the counted call is the warm-up, the next call is timed.
-  VAE: a small decode warms up, then one 1080p decode is counted and timed together (a second
-  1080p decode would cost a minute).
-  Also the FLOPs of one real-size forward of each stage counted on the meta device (shapes only),
-  so the dry run takes the real configs through the same call and a GPU run has a reference.
+- performance (bench/gpu_check_perf.py): real-size architectures with random weights built on the GPU
+  in the run's dtype: one Stage I forward (CogVideoX-5B shape) at 256x480x49, batch 2 (CFG); one Stage II
+  forward (2B, 3D RoPE) at 1072x1920x49, batch 2; a whole 4-step Stage II (sampling.stages.run_stage2) at
+  1080p; one sliced decode of the whole 49-frame clip at 1080p (vae.decode_latents, two width tiles as the
+  official decode). Each: seconds, peak device memory (reset per case), FLOPs (torch.utils.flop_counter,
+  counted once) and achieved TFLOP/s, with the paper's time beside it (Stage I 30.1 s / 50 NFE, Stage II
+  72.2 s / 4 NFE). Transformers: the counted call is the warm-up, the next call is timed. VAE: a small
+  decode warms up, then the 1080p decode is counted and timed together. Also the FLOPs of one forward of
+  each stage counted on the meta device at the real sizes (so the dry run takes the real configs through
+  the same call and a GPU run has a reference) and at the run's sizes (where the time estimates start).
 - attention: the SDPA backend flags, the SDPA kernels each transformer call ran (recorded by a
   dispatch mode), a probe of each backend alone (torch.nn.attention.sdpa_kernel) at the Stage II
   head shape, and diffusers' attention processor.
-- memory: per stage the measured peak beside flashvideo_core.memory_floor's floor (and, for the
-  VAE, its slicing cost model); "planner_prediction": planning.planner.plan_peak's bytes for the transformer
-  cases and measured / predicted (null for the VAE, planned by its slicing cost model).
+- memory: per case the measured peak beside flashvideo_core.memory_floor's floor, and "planner_prediction":
+  the planner's bytes (planning.planner.plan_peak for the transformers, vae.cost.planned_decode_bytes for
+  the whole-clip decode) with measured / predicted, measured as the planner counts (case_peak_bytes: the
+  case's weights + inputs + what the call added at its peak).
+- modes (bench/gpu_check_modes.py): Stage I and Stage II at the same sizes in each memory mode (plain,
+  sequential CFG, fp8, fp8 + sequential CFG, block swap, SageAttention / FlashAttention when installed,
+  then torch.compile): seconds and over plain, peak vs the planner's prediction for that mode, the
+  attention kernel that ran, the output against the plain mode's.
 - failures (one line each), ok (no failures), complete (nothing skipped for time).
 
+Time: every case and row has an estimate (a forward measured earlier in the run, else its FLOPs at an
+assumed rate: gpu_check_tools.ASSUMED_TFLOPS) and starts only when it ends before --deadline-s (default
+330: the run ends within 6 minutes on an H100); what is skipped says so, and "complete" turns false.
+
 --dry-run runs everything at tiny sizes (config.TINY_*) on the CPU, so CI catches a broken script;
-its times and paper ratios mean nothing. Exit code 0 when ok, 1 otherwise.
+its times, peaks (live tensor bytes there) and ratios mean nothing. Exit code 0 when ok, 1 otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
-import json
 import os
 import platform
-import re
 import shutil
 import sys
 import tempfile
 import time
-import traceback
 import types
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -86,6 +87,7 @@ class _FfmpegStub(types.ModuleType):
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))  # the check's own modules (also when imported from elsewhere)
 NEEDED = ("torch", "diffusers", "transformers", "safetensors", "huggingface_hub", "sentencepiece", "numpy", "PIL")
 """What the check imports besides the standard library (diffusers brings huggingface_hub, numpy and Pillow;
 the tiny T5 tokenizer needs sentencepiece)."""
@@ -102,112 +104,35 @@ if __name__ == "__main__" and _missing(NEEDED):
                      "without network, carry the wheels: README.md, section 'GPU acceptance run'.")
 
 import torch  # noqa: E402
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode, flop_registry  # noqa: E402
-
-from flashvideo_core import config  # noqa: E402
-from flashvideo_core.config import TransformerConfig, VAEConfig  # noqa: E402
-from flashvideo_core.vae import SliceSpec  # noqa: E402
+from gpu_check_modes import MODE_NAMES, run_modes  # noqa: E402
+from gpu_check_perf import CASES, flops_meta, run_performance  # noqa: E402
+from gpu_check_tools import (  # noqa: E402, F401  (mismatch_kind: tests/core/test_gpu_check.py reads it here)
+    DRY,
+    REAL,
+    Clock,
+    Report,
+    Sizes,
+    dtype_name,
+    error_fields,
+    mismatch_kind,
+    release,
+    sync,
+)
 
 REPORT_NAME = "gpu_check.json"
-SCHEMA = 1
-SECTIONS = ("environment", "placement", "performance", "attention", "memory")
-CASES = ("stage1_forward", "stage2_forward", "stage2_4_steps", "vae_decode")
+PARTS = ("placement", *CASES, "stage1_modes", "stage2_modes", "compile")
+"""What --only can choose: the placement section, each performance case, each stage's modes rows (all but
+compile), and the compile rows of both stages."""
 PROMPT = "A red fox runs through fresh snow at sunrise, its breath visible in the cold air."
-
-PAPER = {
-    "stage1_forward": {"seconds": 30.1 / 50, "what": "Stage I 270p, 50 NFE in 30.1 s: 0.602 s per NFE"},
-    "stage2_forward": {"seconds": 72.2 / 4, "what": "Stage II 1080p, 4 NFE in 72.2 s: 18.05 s per NFE"},
-    "stage2_4_steps": {"seconds": 72.2, "what": "Stage II 1080p, 4 NFE in 72.2 s"},
-    "vae_decode": {"seconds": None, "what": "the paper gives no VAE decode time"},
-}
-"""The paper's timings (one GPU; absolute times compare only on the same GPU)."""
-
-def mismatch_kind(message: str) -> str | None:
-    """'device_mismatch' or 'dtype_mismatch' for PyTorch's errors about mixed tensors, else None.
-
-    Device: "Expected all tensors to be on the same device", "... found at least two devices", or an
-    "Input type (...) and weight type (...) should be the same" naming both CUDA and CPU tensors.
-    dtype: "expected scalar type ...", "... must have the same dtype", the same "should be the same"
-    message without a device difference.
-    """
-    text = message.lower()
-    named_types = re.findall(r"type \(([^)]*)\)", text)  # "Input type (torch.cuda.FloatTensor) and weight type (...)"
-    on_both = len({"cuda" in name for name in named_types}) == 2
-    if "same device" in text or "two devices" in text or on_both:
-        return "device_mismatch"
-    if "expected scalar type" in text or "same dtype" in text or ("should be the same" in text and "type" in text):
-        return "dtype_mismatch"
-    return None
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """The shapes of the performance section: real (the published models and sizes) or dry (tiny)."""
-
-    stage1: TransformerConfig
-    stage2: TransformerConfig
-    vae: VAEConfig
-    frames: int
-    stage1_size: tuple[int, int]
-    """(height, width) in pixels."""
-    stage2_size: tuple[int, int]
-    decode_slices: SliceSpec
-    """Latent units; the official Stage II decode: 2-frame chunks, 2 width tiles sharing 16 latent pixels."""
-
-
-REAL = Sizes(config.STAGE1_5B, config.STAGE2_2B, config.VAE_COGVIDEOX, config.DEFAULT_NUM_FRAMES,
-             (config.STAGE1_HEIGHT, config.STAGE1_WIDTH), (config.STAGE2_HEIGHT, config.STAGE2_WIDTH),
-             SliceSpec(chunk_frames=2, tile_width=128, overlap=16))
-DRY = Sizes(config.TINY_STAGE1, config.TINY_STAGE2, config.TINY_VAE, 9, (32, 48), (32, 48),
-            SliceSpec(chunk_frames=2, tile_width=4, overlap=2))
 
 
 # ----------------------------------------------------------------------------------------------- report
 
 
-class Report:
-    """The JSON report, written to `path` after every item (a run stopped midway keeps what it measured)."""
-
-    def __init__(self, path: Path, mode: str):
-        self.path = path
-        self.started = time.perf_counter()
-        self.data: dict = {"schema": SCHEMA, "mode": mode, "started": datetime.now(timezone.utc).isoformat(),
-                           "seconds_total": 0.0, "ok": False, "complete": True, "failures": []}
-        for section in SECTIONS:
-            self.data[section] = {}
-        self.data["placement"] = {"items": []}
-        self.data["performance"] = {"cases": {}}
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.started
-
-    def fail(self, where: str, error: str) -> None:
-        self.data["failures"].append(f"{where}: {error.splitlines()[0][:300] if error else 'failed'}")
-
-    def save(self) -> None:
-        self.data["seconds_total"] = round(self.elapsed(), 2)
-        self.data["ok"] = not self.data["failures"]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".partial")
-        tmp.write_text(json.dumps(self.data, indent=2, default=str) + "\n")
-        os.replace(tmp, self.path)
-
-
-def _error_fields(exc: BaseException) -> dict:
-    """An exception -> {error, kind (device_mismatch / dtype_mismatch / out_of_memory / other), traceback tail}."""
-    text = f"{type(exc).__name__}: {exc}"
-    kind = mismatch_kind(str(exc)) or "other"
-    if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
-        kind = "out_of_memory"
-    tail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-6:])
-    return {"error": text[:4000], "error_kind": kind, "traceback_tail": tail[-4000:]}
-
-
 def describe(value) -> object:
     """A node output or handle -> a JSON-able summary (shapes, dtypes, devices), never the data."""
     if isinstance(value, torch.Tensor):
-        return {"shape": list(value.shape), "dtype": _name(value.dtype), "device": str(value.device)}
+        return {"shape": list(value.shape), "dtype": dtype_name(value.dtype), "device": str(value.device)}
     if isinstance(value, dict) and "samples" in value:
         return {"latent": describe(value["samples"]), "flashvideo": {k: v for k, v in (value.get("flashvideo") or {})
                                                                   .items() if isinstance(v, int | float | bool)}}
@@ -222,23 +147,8 @@ def describe(value) -> object:
     return type(value).__name__
 
 
-def _name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
-
-
 def _module_device(module: torch.nn.Module) -> torch.device:
     return next((p.device for p in module.parameters()), torch.device("cpu"))
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _release(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 # -------------------------------------------------------------------------------------------- environment
@@ -262,7 +172,25 @@ def environment(device: torch.device, dtype: torch.dtype, dry_run: bool) -> dict
         info.update(gpu=props.name, capability=f"{props.major}.{props.minor}", total_memory_bytes=total,
                     multiprocessors=props.multi_processor_count, free_memory_bytes_at_start=free,
                     cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None)
+    info["optional_libraries"] = _versions(("triton", "sageattention", "flash_attn", "flash_attn_interface"))
     return info
+
+
+def _versions(names: tuple[str, ...]) -> dict:
+    """name -> installed version (or "installed" without one, or None when absent)."""
+    import importlib.metadata
+    import importlib.util
+
+    found = {}
+    for name in names:
+        if importlib.util.find_spec(name) is None:
+            found[name] = None
+            continue
+        try:
+            found[name] = importlib.metadata.version(name.replace("_", "-"))
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "installed"
+    return found
 
 
 def video_imports() -> dict:
@@ -391,10 +319,10 @@ def _attempt(items: list, report: Report, name: str, device: torch.device, run: 
     value = None
     try:
         value = run()
-        _sync(device)
+        sync(device)
         record.update(status="pass", output=describe(value))
     except Exception as exc:  # every failure is reported, the run goes on
-        record.update(status="fail", **_error_fields(exc))
+        record.update(status="fail", **error_fields(exc))
         report.fail(f"placement/{name}", record["error"])
     record["seconds"] = round(time.perf_counter() - start, 3)
     record["progress_updates"] = _RecordingBar.updates - bar_before[0]
@@ -418,7 +346,7 @@ def run_placement(report: Report, device: torch.device, precision: str, work: Pa
     try:
         from nodes import NODE_CLASS_MAPPINGS
     except Exception as exc:  # reported, the run goes on
-        items.append({"item": "import nodes", "status": "fail", **_error_fields(exc)})
+        items.append({"item": "import nodes", "status": "fail", **error_fields(exc)})
         report.fail("placement/import nodes", str(exc))
         report.save()
         return
@@ -454,7 +382,7 @@ def run_placement(report: Report, device: torch.device, precision: str, work: Pa
     _attempt(items, report, "pipeline.generate", device,
              lambda: _generate(tiny["stage1"].parent, device, precision, work / "generated", section))
     values.clear()
-    _release(device)
+    release(device)
     if device.type == "cuda":
         section["device_bytes_left_allocated"] = torch.cuda.memory_allocated(device)
     report.save()
@@ -488,300 +416,6 @@ def _generate(weights_dir: Path, device: torch.device, precision: str, out_dir: 
     return result.stage2_latent
 
 
-# -------------------------------------------------------------------------------------------- performance
-
-
-class _AttentionRecorder(TorchDispatchMode):
-    """Records the SDPA kernels a call runs, and the FLOPs of those the flop counter has no formula for."""
-
-    def __init__(self):
-        super().__init__()
-        self.kernels: Counter = Counter()
-        self.uncounted_flops = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = func.overloadpacket.__name__
-        if "scaled_dot_product" in name or name.endswith("attention_forward"):
-            self.kernels[f"aten.{name}"] += 1
-            if func.overloadpacket not in flop_registry and len(args) >= 2:
-                query, key = args[0], args[1]  # (B, heads, L, D)
-                self.uncounted_flops += 4 * query.shape[:-1].numel() * key.shape[-2] * query.shape[-1]
-        return func(*args, **(kwargs or {}))
-
-
-def counted(call: Callable[[], object]) -> tuple[object, dict]:
-    """Run `call` once under FlopCounterMode and the attention recorder -> (its result, FLOP record)."""
-    recorder = _AttentionRecorder()
-    with FlopCounterMode(display=False) as counter, recorder:
-        result = call()
-    flops = counter.get_total_flops()
-    return result, {"flops": flops + recorder.uncounted_flops, "flops_counted": flops,
-                    "attention_flops_added": recorder.uncounted_flops, "sdpa_kernels": dict(recorder.kernels)}
-
-
-def timed(call: Callable[[], object], device: torch.device) -> tuple[object, dict]:
-    """Run `call` once -> (its result, {seconds, peak_bytes, start_bytes, activation_peak_bytes}).
-
-    Device memory (CUDA only, else None): peak_bytes is torch.cuda.max_memory_allocated since a reset
-    just before the call (weights and inputs included), start_bytes what was allocated then, and
-    activation_peak_bytes their difference (what the call itself added at its peak).
-    """
-    _sync(device)
-    start_bytes = None
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        start_bytes = torch.cuda.memory_allocated(device)
-    start = time.perf_counter()
-    result = call()
-    _sync(device)
-    seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    return result, {"seconds": round(seconds, 4), "peak_bytes": peak, "start_bytes": start_bytes,
-                    "activation_peak_bytes": None if peak is None else peak - start_bytes}
-
-
-@contextlib.contextmanager
-def built_on(device: torch.device, dtype: torch.dtype):
-    """Modules made in the block are created and initialised on `device` in `dtype` (no CPU copy, no fp32 copy)."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            yield
-    finally:
-        torch.set_default_dtype(old)
-
-
-def _weights(module: torch.nn.Module) -> dict:
-    return {"parameters": sum(p.numel() for p in module.parameters()),
-            "weights_bytes": sum(p.numel() * p.element_size() for p in module.parameters())}
-
-
-def _with_rates(case: dict, flops: int | None, nfe: int = 1) -> dict:
-    """Add TFLOP/s and the paper's time to a measured case (seconds per NFE for single forwards)."""
-    paper = PAPER[case["case"]]
-    seconds = case.get("seconds")
-    if flops and seconds:
-        case["tflops_per_s"] = round(nfe * flops / seconds / 1e12, 2)
-    case["paper_seconds"] = paper["seconds"]
-    case["paper"] = paper["what"]
-    case["ratio_to_paper"] = round(seconds / paper["seconds"], 3) if seconds and paper["seconds"] else None
-    return case
-
-
-def _transformer_call(model, sizes: Sizes, stage: int, device: torch.device, dtype: torch.dtype):
-    """One bare CFG-batch forward as sampling/guidance.py makes it: batch 2, 226 text tokens, 49 frames."""
-    from flashvideo_core.layout import latent_frames, latent_to_transformer
-
-    cfg = sizes.stage1 if stage == 1 else sizes.stage2
-    height, width = sizes.stage1_size if stage == 1 else sizes.stage2_size
-    gen = torch.Generator().manual_seed(stage)  # drawn on the CPU (also serves the meta device), then moved
-    latent = torch.randn(1, config.LATENT_CHANNELS, latent_frames(sizes.frames), height // 8, width // 8,
-                         generator=gen).to(device)
-    hidden = latent_to_transformer(torch.cat([latent, latent])).to(dtype)  # (2, T, C, h, w)
-    cond = torch.randn(1, config.TEXT_TOKENS, cfg.text_dim, generator=gen).to(device, dtype)
-    if stage == 1:
-        text = torch.cat([torch.zeros_like(cond), cond])  # [uncond, cond]
-        timestep = torch.full((2,), 999.0, device=device)
-        return lambda: model(hidden, text, timestep)
-    text = torch.cat([cond, torch.zeros_like(cond)])  # [cond, uncond]
-    timestep = torch.full((2,), 1000.0, device=device, dtype=dtype)
-    noise_step = torch.full((2,), config.DEFAULT_NOISE_STEP, device=device, dtype=dtype)
-    return lambda: model(hidden, text, timestep, noise_step=noise_step)
-
-
-def real_size_flops(report: Report) -> None:
-    """FLOPs of one real-size CFG forward of each stage (REAL sizes, bf16), counted on the meta device.
-
-    No memory and no data: shapes only, in seconds, also on a CPU. The dry run thereby takes the
-    real configs and sizes through the same forward call; on a GPU it is the reference the measured
-    count should match (on meta, SDPA runs as its math decomposition, whose matmuls are counted).
-    """
-    from flashvideo_core.model.transformer import build_transformer
-
-    meta, counts = torch.device("meta"), {}
-    try:
-        for stage, name, cfg in ((1, "stage1_forward", REAL.stage1), (2, "stage2_forward", REAL.stage2)):
-            with built_on(meta, torch.bfloat16):
-                model = build_transformer(cfg, seed=0)
-            out, count = counted(_transformer_call(model, REAL, stage, meta, torch.bfloat16))
-            counts[name] = {"flops": count["flops"], "output_shape": list(out.shape)}
-    except Exception as exc:  # reported, the run goes on
-        counts["error"] = _error_fields(exc)["error"]
-        report.fail("performance/real_size_flops_meta", counts["error"])
-    report.data["performance"]["real_size_flops_meta"] = counts
-    report.save()
-
-
-def _deadline_passed(report: Report, name: str, deadline: float) -> bool:
-    if report.elapsed() <= deadline:
-        return False
-    report.data["performance"]["cases"][name] = {"case": name, "status": "skip",
-                                                 "reason": f"--deadline-s {deadline:g} passed"}
-    report.data["complete"] = False
-    report.save()
-    return True
-
-
-def _case(report: Report, name: str, device: torch.device, measure: Callable[[dict], None]) -> None:
-    """Run one performance case into report.performance.cases[name]; a failure is recorded, the run goes on."""
-    case = {"case": name, "status": "running"}
-    report.data["performance"]["cases"][name] = case
-    try:
-        measure(case)
-        case["status"] = "pass"
-    except Exception as exc:  # reported, the run goes on
-        case.update(status="fail", **_error_fields(exc))
-        report.fail(f"performance/{name}", case["error"])
-    _release(device)
-    report.save()
-
-
-def run_transformers(report: Report, sizes: Sizes, device: torch.device, dtype: torch.dtype, wanted: set,
-                     deadline: float) -> None:
-    """Stage I forward; Stage II forward and the whole 4-step Stage II (one Stage II model for both)."""
-    holder: dict = {}  # the Stage II model, kept from its forward for the 4-step run
-    if "stage1_forward" in wanted and not _deadline_passed(report, "stage1_forward", deadline):
-        _case(report, "stage1_forward", device,
-              lambda case: _forward(case, report, 1, sizes, device, dtype, holder))
-        holder.clear()
-    if "stage2_forward" in wanted and not _deadline_passed(report, "stage2_forward", deadline):
-        _case(report, "stage2_forward", device,
-              lambda case: _forward(case, report, 2, sizes, device, dtype, holder))
-    if "stage2_4_steps" in wanted and not _deadline_passed(report, "stage2_4_steps", deadline):
-        _case(report, "stage2_4_steps", device, lambda case: _stage2_steps(case, holder, sizes, device, dtype, report))
-    holder.clear()
-    _release(device)
-
-
-def _forward(case: dict, report: Report, stage: int, sizes: Sizes, device: torch.device, dtype: torch.dtype,
-             holder: dict) -> None:
-    """Build one stage's transformer on the device, count a CFG forward (the warm-up), then time one."""
-    from flashvideo_core.memory_floor import transformer_floor
-    from flashvideo_core.model.transformer import build_transformer
-
-    name = case["case"]
-    cfg = sizes.stage1 if stage == 1 else sizes.stage2
-    height, width = sizes.stage1_size if stage == 1 else sizes.stage2_size
-    start = time.perf_counter()
-    with built_on(device, dtype):
-        model = build_transformer(cfg, seed=0)
-    _sync(device)
-    holder["model"] = model
-    call = _transformer_call(model, sizes, stage, device, dtype)
-    case.update(shape=f"{width}x{height}x{sizes.frames} (WxHxF), batch 2 (CFG)", layers=cfg.num_layers,
-                hidden=cfg.hidden_size, build_seconds=round(time.perf_counter() - start, 2), **_weights(model),
-                flops_counted_in="the warm-up call", attention_processor=_processor(model))
-    out, count = counted(call)  # also the warm-up
-    case.update(count, output_shape=list(out.shape))
-    del out
-    out, timing = timed(call, device)
-    case.update(timing, output_finite=bool(torch.isfinite(out).all()))
-    _with_rates(case, count["flops"])
-    report.data["attention"].setdefault("sdpa_kernels", {})[name] = count["sdpa_kernels"]
-    report.data["memory"][name] = {
-        "measured_peak_bytes": timing["peak_bytes"], "activation_peak_bytes": timing["activation_peak_bytes"],
-        "weights_bytes": case["weights_bytes"],
-        "memory_floor_bytes": transformer_floor(sizes.frames, height, width, cfg.hidden_size, dtype),
-        "planner_prediction": _planner_prediction(stage, cfg, sizes.frames, height, width, dtype, timing["peak_bytes"])}
-
-
-def _stage2_steps(case: dict, holder: dict, sizes: Sizes, device, dtype, report: Report) -> None:
-    """sampling.stages.run_stage2 with Stage2Settings(steps=4) at the Stage II size, timed (model built if needed)."""
-    from flashvideo_core.layout import latent_frames
-    from flashvideo_core.memory_floor import transformer_floor
-    from flashvideo_core.model.transformer import build_transformer
-    from flashvideo_core.sampling.settings import Stage2Settings
-    from flashvideo_core.sampling.stages import run_stage2
-
-    if "model" not in holder:
-        with built_on(device, dtype):
-            holder["model"] = build_transformer(sizes.stage2, seed=0)
-    model = holder["model"]
-    height, width = sizes.stage2_size
-    gen = torch.Generator().manual_seed(4)
-    latent = torch.randn(1, config.LATENT_CHANNELS, latent_frames(sizes.frames), height // 8, width // 8, generator=gen)
-    cond = torch.randn(1, config.TEXT_TOKENS, sizes.stage2.text_dim, generator=gen)
-    settings = Stage2Settings(steps=4)
-    forward_flops = report.data["performance"]["cases"].get("stage2_forward", {}).get("flops")
-    case.update(shape=f"{width}x{height}x{sizes.frames} (WxHxF)", steps=settings.steps, solver=settings.solver,
-                includes="run_stage2 as called: latent to the device, 4 CFG forwards, Euler steps, result to the CPU")
-    out, timing = timed(lambda: run_stage2(model, cond, latent, settings, device=device, dtype=dtype), device)
-    case.update(timing, output_finite=bool(torch.isfinite(out).all()))
-    case["flops"] = settings.steps * forward_flops if forward_flops else None
-    _with_rates(case, forward_flops, nfe=settings.steps)
-    report.data["memory"]["stage2_4_steps"] = {"measured_peak_bytes": timing["peak_bytes"],
-                                               "activation_peak_bytes": timing["activation_peak_bytes"],
-                                               "memory_floor_bytes": transformer_floor(
-                                                   sizes.frames, height, width, sizes.stage2.hidden_size, dtype),
-                                               "planner_prediction": _planner_prediction(
-                                                   2, sizes.stage2, sizes.frames, height, width, dtype,
-                                                   timing["peak_bytes"])}
-
-
-def _planner_prediction(stage: int, cfg, frames: int, height: int, width: int, dtype, measured: int) -> dict:
-    """flashvideo_core.planning.planner.plan_peak for the case (plain mode, batch-2 CFG) beside the measured peak."""
-    from flashvideo_core.planning.planner import plan_peak
-
-    plan = plan_peak(stage, height, width, frames, dtype, config=cfg)
-    return {"total_bytes": plan.total_bytes, "weights_bytes": plan.weights_bytes,
-            "activation_bytes": plan.activation_bytes, "phase": plan.phase, "mode": plan.description,
-            "measured_over_predicted": measured / plan.total_bytes if measured else None}
-
-
-def _processor(model) -> str | None:
-    blocks = getattr(getattr(model, "inner", None), "transformer_blocks", None)
-    return type(blocks[0].attn1.processor).__name__ if blocks else None
-
-
-def run_vae(report: Report, sizes: Sizes, device: torch.device, dtype: torch.dtype, deadline: float) -> None:
-    """One sliced decode at the Stage II size: a small decode warms up, then one decode is counted and timed."""
-    from flashvideo_core.layout import latent_frames
-    from flashvideo_core.memory_floor import video_floor
-    from flashvideo_core.vae import UNSLICED, build_vae, decode_latents
-    from flashvideo_core.vae.cost import auto_slice_spec, bytes_per_output_voxel
-    from flashvideo_core.vae.slicing import _tiles
-
-    if _deadline_passed(report, "vae_decode", deadline):
-        return
-    height, width = sizes.stage2_size
-    spec = sizes.decode_slices
-
-    def measure(case):
-        start = time.perf_counter()
-        with built_on(device, dtype):
-            vae = build_vae(sizes.vae, seed=0)
-        _sync(device)
-        gen = torch.Generator().manual_seed(5)
-        frames = latent_frames(sizes.frames)
-        latent = torch.randn(1, config.LATENT_CHANNELS, frames, height // 8, width // 8, generator=gen)
-        tiles = _tiles(height // 8, width // 8, spec)
-        per_slice = (4 * spec.chunk_frames + 2) * 64 * tiles[0][2] * tiles[0][3] * bytes_per_output_voxel(vae)
-        case.update(shape=f"{width}x{height}x{sizes.frames} (WxHxF)", slices=spec.__dict__, tiles=len(tiles),
-                    build_seconds=round(time.perf_counter() - start, 2), **_weights(vae),
-                    flops_counted_in="the timed call (after a small warm-up decode)",
-                    auto_slices_for_free_memory=auto_slice_spec(vae, tuple(latent.shape), _free(device)).__dict__)
-        decode_latents(vae, torch.randn(1, config.LATENT_CHANNELS, 1, 8, 8, generator=gen), UNSLICED)  # warm-up
-        (out, count), timing = timed(lambda: counted(lambda: decode_latents(vae, latent, spec)), device)
-        case.update(**count, **timing, output_shape=list(out.shape), output_finite=bool(torch.isfinite(out).all()))
-        _with_rates(case, count["flops"])
-        report.data["memory"]["vae_decode"] = {
-            "measured_peak_bytes": timing["peak_bytes"], "activation_peak_bytes": timing["activation_peak_bytes"],
-            "weights_bytes": case["weights_bytes"], "memory_floor_bytes": None,
-            "video_floor_host_bytes": video_floor(sizes.frames, height, width),
-            "vae_cost_model_slice_bytes": int(per_slice), "planner_prediction": None,
-            "note": "memory_floor has no device floor for the VAE; video_floor is the decoded video in host RAM, "
-                    "vae_cost_model_slice_bytes what vae.cost plans for one slice of this spec"}
-
-    _case(report, "vae_decode", device, measure)
-
-
-def _free(device: torch.device) -> int:
-    from flashvideo_core.devices import free_memory
-
-    return free_memory(device)
-
-
 # ---------------------------------------------------------------------------------------------- attention
 
 
@@ -807,7 +441,7 @@ def attention_backends(report: Report, sizes: Sizes, device: torch.device, dtype
         try:
             with sdpa_kernel([getattr(SDPBackend, backend)]):
                 torch.nn.functional.scaled_dot_product_attention(q, k, v)
-            _sync(device)
+            sync(device)
             probe[backend] = "runs"
         except Exception as exc:  # reported, the run goes on
             probe[backend] = f"refused: {str(exc).splitlines()[0][:200]}"
@@ -850,13 +484,36 @@ def summary(data: dict) -> str:
     lines.append(f"attention: flags {attention.get('flags')}, kernels {attention.get('sdpa_kernels')}")
     lines.append(f"attention probe: {attention.get('probe')}")
     for stage, mem in data["memory"].items():
+        plan = mem.get("planner_prediction") or {}
         lines.append(f"memory {stage}: peak {_gib(mem.get('measured_peak_bytes'))} (the call added "
-                     f"{_gib(mem.get('activation_peak_bytes'))}), floor {_gib(mem.get('memory_floor_bytes'))}, "
-                     f"planner {mem.get('planner_prediction')}")
+                     f"{_gib(mem.get('activation_peak_bytes'))}; as the planner counts "
+                     f"{_gib(mem.get('case_peak_bytes'))}), floor {_gib(mem.get('memory_floor_bytes'))}, planner "
+                     f"{_gib(plan.get('total_bytes'))} (measured/planned {plan.get('measured_over_predicted')})")
+    lines += _modes_lines(data["modes"].get("rows", []))
     lines.append(f"{'OK' if data['ok'] else 'FAILED'}{'' if data['complete'] else ' (incomplete: deadline)'}; "
                  f"{len(data['failures'])} failure(s)")
     lines += [f"  {failure}" for failure in data["failures"]]
     return "\n".join(lines)
+
+
+def _modes_lines(rows: list[dict]) -> list[str]:
+    """The modes rows as a table: time (and over plain), peak vs the planner, kernel, output error."""
+    if not rows:
+        return []
+    lines = ["modes (one guided forward each; peak = weights on the device + inputs + what the call added):"]
+    for row in rows:
+        head = f"  stage {row['stage']} {row['mode']:18s}"
+        if row.get("status") != "pass":
+            why = row.get("error") or row.get("reason") or ""
+            lines.append(f"{head} {row.get('status')}: {why[:150]}")
+            continue
+        plan = row.get("planner_prediction") or {}
+        over = f" (x{row['seconds_over_plain']})" if row.get("seconds_over_plain") else ""
+        error = row.get("rel_error_vs_plain")
+        lines.append(f"{head} {row['seconds']:8.3f} s{over}, peak {_gib(row.get('case_peak_bytes'))}, planner "
+                     f"{_gib(plan.get('total_bytes'))} (measured/planned {plan.get('measured_over_predicted')}), "
+                     f"{row.get('attention_ran')}" + ("" if error is None else f", output error {error:.2g}"))
+    return lines
 
 
 # --------------------------------------------------------------------------------------------------- main
@@ -868,10 +525,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU (checks the script itself)")
     parser.add_argument("--precision", choices=("bf16", "fp32", "fp16"), default=None,
                         help="default bf16 on the GPU (the official precision), fp32 for --dry-run")
-    parser.add_argument("--only", default="placement," + ",".join(CASES),
-                        help=f"comma-separated parts to run (default all): placement,{','.join(CASES)}")
-    parser.add_argument("--deadline-s", type=float, default=300.0,
-                        help="skip the performance cases that would start after this many seconds (default 300)")
+    parser.add_argument("--only", default=",".join(PARTS),
+                        help=f"comma-separated parts to run (default all): {','.join(PARTS)}")
+    parser.add_argument("--deadline-s", type=float, default=330.0,
+                        help="skip each case or mode row whose time estimate would end after this many seconds "
+                             "(default 330: the whole run within 6 minutes on an H100)")
     return parser.parse_args(argv)
 
 
@@ -881,9 +539,9 @@ def main(argv=None) -> int:
     from flashvideo_core.devices import DTYPES
 
     wanted = {part.strip() for part in args.only.split(",") if part.strip()}
-    unknown = wanted - {"placement", *CASES}
+    unknown = wanted - set(PARTS)
     if unknown:
-        raise SystemExit(f"--only: unknown part(s) {', '.join(sorted(unknown))}; use placement,{','.join(CASES)}.")
+        raise SystemExit(f"--only: unknown part(s) {', '.join(sorted(unknown))}; use {','.join(PARTS)}.")
     if args.dry_run:
         device, sizes = torch.device("cpu"), DRY
     elif not torch.cuda.is_available():
@@ -896,16 +554,17 @@ def main(argv=None) -> int:
     report = Report(args.out / REPORT_NAME, "dry-run" if args.dry_run else "gpu")
     report.data["environment"] = environment(device, dtype, args.dry_run)
     report.data["parts"] = sorted(wanted)
+    report.data["modes"]["names"] = list(MODE_NAMES)
     report.save()
     with tempfile.TemporaryDirectory(prefix="flashvideo-gpu-check-") as work:
         os.environ.setdefault("FLASHVIDEO_CACHE", str(Path(work) / "cache"))
         attention_backends(report, sizes, device, dtype)
         if "placement" in wanted:
             run_placement(report, device, precision, Path(work))
-        real_size_flops(report)
-        run_transformers(report, sizes, device, dtype, wanted, args.deadline_s)
-        if "vae_decode" in wanted:
-            run_vae(report, sizes, device, dtype, args.deadline_s)
+        flops_meta(report, sizes)
+        clock = Clock(report, args.deadline_s)
+        run_performance(report, clock, sizes, device, dtype, wanted)
+        run_modes(report, clock, sizes, device, dtype, wanted)
     report.data["environment"].update(video_imports())
     if report.data["environment"]["ffmpeg_calls"] or not report.data["environment"]["imageio_ffmpeg_is_stub"]:
         report.fail("environment", f"ffmpeg was needed: imageio_ffmpeg calls {_FfmpegStub.calls} (the check must "

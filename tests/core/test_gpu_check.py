@@ -1,6 +1,7 @@
 """bench/gpu_check.py --dry-run: the GPU acceptance script runs end to end on the CPU at tiny sizes and
 writes every section of its report with no failures, so the script cannot break unnoticed before a GPU
-machine is lent (~25 s of CPU time: imports, every node, generate, the four performance cases)."""
+machine is lent (~45 s of CPU time: imports, every node, generate, the four performance cases, each memory
+mode of both stages); and with no time left it skips every case, saying why."""
 
 import json
 import subprocess
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "gpu_check.py"
@@ -27,7 +29,7 @@ def test_dry_run_passes_with_every_section(dry_report):
     done, data = dry_report
     assert data["failures"] == [], data["failures"]
     assert done.returncode == 0 and data["ok"] is True and data["complete"] is True, done.stdout[-3000:]
-    for section in ("environment", "placement", "performance", "attention", "memory"):
+    for section in ("environment", "placement", "performance", "attention", "memory", "modes"):
         assert data[section], f"section {section} is empty"
     assert data["mode"] == "dry-run" and data["environment"]["device"] == "cpu"
     assert "OK;" in done.stdout and "placement:" in done.stdout, "a readable summary is printed"
@@ -68,11 +70,57 @@ def test_performance_attention_and_memory_are_measured(dry_report):
     attention = data["attention"]
     assert {"flash", "mem_efficient", "math"} <= set(attention["flags"]) and attention["probe"]["MATH"] == "runs"
     assert all(attention["sdpa_kernels"][name] for name in ("stage1_forward", "stage2_forward"))
-    for stage in ("stage1_forward", "stage2_forward", "stage2_4_steps"):
+    for stage in ("stage1_forward", "stage2_forward", "stage2_4_steps", "vae_decode"):
         prediction = data["memory"][stage]["planner_prediction"]
         assert prediction["total_bytes"] == prediction["weights_bytes"] + prediction["activation_bytes"] > 0
-    assert data["memory"]["vae_decode"]["planner_prediction"] is None
+        assert prediction["measured_over_predicted"] > 0, stage  # the dry run counts live tensor bytes
     assert data["memory"]["stage2_forward"]["memory_floor_bytes"] > 0
+    assert "planned_decode_bytes" in data["memory"]["vae_decode"]["planner_prediction"]["mode"]
+    for name, case in cases.items():
+        assert case["estimate_seconds"] >= 0 and case["estimate_basis"], name
+
+
+def test_every_memory_mode_runs_beside_the_planner(dry_report):
+    _, data = dry_report
+    rows = {(row["stage"], row["mode"]): row for row in data["modes"]["rows"]}
+    measured = ("plain", "sequential_cfg", "fp8", "fp8_sequential_cfg", "block_swap", "compile")
+    for stage in (1, 2):
+        for mode in measured:
+            row = rows[(stage, mode)]
+            assert row["status"] == "pass" and row["seconds"] > 0, (stage, mode, row)
+            assert row["planner_prediction"]["total_bytes"] > 0 and row["attention_ran"] == "sdpa"
+            assert row["estimate_seconds"] >= 0
+            if mode != "compile":  # no dispatch-mode count under dynamo
+                assert row["case_peak_bytes"] > row["weights_on_device_bytes"] > 0
+                assert row["planner_prediction"]["measured_over_predicted"] > 0
+            if mode != "plain":
+                assert row["rel_error_vs_plain"] is not None and "seconds_over_plain" in row
+        swap = rows[(stage, "block_swap")]
+        assert swap["transfers"] == "SyncTransfers" and swap["rel_error_vs_plain"] == 0.0
+        assert "blocks resident" in swap["planner_prediction"]["mode"]
+        assert rows[(stage, "sequential_cfg")]["rel_error_vs_plain"] < 1e-5
+        assert 0 < rows[(stage, "fp8")]["rel_error_vs_plain"] < 0.02 and rows[(stage, "fp8")]["fp8_layers"] > 0
+        assert rows[(stage, "compile")]["compile_backend"] == "eager"
+        for kernel in ("sage", "flash"):  # run when installed, else skipped with the fallback line
+            row = rows[(stage, kernel)]
+            assert row["status"] == "pass" or "not installed" in row["reason"], row
+
+
+def test_cases_that_would_pass_the_deadline_are_skipped_with_their_estimate(tmp_path, monkeypatch):
+    """The sections with no time left (--deadline-s 0): nothing runs, each case says its estimate."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    import gpu_check_modes
+    import gpu_check_perf
+    import gpu_check_tools as tools
+
+    report = tools.Report(tmp_path / "gpu_check.json", "dry-run")
+    clock, cpu = tools.Clock(report, 0.0), torch.device("cpu")
+    gpu_check_perf.run_performance(report, clock, tools.DRY, cpu, torch.float32, {"stage2_forward", "vae_decode"})
+    gpu_check_modes.run_modes(report, clock, tools.DRY, cpu, torch.float32, {"stage1_modes", "compile"})
+    skipped = [*report.data["performance"]["cases"].values(), *report.data["modes"]["rows"]]
+    assert len(skipped) == 2 + 7 + 2 and all(item["status"] == "skip" for item in skipped), skipped
+    assert all("estimated" in item["reason"] and "--deadline-s 0" in item["reason"] for item in skipped)
+    assert report.data["complete"] is False and not report.data["failures"]
 
 
 def test_no_ffmpeg_is_needed(dry_report):
