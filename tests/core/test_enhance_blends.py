@@ -130,7 +130,7 @@ class UnshuffleChain:
     frames_per_latent, scale = 1, 1.0
 
     def __init__(self, transformer, cond):
-        self.transformer, self.cond, self.sampled = transformer, cond, []
+        self.transformer, self.cond, self.sampled, self.model_frames = transformer, cond, [], []
 
     def encode(self, video, size, seed):
         return torch.nn.functional.pixel_unshuffle(video[0].transpose(0, 1), 2).transpose(0, 1)[None].float()
@@ -139,7 +139,12 @@ class UnshuffleChain:
         from flashvideo_core.sampling.guidance import stage2_velocity
 
         self.sampled.append(latent.clone())
-        velocity = stage2_velocity(self.transformer, self.cond, settings.cfg, settings.noise_step, torch.float32)
+        model = stage2_velocity(self.transformer, self.cond, settings.cfg, settings.noise_step, torch.float32)
+
+        def velocity(z, t):
+            self.model_frames.append(z.shape[2])
+            return model(z, t)
+
         if velocity_wrap is not None:
             velocity = velocity_wrap(velocity, torch.device("cpu"))
         with torch.no_grad():
@@ -173,6 +178,7 @@ def test_co_denoise_integrates_one_clip_latent(unshuffle_chain):
     out = enhance_images(_clip(29), unshuffle_chain, settings)
     (clip_latent,) = unshuffle_chain.sampled
     assert out.shape == (29, 16, 16, 3) and clip_latent.shape == (1, 12, 29, 8, 8)
+    assert unshuffle_chain.model_frames == [17, 17] * 2  # each step: the model sees each window, never the clip
     start = unshuffle_chain.encode(_clip(29).permute(3, 0, 1, 2)[None] * 2 - 1, None, 0)
     layout = LatentLayout.of(plan_windows(29, 17, 5, align=4), 1)
     noise = frame_noise(settings.seed, layout.frames, tuple(start.shape))
