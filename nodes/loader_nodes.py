@@ -158,7 +158,7 @@ class _TransformerLoader(_Loader):
         check_modes_device(modes, place.device)
         module = load_transformer(path, stage=self.STAGE, dtype=place.dtype, callback=services.Progress())
         for line in apply_model_modes(module, modes, place.dtype):
-            logger.info("[FlashVideo] %s", line)
+            logger.info("%s", line)  # "FlashVideo weights: ...", "FlashVideo attention: ..."
         handle = _wrap(module, place, str(path))
         handle.modes = modes
         return (handle,)
