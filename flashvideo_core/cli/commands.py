@@ -159,7 +159,7 @@ def _cmd_enhance(args) -> int:
     settings = EnhanceSettings(
         scale=args.scale, size=args.size, long_edge=args.long_edge, noise_step=noise, steps=args.steps, cfg=args.cfg,
         shift=args.shift, seed=args.seed, window=args.window, overlap=args.overlap, color_match=args.color_match,
-        allow_large_upscale=args.force, sequential_cfg=args.sequential_cfg,
+        allow_large_upscale=args.force, sequential_cfg=args.sequential_cfg, blend=args.blend,
     )
     lora = _lora_choice(args)
     progress = TqdmProgress(enabled=not args.quiet)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .. import config
+from ..enhance.plan import BLENDS, DEFAULT_BLEND
 from ..enhance.windows import DEFAULT_OVERLAP, DEFAULT_WINDOW
 from ..modes.settings import ATTENTION_BACKENDS
 from .train_parser import add_train_stage2
@@ -133,6 +134,12 @@ def _add_enhance(sub) -> None:
     enh.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
                      help="frames shared by neighbouring windows and crossfaded, so no jump shows (default "
                      "%(default)s)")
+    enh.add_argument("--blend", choices=BLENDS, default=DEFAULT_BLEND,
+                     help="how windows join: pixel (default) crossfades decoded frames; shared_noise also gives "
+                     "overlapping windows the same degradation noise per latent frame; co_denoise runs all windows' "
+                     "Euler steps together on one clip latent, velocities averaged where they overlap (holds the "
+                     "clip's latent in RAM, ~3 MB per frame at 1080p). The latent ones start windows on the VAE's "
+                     "4-frame grid. Toy-scale measurements: README, enhance")
     enh.add_argument("--color-match", action="store_true", help="match output colours to the input per window")
     enh.add_argument("--stage2-prefix", action="store_true", help='prefix the prompt with "medium motion,"')
     enh.add_argument("--sequential-cfg", action="store_true", help=SEQUENTIAL_CFG_HELP)

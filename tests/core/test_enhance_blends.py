@@ -257,3 +257,32 @@ def test_co_denoise_refuses_a_clip_latent_larger_than_the_free_ram(tiny_models, 
     monkeypatch.setattr("flashvideo_core.enhance.latent_windows.free_memory", lambda device: 1000)
     with pytest.raises(FlashVideoInputError, match="holds the whole clip's latent"):
         _tiny(tiny_models, _clip(13), blend="co_denoise")
+
+
+# --- the command line -------------------------------------------------------------------------------------
+
+
+def test_the_cli_takes_blend_and_refuses_other_values(tiny_weights_dir, tmp_path, capsys):
+    import imageio_ffmpeg
+
+    from flashvideo_core.cli import main
+    from flashvideo_core.video import probe_video
+
+    clip = tmp_path / "clip.mp4"
+    writer = imageio_ffmpeg.write_frames(str(clip), (16, 16), fps=12, macro_block_size=1)
+    writer.send(None)
+    for i in range(13):
+        writer.send(np.full((16, 16, 3), 10 * i, dtype=np.uint8).tobytes())
+    writer.close()
+    args = ["enhance", str(clip), "--long-edge", "16", "--window", "9", "--overlap", "5", "--steps", "1",
+            "--weights", str(tiny_weights_dir), "--device", "cpu"]
+    assert main([*args, "-o", str(tmp_path / "out.mp4"), "--blend", "co_denoise"]) == 0
+    assert "13 in 2 windows of 9 frames, overlaps of 5 frames blended (co_denoise)" in capsys.readouterr().err
+    assert probe_video(tmp_path / "out.mp4").num_frames == 13
+    with pytest.raises(SystemExit):
+        main([*args, "-o", str(tmp_path / "other.mp4"), "--blend", "latent"])
+    err = capsys.readouterr().err
+    assert "--blend: invalid choice: 'latent'" in err and all(blend in err for blend in BLENDS)
+    with pytest.raises(SystemExit):
+        main(["enhance", "--help"])
+    assert "pixel (default)" in capsys.readouterr().out
