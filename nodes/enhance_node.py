@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flashvideo_core import config
-from flashvideo_core.enhance.plan import EnhanceSettings, plan_enhance
+from flashvideo_core.enhance.plan import BLENDS, DEFAULT_BLEND, EnhanceSettings, plan_enhance
 from flashvideo_core.enhance.run import enhance_images
 from flashvideo_core.enhance.sizing import NAMED_SIZES, image_frame_bytes
 from flashvideo_core.enhance.windows import DEFAULT_OVERLAP, DEFAULT_WINDOW
@@ -31,6 +31,13 @@ from .common import (
 TARGETS = ["1080p", "720p", "2K", "x2", "x4", "long edge"]
 FRAME_MB = {name: image_frame_bytes(*size) / 2**20 for name, size in NAMED_SIZES.items()}
 """MiB one output IMAGE frame takes at each named size (landscape): 720p ~11, 1080p ~24, 2K ~42."""
+BLEND_TOOLTIP = (
+    "How windows join. pixel: crossfade the decoded frames over the overlap (each window its own noise). "
+    "shared_noise: also give overlapping windows the same degradation noise per latent frame. co_denoise: run "
+    "all windows' Euler steps together on one clip latent, velocities averaged where they overlap; it holds the "
+    "clip's latent in RAM (~3 MB per frame at 1080p). The latent ones start windows on the VAE's 4-frame grid. "
+    "Toy-scale measurements in the README."
+)
 IMAGES_TOOLTIP = (
     "Frames in 0..1, any count and size. ComfyUI keeps IMAGE batches in memory (float32): each output frame "
     f"costs {', '.join(f'{FRAME_MB[n]:.0f} MB at {n}' for n in ('720p', '1080p', '2K'))}, so 100 frames at 1080p "
@@ -88,29 +95,31 @@ class FlashVideoEnhanceImages:
                          "Seeds encode and noise: window i uses seed + 1 + 1000003 i (then + 1 for its noise), "
                          "as the CLI's `enhance --seed` does, so both give the same frames."}),
             },
-            "optional": {"sequential_cfg": SEQUENTIAL_CFG},
+            "optional": {"sequential_cfg": SEQUENTIAL_CFG,
+                         "blend": (list(BLENDS), {"default": DEFAULT_BLEND, "tooltip": BLEND_TOOLTIP})},
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, window=None, overlap=None, long_edge=None):
+    def VALIDATE_INPUTS(cls, window=None, overlap=None, long_edge=None, blend=None):
         """True, or the core's message (EnhanceSettings) for a window that is not 4k+1, an overlap that is
-        not less than it or an odd long edge; ComfyUI's own range check is redone for the inputs named."""
+        not less than it (by 4 frames for a latent blend) or an odd long edge; ComfyUI's own range check is
+        redone for the inputs named."""
         checks = (check_widgets(cls, window=window, overlap=overlap, long_edge=long_edge),
-                  core_check(EnhanceSettings, window=window, overlap=overlap),
+                  core_check(EnhanceSettings, window=window, overlap=overlap, blend=blend),
                   True if long_edge is None or long_edge % 2 == 0 else
                   f"long_edge={long_edge} must be even (H.264 video needs even sizes); use {long_edge - 1} or "
                   f"{long_edge + 1}.")
         return next((c for c in checks if c is not True), True)
 
     def enhance(self, model, vae, embeds, images, target, long_edge, auto_noise, noise_step, steps, cfg, shift,
-                window, overlap, color_match, seed, sequential_cfg=False):
+                window, overlap, color_match, seed, sequential_cfg=False, blend=DEFAULT_BLEND):
         """IMAGE (F, H, W, C) in 0..1 (or uint8) -> (IMAGE (F, H', W', 3) in 0..1 at the target size,); same F."""
         images = checked_images(images)  # NaN/Inf and 0..255 floats refused before any model work
         choice = {"scale": int(target[1:])} if target.startswith("x") else (
             {"long_edge": long_edge} if target == "long edge" else {"size": target})
         settings = EnhanceSettings(**choice, noise_step="auto" if auto_noise else noise_step, steps=steps, cfg=cfg,
                                    shift=shift, seed=seed, window=window, overlap=overlap, color_match=color_match,
-                                   sequential_cfg=sequential_cfg)
+                                   sequential_cfg=sequential_cfg, blend=blend)
         plan = plan_enhance(images.shape[0], images.shape[1], images.shape[2], settings)
         node_modes.prepare_run(model, plan.windows[0].length, plan.target.work_height, plan.target.work_width,
                                settings.sequential_cfg)  # block swap sized for a window (as check_window_fits)

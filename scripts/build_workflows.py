@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from flashvideo_core import config  # noqa: E402
+from flashvideo_core.enhance.plan import DEFAULT_BLEND  # noqa: E402
 from flashvideo_core.enhance.windows import DEFAULT_OVERLAP, DEFAULT_WINDOW  # noqa: E402
 from nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
 
@@ -253,7 +254,8 @@ def enhance_video_file() -> Graph:
     enhance = g.add("FlashVideoEnhanceImages", (1020, 0), {
         "target": "1080p", "long_edge": 1920, "auto_noise": True, "noise_step": config.DEFAULT_NOISE_STEP,
         "steps": config.STAGE2_STEPS, "cfg": config.STAGE2_CFG, "shift": config.STAGE2_SHIFT, "window": DEFAULT_WINDOW,
-        "overlap": DEFAULT_OVERLAP, "color_match": False, "seed": 0, "sequential_cfg": False}, size=(360, 480))
+        "overlap": DEFAULT_OVERLAP, "color_match": False, "seed": 0, "sequential_cfg": False, "blend": DEFAULT_BLEND},
+        size=(360, 480))
     g.link(ids["stage2"], "stage2_model", enhance, "model")
     g.link(ids["vae"], "vae", enhance, "vae")
     g.link(embeds, "embeds", enhance, "embeds")
