@@ -5,7 +5,8 @@ Rows per stage, in this order (MODE_ORDER): plain, sequential CFG, fp8 weights, 
 block swap (N = L // 5 resident blocks: 6 of Stage II's 30, 8 of Stage I's 42; CudaTransfers on a GPU,
 SyncTransfers in the dry run), SageAttention and FlashAttention (only when installed; else skipped with
 the fallback line), and last, after both stages' other rows, torch.compile (regional, inductor on a
-GPU; the dry run compiles with dynamo's "eager" backend: inductor takes minutes on a CPU).
+GPU; the dry run compiles with dynamo's "eager" backend: inductor takes minutes on a CPU); run alone
+(--only compile), each stage's plain row comes first.
 
 Each row: seconds of one timed forward (compile: after a first call that compiles, timed apart) and over
 plain; the peak as the planner counts it (the model's weights on the device + the inputs + what the call
@@ -260,7 +261,10 @@ def run_modes(report: Report, clock: Clock, sizes: Sizes, device, dtype, wanted:
             runs[stage] = run
     if "compile" in wanted:
         for stage in (1, 2):
-            run = runs.get(stage) or StageRun(report, clock, sizes, stage, device, dtype)
-            run.run(COMPILE_ROW)  # compared with the plain row's output when that row ran
+            run = runs.get(stage)
+            if run is None:  # compile alone (--only compile): the plain row first, for the time and output ratios
+                run = StageRun(report, clock, sizes, stage, device, dtype)
+                run.run(MODE_ORDER[0])
+            run.run(COMPILE_ROW)
             run.model = run.call = run.reference = None
             release(device)
