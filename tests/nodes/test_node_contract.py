@@ -96,5 +96,5 @@ def test_validate_inputs_never_switches_off_comfyuis_own_checks(node_id):
         assert spec.varkw is None and "input_types" not in spec.args
         inputs = NODE_CLASS_MAPPINGS[node_id].INPUT_TYPES()
         assert set(spec.args[1:]) <= set(inputs["required"]) | set(inputs.get("optional", {}))
-        defaults = dict(zip(spec.args[len(spec.args) - len(spec.defaults or ()):], spec.defaults or ()))
+        defaults = dict(zip(spec.args[len(spec.args) - len(spec.defaults or ()):], spec.defaults or (), strict=True))
         assert all(defaults.get(name, "missing") is None for name in spec.args[1:] if name not in inputs["required"])
