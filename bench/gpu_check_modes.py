@@ -4,9 +4,9 @@ at the run's sizes, one guided forward each (the CFG batch of sampling/guidance.
 Rows per stage, in this order (MODE_ORDER): plain, sequential CFG, fp8 weights, fp8 + sequential CFG,
 block swap (N = L // 5 resident blocks: 6 of Stage II's 30, 8 of Stage I's 42; CudaTransfers on a GPU,
 SyncTransfers in the dry run), SageAttention and FlashAttention (only when installed; else skipped with
-the fallback line), and last, after both stages' other rows, torch.compile (regional, inductor on a
-GPU; the dry run compiles with dynamo's "eager" backend: inductor takes minutes on a CPU); run alone
-(--only compile), each stage's plain row comes first.
+the fallback line), and last, after both stages' other rows, torch.compile (Stage II first; regional,
+inductor on a GPU; the dry run compiles with dynamo's "eager" backend: inductor takes minutes on a CPU);
+run alone (--only compile), each stage's plain row comes first.
 
 Each row: seconds of one timed forward (compile: after a first call that compiles, timed apart) and over
 plain; the peak as the planner counts it (the model's weights on the device + the inputs + what the call
@@ -260,7 +260,7 @@ def run_modes(report: Report, clock: Clock, sizes: Sizes, device, dtype, wanted:
             release(device)
             runs[stage] = run
     if "compile" in wanted:
-        for stage in (1, 2):
+        for stage in (2, 1):  # Stage II first: its 1080p forward is where compile matters, and it costs the most
             run = runs.get(stage)
             if run is None:  # compile alone (--only compile): the plain row first, for the time and output ratios
                 run = StageRun(report, clock, sizes, stage, device, dtype)
