@@ -126,6 +126,40 @@ def test_cases_that_would_pass_the_deadline_are_skipped_with_their_estimate(tmp_
     assert report.data["complete"] is False and not report.data["failures"]
 
 
+def test_an_installed_attention_kernel_gets_its_row_and_the_model_is_restored(tmp_path, monkeypatch):
+    """The sage row with a stand-in SageAttention 1 (sageattn only; computes SDPA) and the kernel allowed on
+    the CPU: it runs, names the kernel that ran, matches plain, and leaves the stock processors behind."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    import types
+
+    import gpu_check_modes
+    import gpu_check_tools as tools
+
+    from flashvideo_core.modes import attention
+
+    calls = []
+
+    def sageattn(q, k, v, tensor_layout="HND", is_causal=False, **kwargs):
+        calls.append((tensor_layout, tuple(q.shape)))
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+    monkeypatch.setitem(sys.modules, "sageattention", types.SimpleNamespace(sageattn=sageattn))
+    monkeypatch.setattr(attention, "KERNEL_DEVICES", frozenset({"cuda", "cpu"}))
+    report = tools.Report(tmp_path / "gpu_check.json", "dry-run")
+    run = gpu_check_modes.StageRun(report, tools.Clock(report, 600.0), tools.DRY, 1, torch.device("cpu"),
+                                   torch.bfloat16)
+    plain, sage = gpu_check_modes.MODE_ORDER[0], next(r for r in gpu_check_modes.MODE_ORDER if r.name == "sage")
+    run.run(plain)
+    processors = {type(m.processor).__name__ for m in run.model.modules() if hasattr(m, "set_processor")}
+    run.run(sage)
+    row = report.data["modes"]["rows"][-1]
+    assert row["status"] == "pass" and row["attention_ran"] == "sage", row
+    assert "SageAttention 1" in row["attention_line"] and calls and calls[0][0] == "HND"
+    assert row["rel_error_vs_plain"] < 0.02 and "sage" in row["planner_prediction"]["mode"]
+    assert {type(m.processor).__name__ for m in run.model.modules() if hasattr(m, "set_processor")} == processors
+    assert not hasattr(run.model, attention.STATE_ATTR)
+
+
 def test_no_ffmpeg_is_needed(dry_report):
     _, data = dry_report
     assert data["environment"]["imageio_ffmpeg_is_stub"] is True and data["environment"]["ffmpeg_calls"] == []
