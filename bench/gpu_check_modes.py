@@ -1,10 +1,10 @@
 """bench/gpu_check.py's modes section (issue 14's proof on a GPU): each memory mode of Stage I and Stage II
 at the run's sizes, one guided forward each (the CFG batch of sampling/guidance.py), beside the plain one.
 
-Rows per stage, in this order (MODE_ORDER): plain, sequential CFG, fp8 weights, fp8 + sequential CFG,
-block swap (N = L // 5 resident blocks: 6 of Stage II's 30, 8 of Stage I's 42; CudaTransfers on a GPU,
-SyncTransfers in the dry run), SageAttention and FlashAttention (only when installed; else skipped with
-the fallback line), and last, after both stages' other rows, torch.compile (Stage II first; regional,
+Rows per stage, in this order (MODE_ORDER): plain, block swap (N = L // 5 resident blocks: 6 of Stage II's
+30, 8 of Stage I's 42; CudaTransfers on a GPU, SyncTransfers in the dry run), fp8 weights, sequential CFG,
+SageAttention and FlashAttention (only when installed; else skipped with the fallback line), fp8 +
+sequential CFG, and last, after both stages' other rows, torch.compile (Stage II first; regional,
 inductor on a GPU; the dry run compiles with dynamo's "eager" backend: inductor takes minutes on a CPU);
 run alone (--only compile), each stage's plain row comes first.
 
@@ -62,13 +62,14 @@ class ModeRow:
 
 MODE_ORDER = (
     ModeRow("plain", ModelModes()),
-    ModeRow("sequential_cfg", ModelModes(), sequential=True, slowdown=1.05),
-    ModeRow("fp8", ModelModes(weights="fp8_e4m3fn"), slowdown=1.15),
-    ModeRow("fp8_sequential_cfg", ModelModes(weights="fp8_e4m3fn"), sequential=True, slowdown=1.2),
     ModeRow("block_swap", ModelModes(resident_blocks=1), slowdown=1.1),  # N set per stage: resident_blocks()
+    ModeRow("fp8", ModelModes(weights="fp8_e4m3fn"), slowdown=1.15),
+    ModeRow("sequential_cfg", ModelModes(), sequential=True, slowdown=1.05),
     ModeRow("sage", ModelModes(attention="sage"), slowdown=0.8),
     ModeRow("flash", ModelModes(attention="flash"), slowdown=1.0),
+    ModeRow("fp8_sequential_cfg", ModelModes(weights="fp8_e4m3fn"), sequential=True, slowdown=1.2),
 )
+"""Most unproven on a GPU first (block swap's CUDA streams, fp8 casts), so a short lease measures those."""
 COMPILE_ROW = ModeRow("compile", ModelModes(compile=True))
 MODE_NAMES = tuple(row.name for row in MODE_ORDER) + ("compile",)
 
