@@ -24,7 +24,7 @@ FLAGS = {"steps": "--steps", "batch": "--batch", "lr": "--lr", "weight_decay": "
          "seed": "--seed", "validate_every": "--validate-every", "blur_sigma": "--blur-sigma",
          "blur_probability": "--blur-probability", "downscale": "--downscale", "noise_steps": "--noise-steps",
          "LoRA rank": "--lora", "LoRA alpha": "--lora-alpha", "size": "--size", "frames": "--frames",
-         "image_share": "--image-share", "training crop": "--size"}
+         "image_share": "--image-share", "training crop": "--size", "holdout": "--holdout"}
 """Field names in the library's messages -> the flag that sets them."""
 
 
@@ -136,7 +136,8 @@ def cmd_train_stage2(args) -> int:
     from ..training.run import execute, prepare  # loaders and diffusers: only when a run starts
 
     run, tiny = build_run(args)
-    prepared = prepare(run)
+    with _flags():
+        prepared = prepare(run)
     if not args.quiet:
         print(describe_run(run, prepared, tiny), file=sys.stderr)
     for note in prepared.notes[:20]:

@@ -77,6 +77,17 @@ class TrainBar:
         self.run, self.enabled, self.file = run, enabled, file
         self.bar = None
         self.losses: deque[float] = deque(maxlen=LOSS_WINDOW)
+        self.step_done_at: float | None = None  # the bar's clock when the last step ended
+
+    def _skip_pause(self) -> None:
+        """Take the time since the last step (a validation pass) off the bar's clock: steps/s and the time
+        left count training steps only."""
+        if self.bar is None or self.step_done_at is None:
+            return
+        pause = self.bar._time() - self.step_done_at
+        self.bar.start_t += pause
+        self.bar.last_print_t += pause
+        self.step_done_at = None
 
     def __call__(self, event: ProgressEvent) -> None:
         raise_if_interrupted()
@@ -84,6 +95,7 @@ class TrainBar:
         kind = "start" if event.phase == "train" and event.values is None else event.phase
         self._log({"event": kind, "step": event.step, **values, "time": round(time.time(), 3)})
         if event.phase == "validate":
+            self._skip_pause()
             self.write(f"step {event.step}: validation PSNR {values.get('psnr', float('nan')):.2f} dB, low-frequency "
                        f"PSNR {values.get('lowfreq_psnr', float('nan')):.2f} dB, log-spectral distance "
                        f"{values.get('lsd', float('nan')):.4f}")
@@ -100,6 +112,7 @@ class TrainBar:
             self.bar.set_postfix_str(f"loss {self.losses[-1]:.4f}, mean {sum(self.losses) / len(self.losses):.4f}",
                                      refresh=False)
             self.bar.update(event.step - self.bar.n)
+            self.step_done_at = self.bar._time()
             if event.step >= event.total:
                 self.close()  # the last step stops the clock: the final validation is not counted in steps/s
         s = self.run.settings

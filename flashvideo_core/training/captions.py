@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..atomic import atomic_output
+from ..atomic import atomic_output, write_errors_named
 from ..errors import FlashVideoInputError
 
 
@@ -57,7 +57,7 @@ class CaptionCache:
             shape = tuple(embedding.shape) if isinstance(embedding, torch.Tensor) else type(embedding).__name__
             raise FlashVideoInputError(f"the text encoder returned {shape} for a caption; expected (1, tokens, dim).")
         embedding = embedding.detach().to("cpu").contiguous()
-        with atomic_output(path) as temp:
+        with write_errors_named(path), atomic_output(path) as temp:  # a full disk: OSError naming the file
             save_file({"embedding": embedding}, str(temp))
         return embedding
 

@@ -27,6 +27,7 @@ import torch
 
 from ..atomic import atomic_output, write_errors_named
 from ..errors import CheckpointError
+from .files import umask_mode
 from .lora import has_lora, save_lora
 
 WEIGHTS_NAME = "stage2.safetensors"
@@ -54,6 +55,7 @@ def save_stage2_weights(model: torch.nn.Module, path: str | Path, overwrite: boo
                 "flashvideo_transformer_config": json.dumps(model.config.__dict__)}
     with write_errors_named(path), atomic_output(path, overwrite) as tmp:
         save_file(state, str(tmp), metadata=metadata)
+        umask_mode(tmp)
     return path
 
 
@@ -127,19 +129,22 @@ def save_checkpoint(out_dir: str | Path, model: torch.nn.Module, state: dict,
 
     The model file is stage2-lora.safetensors (save_lora, with `lora_metadata`) when `model` has a
     LoRA attached, else stage2.safetensors (every weight). A complete folder for the same step is never
-    overwritten (FileExistsError); an incomplete one (a run stopped between its two files) is.
+    overwritten (FileExistsError); an incomplete one (a run stopped between its two files) is. When a write
+    fails or is interrupted, the model file this call wrote is removed again (and the folder, if it made it).
     """
     folder = step_dir(out_dir, state["step"])
     if is_complete(folder):
         raise FileExistsError(f"{folder} already holds a complete checkpoint; not overwriting it.")
-    existed = folder.exists()
+    existed, written = folder.exists(), []
     try:
         if has_lora(model):
-            save_lora(model, folder / LORA_NAME, lora_metadata)
+            written.append(save_lora(model, folder / LORA_NAME, lora_metadata))
         else:
-            save_stage2_weights(model, folder / WEIGHTS_NAME, overwrite=True)
+            written.append(save_stage2_weights(model, folder / WEIGHTS_NAME, overwrite=True))
         save_training_state(folder / STATE_NAME, state)
     except BaseException:
+        for path in written:  # a model file without its state is no checkpoint: free its space (a full disk)
+            path.unlink(missing_ok=True)
         if not existed and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()  # the folder this call made, still empty: no trace of the failed save
         raise

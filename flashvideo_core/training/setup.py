@@ -71,18 +71,47 @@ def check_out_dir(out_dir: Path, resume_step: int | None) -> None:
             "training again would write over them. Resume from the latest one, or give another -o folder.")
 
 
+INIT_KINDS = "stage2.pt, a converted .safetensors, a diffusers transformer folder or a step folder of an earlier run"
+LOADER_HINT = "Check that the file is connected to the right loader."
+"""The node-side advice of checkpoint.identify's kind error, replaced by the --init one here."""
+
+
+def _init_file(init: Path) -> Path:
+    """The file or folder --init names as a model: a step folder's own model file; CheckpointError for a run
+    folder (which of its checkpoints?) and for a step folder the run stopped while writing."""
+    if not init.is_dir():
+        return init
+    if STEP_DIR.match(init.name) or (init / STATE_NAME).is_file():
+        path = weights_file(init)
+        if path is None:
+            raise CheckpointError(f"--init {init} is a checkpoint folder without its model file (the run stopped "
+                                  "while writing it); give an earlier step folder.")
+        return path
+    if step_folders(init):
+        latest = latest_checkpoint(init)
+        which = f"e.g. --init {latest} (its latest)" if latest is not None else "a complete step-<N> folder"
+        raise CheckpointError(f"--init {init} is a train-stage2 run folder; give one of its checkpoints, {which}, "
+                              f"or continue that run with --resume {init}.")
+    return init
+
+
 def check_init(init: Path | None, text_encoder: Path | None, vae: Path | None) -> None:
-    """--init must be a Stage II transformer (file or diffusers folder) that fits the T5 and the VAE (headers only)."""
+    """--init must be a Stage II transformer (file, diffusers folder or a full run's step folder) that fits
+    the T5 and the VAE (headers only)."""
     if init is None:
         return
     if not init.exists():
-        raise CheckpointError(f"--init {init} not found; give stage2.pt, a converted .safetensors or a diffusers "
-                              "transformer folder.")
-    if init.suffix == ".safetensors" and read_safetensors_metadata(init).get("flashvideo_lora_format"):
+        raise CheckpointError(f"--init {init} not found; give {INIT_KINDS}.")
+    path = _init_file(init)
+    if path.suffix == ".safetensors" and read_safetensors_metadata(path).get("flashvideo_lora_format"):
         raise CheckpointError(f"--init {init} is a LoRA (an adapter, not a model); give the Stage II model it "
                               "was trained on with --init, and continue a LoRA run with --resume RUN_FOLDER --lora.")
-    check_weight_file(init, "stage2")  # names Stage I, VAE, T5 files for what they are
-    files = {"stage2": init} | ({"t5": text_encoder} if text_encoder else {}) | ({"vae": vae} if vae else {})
+    try:
+        check_weight_file(path, "stage2")  # names Stage I, VAE, T5 files for what they are
+    except CheckpointError as exc:
+        raise CheckpointError(f"--init {init}: {str(exc).replace(LOADER_HINT, '').strip()} Give the Stage II "
+                              f"model to start from: {INIT_KINDS}.") from None
+    files = {"stage2": path} | ({"t5": text_encoder} if text_encoder else {}) | ({"vae": vae} if vae else {})
     check_compatible(files)
 
 
@@ -95,7 +124,13 @@ def check_resume_fits(folder: Path, settings: TrainSettings, init: Path | None, 
         if settings.lora is None:
             raise CheckpointError(f"--resume {folder} is a LoRA run; resume it with its --lora RANK (and --init).")
         lora = read_lora(path)
-        check_architecture(lora, arch, base)
+        try:
+            check_architecture(lora, arch, base)
+        except CheckpointError as exc:
+            trained_on = lora.metadata.get("base_model")
+            fix = (f"The LoRA was trained on {trained_on}: resume with that model as --init." if trained_on
+                   else "Resume with the --init the run started from.")
+            raise CheckpointError(f"--resume {folder}: {str(exc).split(' Use a LoRA', 1)[0]} {fix}") from None
         ours, theirs = settings.lora, lora.settings
         if (ours.rank, ours.alpha, ours.target_modules) != (theirs.rank, theirs.alpha, theirs.target_modules):
             raise CheckpointError(f"--resume {folder} trained a LoRA of rank {theirs.rank}, alpha {theirs.alpha:g}; "

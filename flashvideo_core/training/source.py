@@ -77,7 +77,7 @@ def plan_phase(usable: list[MediaItem], phase: Phase, index: int) -> tuple[Phase
         raise FlashVideoInputError(
             f"{label} trains on {phase.frames}-frame {crop} clips (image share {share:g}), but no video is long and "
             f"large enough ({_reasons(usable, phase)}). Lower --frames or --size, give longer or larger clips, or "
-            "set this phase's image share to 1.")
+            "train this phase on images only (--image-share 1, or image_share 1 in the schedule file).")
     if share > 0.0 and not images:
         frames = tuple(i for i in usable if i.kind == "video" and _fits(i, phase, 1))
         if not frames:

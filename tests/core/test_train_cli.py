@@ -133,6 +133,7 @@ def test_resuming_a_lora_onto_another_architecture_is_refused_before_training(lo
     err = capsys.readouterr().err
     assert code == 2 and "stage2-lora.safetensors is a LoRA for Stage II, 2 layers" in err
     assert "other_stage2.pt is Stage II, 3 layers" in err
+    assert "The LoRA was trained on stage2.pt: resume with that model as --init." in err
     assert sorted(p.name for p in lora_run.rglob("*")) == before
 
 
@@ -169,7 +170,8 @@ def _bad_data(root, kind):
     ("unreadable", [], "(?s)none of the 1 media files can give a 16x16 training sample:.*broken.mp4: unreadable"),
     ("small", [], r"icon.png: 8x8 is smaller than the 16x16 crop \(lower the training size"),
     ("data", ["--frames", "13"], r"phase 1 trains on 13-frame 16x16 clips \(image share 0.4\), but no video is "
-                                 r"long and large enough \(clip0.mp4: 9 frames, 48x32; .*\). Lower --frames"),
+                                 r"long and large enough \(clip0.mp4: 9 frames, 48x32; .*\). Lower --frames"
+                                 r".*images only \(--image-share 1"),
     ("data", ["--size", "64x64"], r"(?s)none of the 5 media files can give a 64x64 training sample:.*grey.png: 20x20"),
     ("data", ["--val", "{short}"], r"no held-out file gives a 16x16 validation sample \(5-frame clips"),
 ])
@@ -213,7 +215,7 @@ def test_an_init_of_the_wrong_model_is_named_before_training(data, tiny_weights,
     (["--schedule", "coarse-to-fine", "--steps", "2"], "the coarse-to-fine schedule needs at least 3 steps"),
     (["--validate-every", "5"], "--validate-every needs held-out samples: --val DIR or --holdout N"),
     (["--holdout", "1", "--val", "x"], "give held-out samples one way"),
-    (["--holdout", "9"], "holdout=9: hold out from 1 to 1 of the 2 files"),
+    (["--holdout", "9"], "--holdout: holdout=9: hold out from 1 to 1 of the 2 files"),
     (["--steps", "1", "--resume", "nowhere"], "--resume nowhere does not exist"),
     (["--device", "cuda:7", "--quiet"], "device='cuda:7': this machine has"),
     (["--batch", "0"], "--batch: batch=0 must be an integer >= 1"),

@@ -159,3 +159,16 @@ def test_a_bad_encoder_output_is_named(tmp_path):
     with pytest.raises(FlashVideoInputError, match="expected \\(1, tokens, dim\\)"):
         cache.get("x")
     assert not any(tmp_path.iterdir())
+
+
+def test_a_full_disk_while_storing_an_embedding_names_the_file(tmp_path, monkeypatch):
+    import flashvideo_core.training.captions as captions
+
+    def full(*args, **kwargs):  # how safetensors says it (SafetensorError, not an OSError)
+        raise RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(captions, "save_file", full)
+    cache = CaptionCache(tmp_path / "cache", "toy-encoder", lambda caption: torch.zeros(1, 3, 4))
+    with pytest.raises(OSError, match=r"could not write .*cache.*\.safetensors: the disk is full"):
+        cache.get("a caption")
+    assert list((tmp_path / "cache").iterdir()) == [], "no half file, no temporary file"

@@ -79,6 +79,21 @@ def test_disk_full_at_a_save_names_it_and_keeps_the_last_good_checkpoint(tmp_pat
     assert torch.equal(_outputs(load_stage2(good / WEIGHTS_NAME)), _outputs(model))
 
 
+def test_disk_full_at_the_state_file_removes_the_model_file_just_written(tmp_path, monkeypatch):
+    model = build_transformer(config.TINY_STAGE2, seed=1)
+    good = save_checkpoint(tmp_path, model, {"step": 1})
+
+    def full(*args, **kwargs):  # the weights fit, the training state does not
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OSError, match=r"training-state.pt: the disk is full.*nothing was left behind"):
+        save_checkpoint(tmp_path, model, {"step": 2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [good.name], "no half checkpoint holding the disk space"
+    assert latest_checkpoint(tmp_path) == good
+
+
 def test_a_training_state_holding_code_is_refused(tmp_path):
     path = tmp_path / STATE_NAME
     torch.save({"step": 1, "bad": datetime.date(2020, 1, 1)}, path)  # a Python object: refused
