@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from .reserve import Reservation, reserved_output
 from .signals import signals_held
+
+_umask_lock = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -31,12 +34,24 @@ def atomic_output(
         raise ValueError(f"the reservation {reservation} is not an open claim on {path} (overwrite={overwrite}).")
     try:
         yield reservation.temp
+        _ordinary_mode(reservation.temp)
         with signals_held():  # an interrupt between publishing and noting it would remove the result
             _publish(reservation.temp, reservation.target, reservation.overwrite)
             reservation.published = True
     finally:
         if not reservation.published:
             _truncate(reservation.temp)  # half a file must not outlive the failure, even while the claim does
+
+
+def _ordinary_mode(temp: Path) -> None:
+    """Give the finished file the mode a plain open() would have given it (0666 less the umask): some writers
+    create files readable by their owner only (safetensors 0.8: 0600), which another user running ComfyUI
+    (a service account, a container) could then not load."""
+    with _umask_lock:  # the umask can only be read by setting it
+        mask = os.umask(0o022)
+        os.umask(mask)
+    with contextlib.suppress(FileNotFoundError):  # a writer that wrote nothing publishes nothing either
+        os.chmod(temp, 0o666 & ~mask)
 
 
 def _publish(temp: Path, target: Path, overwrite: bool) -> None:

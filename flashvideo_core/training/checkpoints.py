@@ -27,7 +27,6 @@ import torch
 
 from ..atomic import atomic_output, write_errors_named
 from ..errors import CheckpointError
-from .files import umask_mode
 from .lora import has_lora, save_lora
 
 WEIGHTS_NAME = "stage2.safetensors"
@@ -55,7 +54,6 @@ def save_stage2_weights(model: torch.nn.Module, path: str | Path, overwrite: boo
                 "flashvideo_transformer_config": json.dumps(model.config.__dict__)}
     with write_errors_named(path), atomic_output(path, overwrite) as tmp:
         save_file(state, str(tmp), metadata=metadata)
-        umask_mode(tmp)
     return path
 
 

@@ -27,7 +27,6 @@ from ..model.lora_adapter import (
     lora_layers,
     read_lora,
 )
-from .files import umask_mode
 
 __all__ = ["LoraFile", "LoraSettings", "apply_lora", "attach_lora", "has_lora", "load_lora_state", "lora_state",
            "read_lora", "save_lora"]
@@ -112,7 +111,6 @@ def save_lora(model, path: str | Path, metadata: dict | None = None, settings: L
     path.parent.mkdir(parents=True, exist_ok=True)
     with write_errors_named(path), atomic_output(path, overwrite=True) as tmp:
         save_file(state, str(tmp), metadata=info)
-        umask_mode(tmp)
     return path
 
 

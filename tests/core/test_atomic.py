@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+import torch
 
 from flashvideo_core.atomic import atomic_output, claims
 
@@ -50,6 +51,18 @@ def test_finished_file_gets_ordinary_permissions(tmp_path):
     target = tmp_path / "out.bin"
     with atomic_output(target) as tmp:
         tmp.write_bytes(b"x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_writer_that_makes_owner_only_files_publishes_ordinary_ones(tmp_path):
+    """safetensors 0.8 creates its files 0600: a model written for another user's ComfyUI must stay readable."""
+    from safetensors.torch import save_file
+
+    target = tmp_path / "model.safetensors"
+    with atomic_output(target) as tmp:
+        save_file({"w": torch.zeros(2)}, str(tmp))
     umask = os.umask(0)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
