@@ -17,14 +17,15 @@ import torch
 
 from . import config
 from .atomic import Reservation, reserved_output
-from .checkpoint import transformer_width
 from .devices import free_memory, on_device, parse_device, parse_dtype
 from .errors import FlashVideoInputError
 from .layout import check_pixel_size, image_to_video, to_uint8, video_to_image
-from .memory_floor import cfg_batch, check_fits, transformer_floor, video_floor
+from .memory_floor import check_fits, video_floor
 from .model.lora_adapter import LoraChoice
 from .modes.settings import ModelModes
-from .planning.room import fitting_hint, known_config
+from .planning import lower_bound
+from .planning.out_of_memory import VAE_HINT, MemoryWatch
+from .planning.room import smaller_mode_hint
 from .planning.use import apply_modes, check_modes_device, load_with_modes
 from .progress import ProgressCallback
 from .sampling import stages
@@ -123,14 +124,17 @@ def generate(
             f"output folder {out} is a file; generate writes two videos (preview and final) into a folder."
         )
     check_writable_folder(out, "output folder")
-    _check_memory_floor(settings, weights, device, dtype)
+    watch, bounds = _check_memory_floor(settings, weights, device, dtype)
     stages = ("stage1",) if settings.preview_only else ("stage1", "stage2")
-    with _claimed_names(out, _slug(prompt), settings.seed, stages) as claims:
-        return _generate(prompt, weights, settings, device, dtype, claims, callback)
+    with watch.guard(), _claimed_names(out, _slug(prompt), settings.seed, stages) as claims:
+        return _generate(prompt, weights, settings, device, dtype, claims, watch.track(callback), (watch, bounds))
 
 
-def _generate(prompt, weights, settings, device, dtype, claims: dict, callback) -> GenerateResult:
-    """generate's work once everything is checked and the output names are claimed (atomic.Reservation)."""
+def _generate(prompt, weights, settings, device, dtype, claims: dict, callback, watched) -> GenerateResult:
+    """generate's work once everything is checked and the output names are claimed (atomic.Reservation);
+    watched = (MemoryWatch, {stage: (least bytes, out-of-memory hint)}): each part says the watch where it is."""
+    watch, bounds = watched
+    watch.at("T5 (the text encoder)", *bounds["T5"])
     text_encoder = loaders.load_text_encoder(weights.text_encoder, weights.tokenizer, device=device, dtype=dtype,
                                              callback=callback, weights=settings.modes.weights)
     embeds = text_encoder.encode(prompt, stage2_prefix=settings.stage2_prefix)
@@ -138,6 +142,7 @@ def _generate(prompt, weights, settings, device, dtype, claims: dict, callback) 
     _release(device)
 
     knobs = settings.stage1
+    watch.at("Stage I", *bounds["Stage I"])
     stage1 = load_with_modes(loaders.load_stage1, weights.stage1, _stage_modes(settings, 1), device, dtype, callback,
                              (knobs.num_frames, knobs.height, knobs.width, knobs.sequential_cfg))
     latent1 = stages.run_stage1(stage1, embeds.stage1, settings.stage1, seed=settings.seed, device=device, dtype=dtype,
@@ -145,6 +150,7 @@ def _generate(prompt, weights, settings, device, dtype, claims: dict, callback) 
     del stage1
     _release(device)
 
+    watch.at("the VAE (Stage I preview)", hint=lambda: VAE_HINT)
     vae = loaders.load_vae(weights.vae, device=device, dtype=dtype, callback=callback)
     preview = video_to_image(decode_latents(vae, latent1, callback=callback))  # (F, H, W, 3) in [0, 1]
     result = GenerateResult(_write(claims["stage1"], preview, settings.fps), None, embeds.num_tokens,
@@ -155,6 +161,7 @@ def _generate(prompt, weights, settings, device, dtype, claims: dict, callback) 
     # Stage II starts from the preview as a ComfyUI IMAGE holds it (the VAE Decode -> Prepare Stage II
     # nodes), so a node graph with the same seeds gives the same latent (sampling.settings.stage2_seeds).
     vae.to("cpu")
+    watch.at("Stage II", *bounds["Stage II"])
     stage2 = loaders.load_stage2(weights.stage2, device="cpu", dtype=dtype, callback=callback)
     if settings.stage2_lora is not None:
         stage2 = settings.stage2_lora.apply(stage2)
@@ -176,22 +183,31 @@ def _stage_modes(settings: GenerateSettings, stage: int) -> ModelModes:
     return settings.modes
 
 
-def _check_memory_floor(settings: GenerateSettings, weights, device: torch.device, dtype: torch.dtype) -> None:
-    """Refuse, before any model loads, sizes whose least memory (memory_floor) exceeds what is free."""
+def _check_memory_floor(settings: GenerateSettings, weights, device: torch.device, dtype: torch.dtype):
+    """Refuse, before any model loads, a run whose least memory exceeds what is free (planning.lower_bound):
+    T5's weights alone, then each stage's weights in its modes + one call's activations on the device, and
+    each decoded video in RAM. Returns (MemoryWatch with the free device memory, {stage: (least bytes, hint
+    for an out-of-memory mid-run)})."""
     free_device, free_ram = free_memory(device), free_memory("cpu")
+    lower_bound.check_t5(weights.text_encoder, dtype, settings.modes.weights, device, free_device)
+    fp8_t5 = "--fp8 stores T5's block linears in fp8 too (about half its weights), or free memory first."
+    bounds = {"T5": (lower_bound.t5_weight_bytes(weights.text_encoder, dtype, settings.modes.weights)
+                     if lower_bound.on_accelerator(device) else None,
+                     lambda: fp8_t5 if settings.modes.weights == "default" else "Free memory first.")}
     frames = settings.stage1.num_frames
     sizes = [("Stage I", weights.stage1, settings.stage1.height, settings.stage1.width, settings.stage1)]
     if not settings.preview_only:
         sizes.append(("Stage II", weights.stage2, settings.stage2_height, settings.stage2_width, settings.stage2))
     for number, (stage, path, height, width, knobs) in enumerate(sizes, start=1):
-        hidden = transformer_width(path)
-        need = transformer_floor(frames, height, width, hidden, dtype, cfg_batch(knobs.sequential_cfg))
-        network = known_config(number, hidden)  # the planner knows the published (and tiny) networks
-        hint = None if network is None else fitting_hint(number, frames, height, width, free_device, dtype, device,
-                                                         settings.modes, network)
-        check_fits(stage, need, free_device, device, frames, height, width, hint)
+        network, size = lower_bound.file_config(path), (frames, height, width, knobs.sequential_cfg)
+        modes = _stage_modes(settings, number)
+        need = lower_bound.check_stage(stage, number, network, size, dtype, device, modes, free_device,
+                                       lower_bound.planned_weight_bytes(network, dtype, modes, device))
         check_fits(f"{stage}'s decoded video", video_floor(frames, height, width), free_ram, "cpu", frames, height,
                    width)
+        bounds[stage] = (need, smaller_mode_hint(number, frames, height, width, free_device, dtype, device, modes,
+                                                 knobs.sequential_cfg, network))
+    return MemoryWatch(device, free_device), bounds
 
 
 def with_overrides(settings, **overrides):

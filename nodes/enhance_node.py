@@ -121,8 +121,9 @@ class FlashVideoEnhanceImages:
                                    shift=shift, seed=seed, window=window, overlap=overlap, color_match=color_match,
                                    sequential_cfg=sequential_cfg, blend=blend)
         plan = plan_enhance(images.shape[0], images.shape[1], images.shape[2], settings)
-        node_modes.prepare_run(model, plan.windows[0].length, plan.target.work_height, plan.target.work_width,
-                               settings.sequential_cfg)  # block swap sized for a window (as check_window_fits)
+        window = (plan.windows[0].length, plan.target.work_height, plan.target.work_width, settings.sequential_cfg)
+        node_modes.prepare_run(model, *window)  # block swap sized for a window (as check_window_fits)
+        node_modes.check_room(model, 2, *window)  # its weights too, before anything loads; ComfyUI makes room
         handles = {id(model.module): model, id(vae.module): vae}
         models = Stage2Models(model.module, vae.module, embeds.stage2, use=lambda module: handles[id(module)].active(),
                               free_memory=services.free_memory)  # one model on the GPU at a time

@@ -11,6 +11,11 @@ Where each mode is set, and why:
   runs it, so the loader records the wish (LoadedModel.modes) and prepare_run resolves it at each run (a
   new size may give a new block count) and attaches, changes or keeps the swap.
 - sequential CFG is how one call runs: an input of the samplers and Enhance Video (sampling settings).
+
+check_room is the up-front memory refusal of the nodes that run a transformer (issue 12), before ComfyUI
+loads it: its weights on the device as it runs (block swap set up by prepare_run) + one call's activation
+floor against the room ComfyUI can make (comfy_memory.room: free after unloading other models, plus what
+the model already holds there), a lower bound (planning.lower_bound).
 """
 
 from __future__ import annotations
@@ -22,11 +27,14 @@ import torch
 
 from flashvideo_core.devices import model_device
 from flashvideo_core.errors import FlashVideoInputError
+from flashvideo_core.memory_floor import cfg_batch, transformer_floor
 from flashvideo_core.modes.apply import SWAP_ATTR
-from flashvideo_core.modes.block_swap import default_transfers, enable_block_swap, find_blocks
+from flashvideo_core.modes.block_swap import default_transfers, device_bytes, enable_block_swap, find_blocks
 from flashvideo_core.modes.settings import ATTENTION_BACKENDS, AUTO, WEIGHT_FORMATS, ModelModes
+from flashvideo_core.planning import lower_bound
+from flashvideo_core.planning.out_of_memory import MemoryWatch
 from flashvideo_core.planning.planner import FIT_MARGIN, FIT_RESERVE, plan_peak, resolve_resident_blocks
-from flashvideo_core.planning.room import ModeWords
+from flashvideo_core.planning.room import ModeWords, ran_modes, smaller_mode_hint
 from flashvideo_core.planning.use import check_modes_device
 
 from . import comfy_memory
@@ -145,3 +153,23 @@ def _attach(handle, blocks: int) -> None:
     total = len(swap.blocks)
     logger.info("[FlashVideo] block swap for %s: %d of %d blocks resident, %d streamed from CPU memory",
                 comfy_memory.model_name(handle), blocks, total, total - blocks)
+
+
+def check_room(handle, stage: int, frames: int, height: int, width: int, sequential_cfg: bool) -> MemoryWatch:
+    """Refuse (FlashVideoInputError, in NODE_WORDS) a run of handle's Stage `stage` transformer at `frames` x
+    `height` x `width` whose least memory (planning.lower_bound.check_stage: its weights on the device while it
+    runs, the activation floor) exceeds the room ComfyUI can make for it; call after prepare_run, before
+    handle.active(). Returns the MemoryWatch for an out-of-memory raised while it samples."""
+    module, device, dtype = handle.module, torch.device(handle.device), handle.dtype
+    weights, held = lower_bound.loaded_weights(module, device)
+    size, modes = (frames, height, width, sequential_cfg), ran_modes(module)
+    floor = transformer_floor(frames, height, width, module.config.hidden_size, dtype, cfg_batch(sequential_cfg))
+    free = (comfy_memory.room(handle, max(0, weights - held) + floor) - device_bytes(module, device)
+            if lower_bound.on_accelerator(device) else services.free_memory(device))  # no weights count on the CPU
+    name = f"Stage {'I' * stage}"
+    need = lower_bound.check_stage(name, stage, module.config, size, dtype, device, modes, free, weights, held,
+                                   words=NODE_WORDS)
+    watch = MemoryWatch(device, free, held)
+    watch.at(name, need, smaller_mode_hint(stage, frames, height, width, free + held, dtype, device, modes,
+                                           sequential_cfg, module.config, NODE_WORDS))
+    return watch

@@ -129,9 +129,10 @@ class FlashVideoStage1Sampler:
         need = _forward_floor(model, settings.sequential_cfg, frames, height, width)
         progress = services.Progress(latent_preview_fn(vae))
         node_modes.prepare_run(model, frames, height, width, settings.sequential_cfg)
-        with model.active(memory_required=need):
+        watch = node_modes.check_room(model, 1, frames, height, width, settings.sequential_cfg)
+        with model.active(memory_required=need), watch.guard():  # an out-of-memory: a clear message
             _check_room(1, model, need, frames, height, width)
-            latent = run_stage1(model.module, embeds.stage1, settings, seed=seed, callback=progress)
+            latent = run_stage1(model.module, embeds.stage1, settings, seed=seed, callback=watch.track(progress))
         services.soft_empty_cache()
         return ({"samples": latent, "flashvideo": {"stage": 1, "seed": seed, "prompt": embeds.prompt}},)
 
@@ -215,9 +216,10 @@ class FlashVideoStage2Sampler:
         need = _forward_floor(model, settings.sequential_cfg, *size)
         progress = services.Progress(latent_preview_fn(vae))
         node_modes.prepare_run(model, *size, settings.sequential_cfg)
-        with model.active(memory_required=need):
+        watch = node_modes.check_room(model, 2, *size, settings.sequential_cfg)
+        with model.active(memory_required=need), watch.guard():  # an out-of-memory: a clear message
             _check_room(2, model, need, *size)
-            out = run_stage2(model.module, embeds.stage2, latent["samples"], settings, callback=progress)
+            out = run_stage2(model.module, embeds.stage2, latent["samples"], settings, callback=watch.track(progress))
         services.soft_empty_cache()
         result_info = {**info, "stage": 2, "degraded": False}
         return ({**latent, "samples": out, "flashvideo": result_info},)
@@ -232,9 +234,9 @@ def _forward_floor(model, sequential_cfg: bool, frames: int, height: int, width:
 
 def _check_room(stage: int, model, need: int, frames: int, height: int, width: int) -> None:
     """Raise FlashVideoInputError before sampling if the forward's least memory is not free where the
-    model now runs (ComfyUI has already been asked to make that room), naming sizes that fit and the
-    memory mode that would fit (planning.room, in the nodes' inputs) for the free memory plus what the
-    model holds on the device."""
+    model now runs (after ComfyUI loaded it: node_modes.check_room counted its weights before that; this
+    catches memory taken since), naming sizes that fit and the memory mode that would fit (planning.room,
+    in the nodes' inputs) for the free memory plus what the model holds on the device."""
     free = services.free_memory(model.device)
     hint = fitting_hint(stage, frames, height, width, free, model.dtype, model.device, modes_of(model.module),
                         model.module.config, node_modes.NODE_WORDS, held=device_bytes(model.module, model.device))

@@ -19,13 +19,15 @@ import numpy as np
 import torch
 
 from .. import devices
-from ..checkpoint import transformer_width
+from ..config import TransformerConfig
 from ..errors import FlashVideoInputError
 from ..layout import checked_images, to_uint8
-from ..memory_floor import cfg_batch, check_fits, transformer_floor, video_floor
+from ..memory_floor import check_fits, video_floor
 from ..model.lora_adapter import LoraChoice
 from ..modes.settings import ModelModes
-from ..planning.room import CLI_WORDS, ModeWords, fitting_hint, known_config, modes_of
+from ..planning import lower_bound
+from ..planning.out_of_memory import MemoryWatch
+from ..planning.room import CLI_WORDS, ModeWords, ran_modes, smaller_mode_hint
 from ..planning.use import check_modes_device
 from ..progress import ProgressCallback
 from ..sampling.stage2_chain import Stage2Models
@@ -59,8 +61,16 @@ def enhance_frames(frames: Iterable, num_frames: int, models: Stage2Models | Ref
         raise FlashVideoInputError("the video has no frames.")
     first = to_rgb_uint8(first)
     plan = plan_enhance(num_frames, first.shape[0], first.shape[1], settings)
-    refine = _refiner(models, plan, slices, device, dtype, callback)
-    return _uint8_stream(itertools.chain([first], source), plan, refine, callback)
+    watch = MemoryWatch()
+    callback = watch.track(callback)
+    refine = _refiner(models, plan, slices, device, dtype, callback, watch=watch)
+    return _guarded(_uint8_stream(itertools.chain([first], source), plan, refine, callback), watch)
+
+
+def _guarded(frames: Iterator, watch: MemoryWatch) -> Iterator:
+    """`frames` with an out-of-memory raised while they are made turned into watch's clear message."""
+    with watch.guard():
+        yield from frames
 
 
 def _uint8_stream(frames: Iterator, plan: EnhancePlan, refine: Refine, callback) -> Iterator[np.ndarray]:
@@ -85,11 +95,13 @@ def enhance_images(images: torch.Tensor, models: Stage2Models | Refine, settings
     images = checked_images(images)
     num_frames, in_height, in_width = images.shape[:3]
     plan = plan_enhance(num_frames, in_height, in_width, settings)
-    refine = _refiner(models, plan, slices, device, dtype, callback, mode_words)
+    watch = MemoryWatch()
+    callback = watch.track(callback)
+    refine = _refiner(models, plan, slices, device, dtype, callback, mode_words, watch)
     _check_output_fits(plan)
     out = torch.empty(num_frames, plan.target.height, plan.target.width, 3)
     frames = (images[i] for i in range(num_frames))
-    for i, frame in enumerate(enhance_stream(frames, plan, refine, callback)):
+    for i, frame in enumerate(_guarded(enhance_stream(frames, plan, refine, callback), watch)):
         out[i] = frame
     return out
 
@@ -121,7 +133,8 @@ def enhance_video_file(
     as it loads from `weights` (with ready `models`, apply it yourself); modes: how Stage II (and T5 for fp8)
     is stored and run (modes.settings), resolved for one window. Raises FlashVideoInputError /
     CheckpointError / FileExistsError before any model work: bad settings, an input that cannot be
-    read, an output that exists, a prompt that is not text, a window that cannot fit the free memory.
+    read, an output that exists, a prompt that is not text, a window (or T5) that cannot fit the free
+    memory. An out-of-memory error mid-run becomes planning.out_of_memory.DeviceMemoryError.
     """
     info = probe_video(in_path)
     target_path = check_output_path(out_path, overwrite)
@@ -131,63 +144,99 @@ def enhance_video_file(
     run_device = devices.parse_device(device)
     run_dtype = devices.parse_dtype(precision, run_device)
     check_modes_device(modes, run_device)
+    watch = MemoryWatch(run_device)
+    callback = watch.track(callback)
     if models is not None and stage2_lora is not None:
         raise FlashVideoInputError("stage2_lora is applied as Stage II loads from `weights`; with ready `models`, "
                                    "apply it to the transformer yourself (model.lora_adapter.apply_lora).")
     if models is None:
-        if weights is None:
-            raise FlashVideoInputError("give either `weights` or ready `models`.")
-        weights.check("stage2", "vae", "text_encoder")
-        if stage2_lora is not None:
-            stage2_lora.check_weights(weights.stage2)
-        check_prompt(prompt, required=False)  # before T5 loads (minutes): a lone surrogate is named at once
-        check_window_fits(plan, transformer_width(weights.stage2), run_device, run_dtype, modes=modes)
+        _check_before_loading(weights, stage2_lora, prompt, plan, run_device, run_dtype, modes, watch)
     if on_plan is not None:
         on_plan(plan, info)
-    if models is None:
-        size = (plan.windows[0].length, plan.target.work_height, plan.target.work_width, settings.sequential_cfg)
-        models = load_stage2_models(weights, prompt, stage2_prefix, run_device, run_dtype, callback, stage2_lora,
-                                    modes, size)
-    refine = _refiner(models, plan, slices, run_device, run_dtype, callback)
-    frames = _uint8_stream(iter_frames(info.path, info), plan, refine, callback)
-    return write_video(target_path, frames, fps=info.fps, audio_from=info.path if info.has_audio else None,
-                       overwrite=overwrite)
+    with watch.guard():
+        if models is None:
+            size = (plan.windows[0].length, plan.target.work_height, plan.target.work_width, settings.sequential_cfg)
+            models = load_stage2_models(weights, prompt, stage2_prefix, run_device, run_dtype, callback, stage2_lora,
+                                        modes, size)
+        before = watch.free_at_start  # free before the models loaded (_check_files_fit), 0 for ready models
+        refine = _refiner(models, plan, slices, run_device, run_dtype, callback, watch=watch)
+        if before:
+            watch.free_at_start, watch.held = before, 0
+        frames = _uint8_stream(iter_frames(info.path, info), plan, refine, callback)
+        return write_video(target_path, frames, fps=info.fps, audio_from=info.path if info.has_audio else None,
+                           overwrite=overwrite)
 
 
-def check_window_fits(plan: EnhancePlan, hidden: int, device, dtype: torch.dtype,
+def _check_before_loading(weights: loaders.WeightPaths | None, stage2_lora: LoraChoice | None, prompt: str,
+                          plan: EnhancePlan, device: torch.device, dtype: torch.dtype, modes: ModelModes,
+                          watch: MemoryWatch) -> None:
+    """enhance_video_file's checks before any model loads from `weights`: the files, the LoRA, the prompt, then
+    T5's weights alone and one window's Stage II (its weights in `modes`, the VAE's beside it: the CLI keeps
+    both on the device) against the free device memory (planning.lower_bound); sets `watch` for the loading."""
+    if weights is None:
+        raise FlashVideoInputError("give either `weights` or ready `models`.")
+    weights.check("stage2", "vae", "text_encoder")
+    if stage2_lora is not None:
+        stage2_lora.check_weights(weights.stage2)
+    check_prompt(prompt, required=False)  # before T5 loads (minutes): a lone surrogate is named at once
+    free = devices.free_memory(device)
+    lower_bound.check_t5(weights.text_encoder, dtype, modes.weights, device, free)
+    watch.at("loading the models (T5 encodes the prompt first)", lower_bound.t5_weight_bytes(
+        weights.text_encoder, dtype, modes.weights) if lower_bound.on_accelerator(device) else None,
+        lambda: "Free memory first" + ("; --fp8 stores T5's block linears in fp8 too." if modes.weights ==
+                                       "default" else "."))
+    vae = (lower_bound.vae_weight_bytes(weights.vae, dtype) or 0) if lower_bound.on_accelerator(device) else 0
+    check_window_fits(plan, lower_bound.file_config(weights.stage2), device, dtype, lambda _: free, modes,
+                      beside=vae)
+    watch.free_at_start = free
+
+
+def check_window_fits(plan: EnhancePlan, network: TransformerConfig, device, dtype: torch.dtype,
                       free_memory: Callable[[torch.device], int] | None = None,
-                      modes: ModelModes = ModelModes(), words: ModeWords = CLI_WORDS) -> None:
-    """Raise FlashVideoInputError if one window's Stage II forward (memory_floor.transformer_floor of a
-    `hidden`-wide model at the work size, CFG batch) or its decoded window cannot fit the memory free now.
+                      modes: ModelModes = ModelModes(), words: ModeWords = CLI_WORDS, *, weights: int | None = None,
+                      held: int = 0, beside: int = 0, watch: MemoryWatch | None = None) -> None:
+    """Raise FlashVideoInputError if one window's Stage II call or its decoded window cannot fit the memory
+    free now: planning.lower_bound.check_stage for a `network` transformer at the work size (its weights on
+    the device: None = planned in `modes`, or a loaded model's own with `held` of them already there;
+    `beside`: other weights on the device with it, the VAE's in the CLI; the activation floor).
 
     Called before any model is loaded (enhance_video_file) or run (enhance_frames/images), so a 4K
     window on a small card is refused at once with sizes that fit, not after minutes with an
-    allocator traceback, and with the memory mode that would fit (planning.room; `modes`: the run's, in
-    `words`). free_memory(device): bytes free there (None: devices.free_memory).
+    allocator traceback, and with the memory mode that would fit (planning.room, in `words`).
+    free_memory(device): bytes free there (None: devices.free_memory). watch: given the window's stage,
+    the free memory, its least need and the hint for an out-of-memory mid-run (planning.out_of_memory).
     """
     device = torch.device(device)
-    free_memory = free_memory or devices.free_memory
+    free = (free_memory or devices.free_memory)(device)
     frames, height, width = plan.windows[0].length, plan.target.work_height, plan.target.work_width
-    need = transformer_floor(frames, height, width, hidden, dtype, cfg_batch(plan.stage2.sequential_cfg))
-    free, network = free_memory(device), known_config(2, hidden)
-    hint = None if network is None else fitting_hint(2, frames, height, width, free, dtype, device, modes, network,
-                                                     words)
-    check_fits("Stage II (one enhance window)", need, free, device, frames, height, width, hint)
+    size = (frames, height, width, plan.stage2.sequential_cfg)
+    weights = lower_bound.planned_weight_bytes(network, dtype, modes, device) if weights is None else weights
+    need = lower_bound.check_stage("Stage II (one enhance window)", 2, network, size, dtype, device, modes, free,
+                                   weights, held, beside, words)
     check_fits("a decoded enhance window", video_floor(frames, height, width), devices.free_memory("cpu"), "cpu",
                frames, height, width)
+    if watch is not None:
+        watch.device, watch.free_at_start, watch.held = device, free, held
+        watch.at("Stage II (an enhance window)", need, smaller_mode_hint(
+            2, frames, height, width, free + held - beside, dtype, device, modes, size[3], network, words))
 
 
 def _refiner(models: Stage2Models | Refine, plan: EnhancePlan, slices: Slices, device, dtype, callback,
-             words: ModeWords = CLI_WORDS) -> Refine:
+             words: ModeWords = CLI_WORDS, watch: MemoryWatch | None = None) -> Refine:
     """The Refine to run: a given one as it is; for a Stage2Models bundle, checked first (prompt
-    embedding against the transformer, one window against the free memory where it will run)."""
+    embedding against the transformer, one window against the free memory where it will run: the weights
+    it takes there when it runs, planning.lower_bound.loaded_weights), `watch` set for that window."""
     if not isinstance(models, Stage2Models):
+        if watch is not None:
+            watch.at("Stage II (an enhance window)")
+            watch.device = torch.device(device) if device is not None else watch.device
         return models
     models.check()
-    run_device = torch.device(device) if device is not None else devices.model_device(models.transformer)
-    check_window_fits(plan, models.transformer.config.hidden_size, run_device,
-                      dtype or devices.model_dtype(models.transformer), models.free_bytes, modes_of(models.transformer),
-                      words)
+    model = models.transformer
+    run_device = torch.device(device) if device is not None else devices.model_device(model)
+    weights, held = lower_bound.loaded_weights(model, run_device)
+    check_window_fits(plan, model.config, run_device, dtype or devices.model_dtype(model), models.free_bytes,
+                      ran_modes(model), words, weights=weights, held=held, watch=watch)
     return stage2_refiner(models, slices=slices, device=device, dtype=dtype, callback=callback)
 
 

@@ -103,13 +103,19 @@ def device_blocks(num_layers: int, resident_blocks: int | None) -> int:
     return min(num_layers, resident_blocks + 2)
 
 
-def weights_bytes(config: TransformerConfig, dtype: torch.dtype, modes: ModelModes) -> int:
-    """Device bytes of the weights in `modes` (resident_blocks must be None or a number, not 'auto')."""
+def stored_weights_bytes(config: TransformerConfig, dtype: torch.dtype, modes: ModelModes) -> int:
+    """Device bytes of the stored weights in `modes` (resident_blocks None or a number, not 'auto'): everything
+    outside the blocks, and the blocks on the device at once (device_blocks), fp8 ones at block_bytes'."""
     counts = param_counts(config)
-    fp8 = modes.weights == "fp8_e4m3fn"
     blocks = device_blocks(counts.num_layers, modes.resident_blocks)
-    upcast = counts.largest_linear * itemsize(dtype) if fp8 else 0  # one layer's compute-dtype copy while it runs
-    return counts.outside * itemsize(dtype) + blocks * block_bytes(counts, dtype, fp8) + upcast
+    return counts.outside * itemsize(dtype) + blocks * block_bytes(counts, dtype, modes.weights == "fp8_e4m3fn")
+
+
+def weights_bytes(config: TransformerConfig, dtype: torch.dtype, modes: ModelModes) -> int:
+    """Device bytes of the weights in `modes` (resident_blocks must be None or a number, not 'auto'):
+    stored_weights_bytes, plus with fp8 the compute-dtype copy of the largest linear while it runs."""
+    upcast = param_counts(config).largest_linear * itemsize(dtype) if modes.weights == "fp8_e4m3fn" else 0
+    return stored_weights_bytes(config, dtype, modes) + upcast
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ memory_floor (a root basic) refuses a size whose least memory is not free, befor
 not import the planner, so it takes its hint as a callable. fitting_hint makes that callable: the
 fastest mode that fits the free memory (planner.choose_modes), said in the caller's words (ModeWords:
 CLI flags, or the nodes' inputs), or, when no mode fits, planner.nothing_fits_message (fewer frames or
-a smaller size in the smallest mode). The hint is computed only when the check fails.
+a smaller size in the smallest mode). The hint is computed only when the check fails. After an
+out-of-memory mid-run (out_of_memory.py), smaller_mode_hint names the fastest mode that needs less than the
+one that ran.
 """
 
 from __future__ import annotations
@@ -18,11 +20,23 @@ import torch
 from .. import config as fv_config
 from ..config import TransformerConfig
 from ..errors import FlashVideoInputError
+from ..modes.apply import SWAP_ATTR
 from ..modes.attention import attention_backend
 from ..modes.compile import STATE_ATTR as COMPILE_ATTR
 from ..modes.fp8 import fp8_layers
+from ..modes.settings import AUTO as AUTO_BLOCKS
 from ..modes.settings import ModelModes
-from .planner import GIB, Allowed, MemoryPlan, choose_modes, stage_config
+from .planner import (
+    FIT_MARGIN,
+    FIT_RESERVE,
+    GIB,
+    Allowed,
+    MemoryPlan,
+    choose_modes,
+    plan_peak,
+    resolve_resident_blocks,
+    stage_config,
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +82,12 @@ def modes_of(model: torch.nn.Module) -> ModelModes:
                       compile=hasattr(model, COMPILE_ATTR))
 
 
+def ran_modes(model: torch.nn.Module) -> ModelModes:
+    """modes_of(model) with the block swap it runs with now (its resident block count; None without one)."""
+    swap = getattr(model, SWAP_ATTR, None)
+    return dataclasses.replace(modes_of(model), resident_blocks=max(1, swap.resident) if swap is not None else None)
+
+
 def fitting_hint(stage: int, frames: int, height: int, width: int, free_bytes: int, dtype: torch.dtype,
                  device: torch.device | str, modes: ModelModes = ModelModes(),
                  config: TransformerConfig | None = None, words: ModeWords = CLI_WORDS,
@@ -90,5 +110,37 @@ def fitting_hint(stage: int, frames: int, height: int, width: int, free_bytes: i
             return f"No mode fits: {nothing_fits}"
         return (f"The mode that fits {room}: {plan.description} (about {plan.total_bytes / GIB:.1f} GiB "
                 f"predicted): {settings_for(plan, words)}.")
+
+    return hint
+
+
+def smaller_mode_hint(stage: int, frames: int, height: int, width: int, free_bytes: int, dtype: torch.dtype,
+                      device: torch.device | str, modes: ModelModes, sequential_cfg: bool,
+                      config: TransformerConfig | None = None, words: ModeWords = CLI_WORDS) -> Callable[[], str]:
+    """A callable for an out-of-memory message: one sentence naming the fastest mode whose predicted need is
+    below that of the mode that ran (`modes` and `sequential_cfg`; block swap 'auto' as the planner resolves
+    it for free_bytes) and that fits free_bytes, with its settings in `words`; or the planner's nothing-fits
+    sentence. Suggesting the mode that ran again would be no help, whatever the planner predicted for it."""
+    cpu = torch.device(device).type == "cpu"
+
+    def hint() -> str:
+        ran = dataclasses.replace(modes, resident_blocks=None) if cpu else modes
+        if ran.resident_blocks == AUTO_BLOCKS:
+            try:
+                ran = resolve_resident_blocks(stage, height, width, frames, free_bytes, dtype, ran, sequential_cfg,
+                                              config)
+            except FlashVideoInputError:
+                ran = dataclasses.replace(ran, resident_blocks=1)
+        current = plan_peak(stage, height, width, frames, dtype, ran, sequential_cfg, config)
+        below = min(free_bytes, int(current.total_bytes * (1 + FIT_MARGIN) + FIT_RESERVE) - 1)
+        base = dataclasses.replace(modes, resident_blocks=None)
+        try:
+            plan = choose_modes(stage, height, width, frames, below, dtype, Allowed(block_swap=not cpu), base, config)
+        except FlashVideoInputError:
+            return (f"No mode that needs less than this run's ({current.description}) fits "
+                    f"{free_bytes / GIB:.1f} GiB: use fewer frames or a smaller size, or free memory first.")
+        return (f"A mode that needs less than this run's ({current.description}, about "
+                f"{current.total_bytes / GIB:.1f} GiB predicted): {plan.description} (about "
+                f"{plan.total_bytes / GIB:.1f} GiB): {settings_for(plan, words)}.")
 
     return hint

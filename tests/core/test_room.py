@@ -60,7 +60,7 @@ def test_an_enhance_window_too_big_for_the_card_names_the_mode_that_fits():
     frames, height, width = plan.windows[0].length, plan.target.work_height, plan.target.work_width
     free = transformer_floor(frames, height, width, 1920, torch.bfloat16) * 9 // 10
     with pytest.raises(FlashVideoInputError) as raised:
-        check_window_fits(plan, 1920, "cuda", torch.bfloat16, free_memory=lambda device: free)
+        check_window_fits(plan, config.STAGE2_2B, "cuda", torch.bfloat16, free_memory=lambda device: free)
     text = str(raised.value)
     assert text.startswith(f"Stage II (one enhance window) at {width}x{height} (WxH) with {frames} frames needs")
     assert text.endswith(fitting_hint(2, frames, height, width, free, torch.bfloat16, "cuda")())

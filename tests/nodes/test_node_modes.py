@@ -189,9 +189,10 @@ def test_a_busy_gpu_is_refused_before_sampling_naming_the_mode_that_would_fit(mo
     budget = need * 9 // 10 + device_bytes(module, FAKE_CUDA)
     plan = planner.choose_modes(1, 256, 480, 49, budget, torch.bfloat16, base=ModelModes(), config=module.config)
     assert plan.modes.weights == "fp8_e4m3fn", "bf16 weights do not fit beside a busy card's other work"
-    assert text.startswith(f"Stage I at 480x256 (WxH) with 49 frames needs at least {need / 2**30:.1f} GiB on meta, "
-                           f"and {need * 9 // 10 / 2**30:.1f} GiB is free")
     held = device_bytes(module, FAKE_CUDA) / 2**30
+    assert text.startswith(f"Stage I at 480x256 (WxH) with 49 frames needs at least {held + need / 2**30:.1f} GiB on "
+                           f"meta ({held:.1f} GiB of weights + {need / 2**30:.1f} GiB for one model call), and "
+                           f"{need * 9 // 10 / 2**30:.1f} GiB is free (+ {held:.1f} GiB of its weights already there)")
     assert f"The mode that fits {budget / 2**30:.1f} GiB (free + {held:.1f} GiB of its weights loaded): " \
            f"{plan.description}" in text
     assert text.endswith(f": {settings_for(plan, node_modes.NODE_WORDS)}.")
