@@ -3,17 +3,18 @@ library's training loop (Algorithm 1) on pan/zoom clips of real photos, sampled 
 
 Everything that is the method comes from the library: the loop (training.loop.train_stage2: DEG_pixel,
 encode, DEG_latent, t ~ U[0, 1), stage2_loss, AdamW, gradient clipping), the degradations
-(training.pixel_degradation, training.latent_degradation), the stand-in latent space
-(training.codec.PixelUnshuffleCodec, a fixed 2x2 pixel-unshuffle: 12 channels at half size, since no VAE
-weights exist here), the sampler (sampling.stage2_sampler.sample_euler_flow with
-sampling.guidance.stage2_velocity over sampling.schedule.stage2_time_grid) and the metrics
-(training.metrics). This module only supplies the data (a Sequence[TrainingSample] of clips made on
-demand), the toy model's config and the stand-in latent's scale.
+(training.pixel_degradation, training.latent_degradation), the sampler (sampling.stage2_sampler.
+sample_euler_flow with sampling.guidance.stage2_velocity over sampling.schedule.stage2_time_grid) and the
+metrics (training.metrics). This module supplies the data (PanZoomClips, a Sequence[TrainingSample] of
+clips made on demand), the toy model's config, the stand-in latent space and a stepwise lr schedule
+(LR_PHASES: the library loop keeps one lr per call, so train() calls it once per phase).
 
-Latent scale: the real Stage II sees the VAE latent x STAGE2_SCALE_FACTOR, which has about unit standard
-deviation; DEG_latent's noise steps are calibrated for that. The stand-in latent (pixels in [-1, 1]) has
-a much smaller spread, so ScaledCodec multiplies it by LATENT_SCALE = 1 / (its standard deviation over
-the training clips, measured once: toy_footage + measure_latent_std), as the VAE's scale factor does.
+The stand-in latent space (no VAE weights exist here): ScaledCodec, the library's fixed 2x2
+pixel-unshuffle (training.codec.PixelUnshuffleCodec, 12 channels at half size) x LATENT_SCALE, so its
+spread is about 1 like the VAE latent x STAGE2_SCALE_FACTOR that DEG_latent's noise steps are made for.
+What it does NOT reproduce: DEG_latent's noise decodes to pixel-scale noise here (2x2 cells), where a VAE
+decodes it to coarse perturbations; even noise step 0 (sqrt(1 - a_0) = 0.029, 0.015 on the pixel scale)
+is then as strong as the finest detail of these clips.
 
 Captions are empty: the text embedding is zeros (8 tokens of width TEXT_DIM), the same as the
 unconditional one, so CFG has nothing to separate and runs at cfg = 1.0 (v = v_cond).
@@ -35,8 +36,8 @@ CFG = 1.0
 SHIFT = 2.5
 """The Stage II time-grid shift (config.STAGE2_SHIFT)."""
 LATENT_SCALE = 1.93
-"""Stand-in latent x this = unit spread, as the VAE latent x STAGE2_SCALE_FACTOR (see the module docstring;
-bench_stage2_training.py prints the measured standard deviation next to it)."""
+"""ScaledCodec's one scale: 1 / 0.517, the standard deviation of the bare unshuffle latent (= of the pixels)
+over training clips."""
 
 
 def library():
@@ -61,9 +62,9 @@ def toy_config(layers: int = 4, heads: int = 2):
 
 
 class ScaledCodec:
-    """The library's stand-in codec (2x2 pixel-unshuffle, 12 channels) with its latent multiplied by `scale`.
+    """The toy's latent space: the library's PixelUnshuffleCodec (2x2, 12 channels) x LATENT_SCALE.
 
-    encode: pixels (B, 3, F, H, W) in [-1, 1] -> scale x unshuffle (B, 12, F, H/2, W/2); decode inverts it.
+    encode: pixels (B, 3, F, H, W) in [-1, 1] -> (B, 12, F, H/2, W/2) x scale; decode inverts it exactly.
     """
 
     def __init__(self, scale: float = LATENT_SCALE):
@@ -100,22 +101,27 @@ class PanZoomClips(Sequence):
 
 
 def measure_latent_std(frames: int, size: int, clips: int = 256) -> float:
-    """Standard deviation of the UNSCALED stand-in latent over `clips` training clips (= of their pixels)."""
+    """Standard deviation of the UNSCALED stand-in latent (= of the pixels) over `clips` training clips."""
     data = PanZoomClips(toy_footage.load_photos(toy_footage.TRAIN_PHOTOS), frames, size, seed=12345)
     return float(torch.stack([data[i].pixels for i in range(clips)]).std())
 
 
+LR_PHASES = ((0.03, 0.1), (0.57, 1.0), (0.25, 0.3), (0.15, 0.1))
+"""(share of the steps, lr factor) of each phase: a short warm-up, the peak, then two decays. The library
+loop keeps one lr per call, so train() calls it once per phase (a fresh AdamW each time)."""
+
+
 @dataclass(frozen=True)
 class ToyRun:
-    """One toy training run: clip size (pixels, square), frames, batch, optimiser steps, lr (constant: the
-    library loop has no schedule), gradient clip, and the DEG_latent range ((0, 0) = DEG_pixel only:
+    """One toy training run: clip size (pixels, square), frames, batch, optimiser steps in all, peak lr
+    (stepped down by LR_PHASES), gradient clip, and the DEG_latent range ((0, 0) = DEG_pixel only:
     noise step 0, the smallest noise the schedule has, sqrt(1 - a_0) = 0.029)."""
 
-    size: int = 32
+    size: int = 16
     frames: int = 5
     batch: int = 8
     steps: int = 1500
-    lr: float = 3e-4
+    lr: float = 5e-4
     grad_clip: float = 1.0
     noise_steps: tuple[int, int] = (0, 0)
     seed: int = 0
@@ -126,37 +132,35 @@ def pixel_settings():
     return library()[4].PixelDegradation(upscale_mode="bicubic")
 
 
-def train_settings(run: ToyRun):
-    """The library's TrainSettings for `run` (no unconditional share: every caption is the zero embedding)."""
+def phase_settings(run: ToyRun) -> list:
+    """The library's TrainSettings of each LR_PHASES phase of `run`: its steps, lr and seed (run.seed + phase,
+    so every phase draws new clips); no unconditional share (every caption is the zero embedding)."""
     _, latent_degradation, _, _, _, settings = library()
-    return settings.TrainSettings(steps=run.steps, batch=run.batch, lr=run.lr, grad_clip=run.grad_clip,
-                                  uncond_fraction=0.0, checkpoint_every=run.steps, seed=run.seed,
-                                  pixel=pixel_settings(),
-                                  latent=latent_degradation.LatentDegradation(run.noise_steps))
+    counts = [round(share * run.steps) for share, _ in LR_PHASES]
+    counts[1] += run.steps - sum(counts)
+    return [settings.TrainSettings(steps=count, batch=run.batch, lr=run.lr * factor, grad_clip=run.grad_clip,
+                                   uncond_fraction=0.0, checkpoint_every=count, seed=run.seed + index,
+                                   pixel=pixel_settings(), latent=latent_degradation.LatentDegradation(run.noise_steps))
+            for index, (count, (_, factor)) in enumerate(zip(counts, LR_PHASES, strict=True)) if count > 0]
 
 
 def train(run: ToyRun, log=print):
-    """Train a fresh toy Stage II with training.loop.train_stage2 on clips of toy_footage.TRAIN_PHOTOS.
-
-    Returns (model in eval mode, wall seconds, per-step losses). The loop's checkpoint goes to a
-    temporary folder, deleted afterwards.
-    """
+    """Train a fresh toy Stage II with training.loop.train_stage2 (once per lr phase) on clips of
+    toy_footage.TRAIN_PHOTOS. Returns (model in eval mode, wall seconds, per-step losses). The loop's
+    checkpoints go to a temporary folder, deleted afterwards."""
     from flashvideo_core.model.transformer import build_transformer
 
     loop = library()[2]
     model = build_transformer(toy_config(), seed=run.seed)
     data = PanZoomClips(toy_footage.load_photos(toy_footage.TRAIN_PHOTOS), run.frames, run.size, seed=run.seed)
-    start, every = time.perf_counter(), max(1, run.steps // 5)
-
-    def progress(event) -> None:
-        if event.step % every == 0:
-            log(f"    step {event.step}/{event.total}  {time.perf_counter() - start:.0f} s")
-
+    start, losses = time.perf_counter(), []
     with tempfile.TemporaryDirectory(prefix="toy-stage2-") as out_dir:
-        result = loop.train_stage2(model, ScaledCodec(), data, train_settings(run), out_dir, callback=progress)
-    losses = result.losses
-    for end in range(every, len(losses) + 1, every):
-        log(f"    loss, steps {end - every + 1}-{end}: {sum(losses[end - every:end]) / every:.4f}")
+        for index, settings in enumerate(phase_settings(run)):
+            result = loop.train_stage2(model, ScaledCodec(), data, settings, f"{out_dir}/phase-{index}")
+            losses += result.losses
+            log(f"    phase {index}: {settings.steps} steps at lr {settings.lr:.2g}, mean loss "
+                f"{sum(result.losses) / len(result.losses):.4f} (last 50: "
+                f"{sum(result.losses[-50:]) / len(result.losses[-50:]):.4f}), {time.perf_counter() - start:.0f} s")
     return model.eval(), time.perf_counter() - start, losses
 
 
