@@ -111,9 +111,14 @@ def parse_args(argv=None):
     parser.add_argument("--save", type=Path, default=None,
                         help="write both trained models here (torch.save of state dicts) and how to use them "
                              "beside it (FILE with .txt)")
+    parser.add_argument("--load", type=Path, default=None,
+                        help="evaluate the models a --save wrote instead of training (size, frames, batch, steps "
+                             "and lr are then the saved run's)")
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.size, args.frames, args.batch, args.clips = 2, 16, 3, 2, 2
+    if args.size % 8:
+        parser.error(f"--size {args.size}: must be a multiple of 8 (claim 4's artefact works on 8x8 blocks)")
     args.sweep = QUICK_SWEEP if args.quick else SWEEP
     return args
 
@@ -126,6 +131,18 @@ def held_out(args, photos: tuple[str, ...], seed: int, sigma: float = NOISE_SIGM
     lr = degradation.degrade_pixels(hr, toy_stage2.pixel_settings(), torch.Generator().manual_seed(seed + 1))
     noise = torch.randn(lr.shape, generator=torch.Generator().manual_seed(seed + 2))
     return hr, lr, (lr + sigma * noise).clamp(-1.0, 1.0)
+
+
+def artefact_inputs(validation, test):
+    """Claim 4's inputs: block_dct_quantise of the TEST LR clips at the scale whose RMS change of the
+    VALIDATION LR clips is NOISE_SIGMA (inputs only, no model). Returns (scale, test artefact clips)."""
+    scale = toy_stage2.block_scale_for_rms(validation[1], NOISE_SIGMA)
+    artefacts = toy_stage2.block_dct_quantise(test[1], scale)
+    print(f"artefact inputs (claim 4): 8x8 block DCT quantisation at scale {scale:.3f} x the JPEG luminance "
+          f"table (about IJG quality {50.0 / scale:.1f}), set on validation LR clips to RMS change "
+          f"{toy_stage2.rms_change(validation[1], toy_stage2.block_dct_quantise(validation[1], scale)):.4f} "
+          f"(target {NOISE_SIGMA}); on the test LR clips: {toy_stage2.rms_change(test[1], artefacts):.4f}")
+    return scale, artefacts
 
 
 def verdict(ok: bool) -> str:
@@ -171,8 +188,8 @@ def choose_noise_step(latent_model, validation, sweep=SWEEP) -> int:
     return chosen
 
 
-def claims_latent_model(pixel_model, latent_model, test, chosen: int, sweep=SWEEP) -> list[bool]:
-    """Claims 3 and 4 on noisy test inputs (L's noise step `chosen` on validation); clean L printed for info."""
+def claim_noisy(pixel_model, latent_model, test, chosen: int, sweep=SWEEP) -> bool:
+    """Claim 3 on noisy test inputs (L's noise step `chosen` on validation); L's noisy LSD by step for info."""
     hr, lr, noisy = test
     print(_row("noisy input itself", toy_stage2.scores(noisy, hr)))
     p_noisy = _enhanced(pixel_model, noisy, SAMPLING_STEPS, 0, hr)
@@ -189,12 +206,27 @@ def claims_latent_model(pixel_model, latent_model, test, chosen: int, sweep=SWEE
           f"{margin:+.2f} dB (need >= +3): {verdict(c3)}  [L@{DEFAULT_NOISE_STEP}: "
           f"{scores[DEFAULT_NOISE_STEP]['psnr'] - p_noisy['psnr']:+.2f} dB, for information]")
     best = min(sweep, key=lambda k: scores[k]["lsd"])
+    print(f"  for information (no claim; claim 4's earlier, noise-based form): on the noisy inputs L's best LSD is "
+          f"{scores[best]['lsd']:.4f} at noise step {best}")
+    return c3
+
+
+def claim_artefacts(pixel_model, latent_model, test, artefacts, sweep=SWEEP) -> bool:
+    """Claim 4 (the protocol in the module docstring): L, 4 steps, on the TEST artefact inputs over `sweep`;
+    PASS iff the lowest LSD is at an inner step."""
+    hr = test[0]
+    print(_row("artefact input itself", toy_stage2.scores(artefacts, hr)))
+    print(_row("P on artefacts, 4 steps", _enhanced(pixel_model, artefacts, SAMPLING_STEPS, 0, hr)))
+    scores = {k: _enhanced(latent_model, artefacts, SAMPLING_STEPS, k, hr) for k in sweep}
+    for k in sweep:
+        print(_row(f"L on artefacts, 4 steps, noise step {k}", scores[k]))
+    best = min(sweep, key=lambda k: scores[k]["lsd"])
     ends = (sweep[0], sweep[-1])
     c4 = best not in ends
-    print(f"claim 4 (noise-step trade-off): best LSD {scores[best]['lsd']:.4f} at noise step {best} "
-          f"(ends {ends[0]}: {scores[ends[0]]['lsd']:.4f}, {ends[1]}: {scores[ends[1]]['lsd']:.4f}); "
-          f"inner step needed: {verdict(c4)}")
-    return [c3, c4]
+    print(f"claim 4 (noise-step trade-off, artefact inputs): best LSD {scores[best]['lsd']:.4f} at noise step {best} "
+          f"(PSNR {scores[best]['psnr']:.2f}; ends {ends[0]}: {scores[ends[0]]['lsd']:.4f}, {ends[1]}: "
+          f"{scores[ends[1]]['lsd']:.4f}); inner step needed: {verdict(c4)}")
+    return c4
 
 
 def stronger_artefacts(latent_model, args, sigma: float = 2 * NOISE_SIGMA) -> None:
@@ -232,8 +264,45 @@ def save_models(path: Path, pixel_model, latent_model, run, chosen: int) -> None
     print(f"saved both models to {path}, how to use them in {path.with_suffix('.txt')}")
 
 
+def train_both(base):
+    """Train P (DEG_pixel only) and L (+ DEG_latent 0-900) from `base`: (P, L, P seconds, L seconds)."""
+    print("training P (DEG_pixel only) with training.loop.train_stage2")
+    pixel_model, p_time, _ = toy_stage2.train(base)
+    print("training L (DEG_pixel + DEG_latent 0-900) with training.loop.train_stage2")
+    latent_model, l_time, _ = toy_stage2.train(dataclasses.replace(base, noise_steps=(0, 900)))
+    return pixel_model, latent_model, p_time, l_time
+
+
+def saved_run(path: Path) -> dict:
+    """The state a --save wrote (weights_only), checked to hold both models and the run."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError) as error:
+        raise SystemExit(f"--load {path}: cannot read it as a file of this bench's --save ({error})") from error
+    if not isinstance(state, dict) or not {"P", "L", "run"} <= set(state):
+        raise SystemExit(f"--load {path}: not a file of this bench's --save (needs the keys P, L and run)")
+    return state
+
+
+def load_models(path: Path):
+    """(P, L) in eval mode from a --save file."""
+    from flashvideo_core.model.transformer import build_transformer
+
+    state, models = saved_run(path), []
+    for key in ("P", "L"):
+        model = build_transformer(toy_stage2.toy_config())
+        model.load_state_dict(state[key])
+        models.append(model.eval())
+    print(f"loaded P and L from {path} (no training): run {state['run']}")
+    return models
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.load is not None:  # evaluate at the saved run's clip size (the rest is printed for the record)
+        run = saved_run(args.load)["run"]
+        args.size, args.frames, args.batch, args.steps, args.lr = (run[k] for k in ("size", "frames", "batch",
+                                                                                   "steps", "lr"))
     torch.set_num_threads(args.threads)
     start, cpu_start, load_start = time.perf_counter(), time.process_time(), os.getloadavg()[0]
     std = toy_stage2.measure_latent_std(args.frames, args.size, clips=8 if args.quick else 256)
@@ -245,14 +314,16 @@ def main(argv=None) -> int:
           f"scale {toy_stage2.LATENT_SCALE} = {std * toy_stage2.LATENT_SCALE:.3f}; noisy inputs: sigma {NOISE_SIGMA}")
     validation = held_out(args, toy_footage.VALIDATION_PHOTOS, 4321)
     test = held_out(args, toy_footage.TEST_PHOTOS, 1234)
+    _, artefacts = artefact_inputs(validation, test)
     base = toy_stage2.ToyRun(size=args.size, frames=args.frames, batch=args.batch, steps=args.steps, lr=args.lr)
-    print("training P (DEG_pixel only) with training.loop.train_stage2")
-    pixel_model, p_time, _ = toy_stage2.train(base)
-    print("training L (DEG_pixel + DEG_latent 0-900) with training.loop.train_stage2")
-    latent_model, l_time, _ = toy_stage2.train(dataclasses.replace(base, noise_steps=(0, 900)))
+    if args.load is None:
+        pixel_model, latent_model, p_time, l_time = train_both(base)
+    else:
+        (pixel_model, latent_model), p_time, l_time = load_models(args.load), 0.0, 0.0
     results = claims_clean(pixel_model, latent_model, test)
     chosen = choose_noise_step(latent_model, validation, args.sweep)
-    results += claims_latent_model(pixel_model, latent_model, test, chosen, args.sweep)
+    results.append(claim_noisy(pixel_model, latent_model, test, chosen, args.sweep))
+    results.append(claim_artefacts(pixel_model, latent_model, test, artefacts, args.sweep))
     stronger_artefacts(latent_model, args)
     if args.save is not None:
         save_models(args.save, pixel_model, latent_model, base, chosen)

@@ -16,6 +16,9 @@ What it does NOT reproduce: DEG_latent's noise decodes to pixel-scale noise here
 decodes it to coarse perturbations; even noise step 0 (sqrt(1 - a_0) = 0.029, 0.015 on the pixel scale)
 is then as strong as the finest detail of these clips.
 
+Claim 4's artefact (bench_stage2_training's docstring has the protocol): block_dct_quantise, JPEG-like 8x8
+block DCT quantisation, at the scale block_scale_for_rms finds for a given RMS change of the input.
+
 Captions are empty: the text embedding is zeros (8 tokens of width TEXT_DIM), the same as the
 unconditional one, so CFG has nothing to separate and runs at cfg = 1.0 (v = v_cond).
 """
@@ -190,3 +193,54 @@ def scores(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     metrics = library()[3]
     return {"psnr": metrics.psnr(pred, target), "lf_psnr": metrics.lowfreq_psnr(pred, target),
             "lsd": metrics.log_spectral_distance(pred, target)}
+
+
+JPEG_LUMINANCE = torch.tensor([
+    [16, 11, 10, 16, 24, 40, 51, 61], [12, 12, 14, 19, 26, 58, 60, 55], [14, 13, 16, 24, 40, 57, 69, 56],
+    [14, 17, 22, 29, 51, 87, 80, 62], [18, 22, 37, 56, 68, 109, 103, 77], [24, 35, 55, 64, 81, 104, 113, 92],
+    [49, 64, 78, 87, 103, 121, 120, 101], [72, 92, 95, 98, 112, 100, 103, 99]], dtype=torch.float64)
+"""The JPEG luminance quantisation table (ITU-T T.81 Annex K.1), 0-255 pixel units; IJG quality 50 = scale 1."""
+
+
+def _dct_matrix(n: int = 8) -> torch.Tensor:
+    """The orthonormal DCT-II matrix (n, n): row k is basis k, so coefficients = D @ block @ D.T."""
+    k, i = torch.arange(n, dtype=torch.float64)[:, None], torch.arange(n, dtype=torch.float64)[None, :]
+    matrix = torch.cos(torch.pi * (2 * i + 1) * k / (2 * n)) * (2.0 / n) ** 0.5
+    matrix[0] /= 2.0 ** 0.5
+    return matrix
+
+
+def block_dct_quantise(pixels: torch.Tensor, scale: float) -> torch.Tensor:
+    """JPEG-like blocking artefact: (B, 3, F, H, W) in [-1, 1], H and W multiples of 8 -> the same layout.
+
+    Every frame and channel separately: 8x8 blocks on a fixed grid from the top-left, orthonormal DCT-II of
+    pixels x 127.5 (JPEG's level-shifted 0-255 scale), each coefficient rounded to a multiple of
+    scale x JPEG_LUMINANCE (steps below 1 become 1; no clamp at 255), inverse DCT, clamped to [-1, 1].
+    """
+    b, c, f, h, w = pixels.shape
+    if h % 8 or w % 8:
+        raise ValueError(f"block_dct_quantise needs frames of a multiple of 8 pixels, got {h}x{w}")
+    d = _dct_matrix(8)
+    blocks = (pixels.double() * 127.5).reshape(b, c, f, h // 8, 8, w // 8, 8).transpose(4, 5)
+    step = (JPEG_LUMINANCE * scale).clamp(min=1.0)
+    coefficients = torch.round(d @ blocks @ d.T / step) * step
+    out = (d.T @ coefficients @ d).transpose(4, 5).reshape(b, c, f, h, w) / 127.5
+    return out.to(pixels.dtype).clamp(-1.0, 1.0)
+
+
+def rms_change(before: torch.Tensor, after: torch.Tensor) -> float:
+    """Root mean square of after - before (pixel units of [-1, 1])."""
+    return float((after.double() - before.double()).pow(2).mean().sqrt())
+
+
+def block_scale_for_rms(pixels: torch.Tensor, target_rms: float, iterations: int = 40) -> float:
+    """The block_dct_quantise scale whose rms_change of `pixels` is `target_rms`: bisection over log2(scale)
+    in [-6, 12] (the change grows with the scale)."""
+    low, high = -6.0, 12.0
+    for _ in range(iterations):
+        middle = (low + high) / 2.0
+        if rms_change(pixels, block_dct_quantise(pixels, 2.0 ** middle)) < target_rms:
+            low = middle
+        else:
+            high = middle
+    return 2.0 ** ((low + high) / 2.0)
