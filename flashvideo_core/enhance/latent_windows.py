@@ -21,7 +21,9 @@ encodes of a shared frame are close, not equal; co_denoise starts from their wei
   its frames of the result and crossfaded in pixels as before (its overlap frames now agree). Input
   and output frames still stream, but the clip's latent is held in RAM: CO_DENOISE_BYTES_PER_VALUE
   bytes per latent value at the peak of the ODE, ~12.5 MB per latent frame (~3.1 MB per output frame)
-  at 1080p (16 x 136 x 240 values), so ~4.5 GB for a minute at 24 fps (`check_clip_latent_fits`).
+  at 1080p (16 x 136 x 240 values), so ~4.5 GB for a minute at 24 fps, checked against the free RAM at
+  plan time for the VAE's latent (`check_planned_clip_fits`, before any model work) and again after the
+  first window's encode (`check_clip_latent_fits`: a chain with another latent; RAM the models took since).
   The device holds one window's model call, as with the other blends.
 """
 
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..config import LATENT_CHANNELS, VAE_SPATIAL_COMPRESSION, VAE_TEMPORAL_COMPRESSION
 from ..devices import free_memory
 from ..errors import FlashVideoInputError
 from ..rng import cpu_generator, randn
@@ -168,13 +171,36 @@ def averaged_velocity(layout: LatentLayout) -> VelocityWrap:
 
 def check_clip_latent_fits(layout: LatentLayout, latent: torch.Tensor, free_bytes: int | None = None) -> None:
     """Raise FlashVideoInputError if co-denoising the clip needs more than CO_DENOISE_RAM_FRACTION of the free
-    RAM. latent: one window's encoded latent (B, C, T, h, w), giving the values per latent frame.
+    RAM. latent: one window's encoded latent (B, C, T, h, w), giving the values per latent frame (the VAE's
+    is also checked at plan time, check_planned_clip_fits; this covers other chains and RAM taken since).
     free_bytes: None = devices.free_memory("cpu")."""
-    per_frame = latent[:, :, :1].numel() * CO_DENOISE_BYTES_PER_VALUE
-    need = per_frame * len(layout.frames)
+    _check_ram(len(layout.frames), latent[:, :, :1].numel(), free_bytes)
+
+
+def planned_clip_latent_values(windows: tuple[Window, ...] | list[Window], work_height: int,
+                               work_width: int) -> tuple[int, int]:
+    """(latent frames, values per latent frame) of the clip latent co_denoise holds for these windows with the
+    VAE's chain (the real one: 4 pixel frames per latent frame after the first, 16 channels, 8x smaller
+    frames) at the work size: exactly LatentLayout.of(windows, 4) and the encoded latent's frame."""
+    keys = {key for window in windows for key in latent_frames_of(window, VAE_TEMPORAL_COMPRESSION)}
+    scale = VAE_SPATIAL_COMPRESSION
+    return len(keys), LATENT_CHANNELS * (work_height // scale) * (work_width // scale)
+
+
+def check_planned_clip_fits(windows: tuple[Window, ...] | list[Window], work_height: int, work_width: int,
+                            free_bytes: int | None = None) -> None:
+    """check_clip_latent_fits before any model work, from the plan alone (plan.plan_enhance calls it for
+    blend 'co_denoise'): the VAE chain's clip latent (planned_clip_latent_values) against the free RAM."""
+    _check_ram(*planned_clip_latent_values(windows, work_height, work_width), free_bytes)
+
+
+def _check_ram(frames: int, values_per_frame: int, free_bytes: int | None) -> None:
+    """The co-denoise RAM rule: frames x values_per_frame x CO_DENOISE_BYTES_PER_VALUE within
+    CO_DENOISE_RAM_FRACTION of the free RAM (free_bytes, None: devices.free_memory("cpu"))."""
+    need = frames * values_per_frame * CO_DENOISE_BYTES_PER_VALUE
     free = free_memory("cpu") if free_bytes is None else free_bytes
     if need > CO_DENOISE_RAM_FRACTION * free:
         raise FlashVideoInputError(
-            f"blend='co_denoise' holds the whole clip's latent in RAM: {len(layout.frames)} latent frames take "
+            f"blend='co_denoise' holds the whole clip's latent in RAM: {frames} latent frames take "
             f"about {need / 2**30:.1f} GB at the peak, but {free / 2**30:.1f} GB is free. Use blend 'shared_noise' "
             "or 'pixel' (one window in memory), or enhance the clip in parts.")

@@ -99,7 +99,8 @@ class EnhancePlan:
 
 def plan_enhance(num_frames: int, in_height: int, in_width: int, settings: EnhanceSettings) -> EnhancePlan:
     """Resolve `settings` for an input of num_frames frames of in_width x in_height. Raises
-    FlashVideoInputError for a target smaller than the input, an upscale beyond x4 by default, ...
+    FlashVideoInputError for a target smaller than the input, an upscale beyond x4 by default, a
+    co_denoise clip latent that would not fit the free RAM (latent_windows.check_planned_clip_fits), ...
     """
     target = settings.target
     if target is None:
@@ -110,6 +111,10 @@ def plan_enhance(num_frames: int, in_height: int, in_width: int, settings: Enhan
             f"target {target.width}x{target.height} (WxH) is smaller than the input {in_width}x{in_height}."
         )
     windows = tuple(plan_windows(num_frames, settings.window, settings.overlap, window_align(settings.blend)))
+    if settings.blend == "co_denoise":  # the clip's latent in RAM: refused now, before any model work
+        from .latent_windows import check_planned_clip_fits  # the sampling stack: only for this blend
+
+        check_planned_clip_fits(windows, target.work_height, target.work_width)
     stage2, source = settings.stage2, "given"
     if is_auto(settings.noise_step):  # the rule's step, from the window length and the size
         stage2 = replace(stage2, noise_step=auto_noise_step(windows[0].length, target.height, target.width))

@@ -15,9 +15,8 @@ model, shows its panel with this text), and code that catches torch.OutOfMemoryE
 
 from __future__ import annotations
 
-import contextlib
 import gc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -66,21 +65,11 @@ class MemoryWatch:
 
         return tracked
 
-    @contextlib.contextmanager
-    def guard(self) -> Iterator[MemoryWatch]:
+    def guard(self) -> _Guard:
         """Context manager: an out-of-memory error (vae.retry.is_out_of_memory; not a FlashVideoInputError)
         raised inside becomes a DeviceMemoryError with message(), the memory released first; other errors
         pass unchanged."""
-        try:
-            yield self
-        except Exception as exc:
-            if isinstance(exc, FlashVideoInputError) or not is_out_of_memory(exc):
-                raise  # ours already say what to do (this one, the VAE's smallest tiles, the up-front checks)
-            cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            exc.__traceback__ = None  # its frames hold the models and activations
-            del exc
-            release(self.device)
-            raise DeviceMemoryError(self.message(cause)) from None
+        return _Guard(self)
 
     def message(self, cause: str = "") -> str:
         """'<stage> ran out of memory on <device> (last progress: ...): <free at start>, <least need>;
@@ -101,3 +90,25 @@ def release(device: torch.device | str) -> None:
     """Collect garbage and give the CUDA allocator's cached blocks back to the driver."""
     gc.collect()
     empty_cache(device)
+
+
+class _Guard:
+    """MemoryWatch.guard's context manager. A class, not contextlib's generator: contextlib's __exit__ keeps the
+    error's traceback in a local, and that frame would be in the new error's traceback, holding every frame of
+    the run (its models, its activations) for as long as the caller keeps the error."""
+
+    def __init__(self, watch: MemoryWatch):
+        self.watch = watch
+
+    def __enter__(self) -> MemoryWatch:
+        return self.watch
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        del traceback
+        if not isinstance(error, Exception) or isinstance(error, FlashVideoInputError) or not is_out_of_memory(error):
+            return False  # ours already say what to do (this one, the VAE's smallest tiles, the up-front checks)
+        cause = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        error.__traceback__ = None  # its frames hold the models and activations
+        del error
+        release(self.watch.device)
+        raise DeviceMemoryError(self.watch.message(cause)) from None

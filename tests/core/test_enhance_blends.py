@@ -7,6 +7,9 @@ frame (every overlapping frame shared) and a constant-velocity sampler check the
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -18,6 +21,7 @@ from flashvideo_core.enhance.latent_windows import (
     check_clip_latent_fits,
     frame_noise,
     latent_frames_of,
+    planned_clip_latent_values,
 )
 from flashvideo_core.enhance.plan import BLENDS, EnhanceSettings, plan_enhance
 from flashvideo_core.enhance.run import enhance_frames, enhance_images
@@ -257,6 +261,27 @@ def test_co_denoise_refuses_a_clip_latent_larger_than_the_free_ram(tiny_models, 
     monkeypatch.setattr("flashvideo_core.enhance.latent_windows.free_memory", lambda device: 1000)
     with pytest.raises(FlashVideoInputError, match="holds the whole clip's latent"):
         _tiny(tiny_models, _clip(13), blend="co_denoise")
+
+
+def test_co_denoise_ram_is_checked_at_plan_time_before_any_model_work(tiny_models, monkeypatch):
+    """The plan's count is the clip latent the real chain makes (the VAE's: 4 frames, 16 channels, 8x smaller),
+    and a clip too big for the free RAM is refused before the first window is encoded."""
+    settings = EnhanceSettings(long_edge=16, window=9, overlap=5, steps=2, blend="co_denoise")
+    plan = plan_enhance(29, 16, 16, settings)
+    layout = LatentLayout.of(plan.windows, 4)
+    latent = Stage2Chain(tiny_models).encode(torch.zeros(1, 3, 9, 16, 16), (16, 16), 0)
+    assert planned_clip_latent_values(plan.windows, 16, 16) == (len(layout.frames), latent[:, :, :1].numel())
+    used = []
+
+    @contextlib.contextmanager
+    def use(module):
+        used.append(type(module).__name__)
+        yield module
+
+    monkeypatch.setattr("flashvideo_core.enhance.latent_windows.free_memory", lambda device: 1000)
+    with pytest.raises(FlashVideoInputError, match=f"latent in RAM: {len(layout.frames)} latent frames take"):
+        _tiny(dataclasses.replace(tiny_models, use=use), _clip(29), blend="co_denoise")
+    assert used == [], "no model may run before the refusal"
 
 
 # --- the command line -------------------------------------------------------------------------------------

@@ -345,3 +345,70 @@ def test_inside_comfyui_a_kept_model_waits_off_the_gpu_until_comfyui_loads_it(co
     with stage2.active():
         assert _devices(stage2) == {"meta"} and comfy.loaded(stage2)
     assert _devices(stage2) == {"meta"} and comfy.loaded(stage2), "keep on device: stays loaded, listed"
+
+
+# --- too little memory (issue 12): refused before ComfyUI loads the model; an out-of-memory while sampling ---
+
+CUDA_OOM = "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 11.7 GiB."
+
+
+class Sampled(Exception):
+    """Raised by a patched run_stage1: the sampler got past its memory checks."""
+
+
+def _raise(error: BaseException):
+    raise error
+
+
+def test_a_model_whose_weights_cannot_fit_is_refused_before_comfyui_loads_it(comfy, monkeypatch):
+    """On a GPU (meta), the room ComfyUI can make must hold the model's weights (not on the device yet) and one
+    call's activation floor; at exactly that least need the sampler runs (a lower bound, no margin)."""
+    from flashvideo_core import config
+    from flashvideo_core.errors import FlashVideoInputError
+    from flashvideo_core.memory_floor import transformer_floor
+    from flashvideo_core.model.transformer import build_transformer
+
+    handle = LoadedModel(build_transformer(config.TINY_STAGE1, seed=0), META, CPU, torch.float32, "/m/stage1.pt")
+    weights = _nbytes(handle.module)
+    floor = transformer_floor(5, 32, 32, config.TINY_STAGE1.num_heads * config.TINY_STAGE1.head_dim, torch.float32)
+    embeds = SimpleNamespace(stage1=torch.zeros(1, 226, config.TINY_STAGE1.text_dim), prompt="A fox.")
+    monkeypatch.setattr("nodes.sampling_nodes.run_stage1", lambda *args, **kwargs: _raise(Sampled()))
+    for free, refused in ((weights - 1, "the weights alone do not fit in this mode"),
+                          (weights + floor - 1, "needs at least"), (weights + floor, None)):
+        comfy.get_free_memory = lambda device=None, free=free: free
+        with pytest.raises(FlashVideoInputError if refused else Sampled) as raised:
+            N["FlashVideoStage1Sampler"]().sample(handle, embeds, 0, 2, 8.0, 5.0, 5, 32, 32)
+        if refused:
+            assert refused in str(raised.value) and "Stage I at 32x32 (WxH) with 5 frames" in str(raised.value)
+            assert _loads(comfy) == [], "refused before ComfyUI loads it"
+        else:
+            assert _loads(comfy) == [handle.comfy_patcher]
+
+
+def test_out_of_memory_while_sampling_is_comfyuis_oom_with_our_message(comfy_models, comfy, monkeypatch):
+    """ComfyUI 0.3.64 (execution.py) unloads every model on a torch.cuda.OutOfMemoryError and shows its text: the
+    sampler's is one, naming the stage, its step, the free memory and a mode in the nodes' inputs; the model stays
+    registered and whole, and the next run works."""
+    from flashvideo_core.progress import ProgressEvent
+    from nodes import sampling_nodes
+
+    t5 = N["FlashVideoT5Loader"]().load("text_encoder/", AUTO_TOKENIZER, "auto", "offload after use")[0]
+    stage1 = N["FlashVideoStage1Loader"]().load("stage1.pt", "auto", "offload after use")[0]
+    embeds = N["FlashVideoTextEncode"]().encode(t5, "A lake.", False)[0]
+    real = sampling_nodes.run_stage1
+
+    def runs_out(model, embeds, settings, seed=0, callback=None, **kwargs):
+        callback(ProgressEvent("stage1", 1, settings.steps))
+        raise torch.OutOfMemoryError(CUDA_OOM)
+
+    monkeypatch.setattr(sampling_nodes, "run_stage1", runs_out)
+    with pytest.raises(torch.cuda.OutOfMemoryError) as raised:
+        N["FlashVideoStage1Sampler"]().sample(stage1, embeds, 0, 4, 8.0, 5.0, 5, 32, 32)
+    text = str(raised.value)
+    assert text.startswith("Stage I ran out of memory on cpu (last progress: stage1 1/4). 3.0 GiB was free when the "
+                           "run started, and it needs at least ")
+    assert text.endswith(f"sequential_cfg on. (The memory is released. Error: {CUDA_OOM})")
+    assert comfy.loaded(stage1) and _devices(stage1) == {"cpu"}
+    monkeypatch.setattr(sampling_nodes, "run_stage1", real)
+    latent = N["FlashVideoStage1Sampler"]().sample(stage1, embeds, 0, 4, 8.0, 5.0, 5, 32, 32)[0]
+    assert latent["samples"].shape == (1, 16, 2, 4, 4)
