@@ -79,7 +79,10 @@ class MemoryWatch:
                  else "before its first progress report")
         held = f" besides the {self.held / GIB:.1f} GiB of its weights already there" if self.held else ""
         need = f", and it needs at least {self.need / GIB:.1f} GiB" if self.need else ""
-        hint = self.hint() if self.hint is not None else ""
+        try:
+            hint = self.hint() if self.hint is not None else ""
+        except Exception as failed:  # the planner must never hide the out-of-memory message itself
+            hint = f"(No mode hint: {failed})"
         return " ".join(part for part in (
             f"{self.stage} ran out of memory on {self.device} ({where}). {self.free_at_start / GIB:.1f} GiB was free "
             f"when the run started{held}{need}: another program may have taken memory since, or the run needed "
