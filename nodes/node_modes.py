@@ -25,11 +25,10 @@ import logging
 
 import torch
 
-from flashvideo_core.devices import model_device
 from flashvideo_core.errors import FlashVideoInputError
 from flashvideo_core.memory_floor import cfg_batch, transformer_floor
 from flashvideo_core.modes.apply import SWAP_ATTR
-from flashvideo_core.modes.block_swap import default_transfers, device_bytes, enable_block_swap, find_blocks
+from flashvideo_core.modes.block_swap import device_bytes, enable_block_swap, find_blocks
 from flashvideo_core.modes.settings import ATTENTION_BACKENDS, AUTO, WEIGHT_FORMATS, ModelModes
 from flashvideo_core.planning import lower_bound
 from flashvideo_core.planning.out_of_memory import MemoryWatch
@@ -145,10 +144,9 @@ def _resolve(handle, frames: int, height: int, width: int, sequential_cfg: bool)
 
 def _attach(handle, blocks: int) -> None:
     """Block swap on handle.module with `blocks` resident, streaming to handle.device. Nothing moves to the
-    device now (the swap is made where the module is; ComfyUI's load, or on_device, places it later)."""
-    module, device = handle.module, torch.device(handle.device)
-    swap = enable_block_swap(module, blocks, model_device(module), transfers=default_transfers(device))
-    swap.device = device  # where the hooks stream to; made at the module's current place so nothing moved yet
+    device now (place=False: ComfyUI's load, or on_device, places the resident part later)."""
+    module = handle.module
+    swap = enable_block_swap(module, blocks, torch.device(handle.device), place=False)
     setattr(module, SWAP_ATTR, swap)
     total = len(swap.blocks)
     logger.info("[FlashVideo] block swap for %s: %d of %d blocks resident, %d streamed from CPU memory",

@@ -144,7 +144,7 @@ class BlockSwap:
     Attributes: model, blocks, resident (N), device, offload_device, transfers, streamed (indices).
     """
 
-    def __init__(self, model, resident_blocks: int, device, offload_device="cpu", transfers=None):
+    def __init__(self, model, resident_blocks: int, device, offload_device="cpu", transfers=None, place=True):
         self.model, self.blocks = model, find_blocks(model)
         if isinstance(resident_blocks, bool) or not isinstance(resident_blocks, int) or resident_blocks < 0:
             raise FlashVideoInputError(f"resident_blocks={resident_blocks!r} must be a block count >= 0.")
@@ -161,7 +161,8 @@ class BlockSwap:
             masters = [getattr(owner, name).detach().to(self.offload_device) for owner, name in self._slots[i]]
             self._masters[i] = [t.pin_memory() if pin else t for t in masters]
             self._point(i, self._masters[i])
-        self.place(self.device)
+        if place:
+            self.place(self.device)
         for i, block in enumerate(self.blocks):
             self._hooks.append(block.register_forward_pre_hook(self._before(i)))
             if i in self._slots:
@@ -228,12 +229,14 @@ class BlockSwap:
 
 
 def enable_block_swap(model: torch.nn.Module, resident_blocks: int, device, offload_device="cpu",
-                      transfers=None) -> BlockSwap:
+                      transfers=None, place: bool = True) -> BlockSwap:
     """Keep blocks 0..resident_blocks-1 (and all but the blocks) of `model` on `device`, stream the others
     from `offload_device` (pinned when CUDA is available). transfers: None = CudaTransfers on CUDA,
-    SyncTransfers elsewhere; a test passes a stand-in with the same three methods. Returns the handle
+    SyncTransfers elsewhere; a test passes a stand-in with the same three methods. place: False leaves
+    the resident part where it is now (for whoever moves the model later with BlockSwap.place, e.g.
+    ComfyUI's patcher); the streamed blocks go to offload_device either way. Returns the handle
     (handle.disable() restores a plain model)."""
-    return BlockSwap(model, resident_blocks, device, offload_device, transfers)
+    return BlockSwap(model, resident_blocks, device, offload_device, transfers, place)
 
 
 def device_bytes(model: torch.nn.Module, device) -> int:

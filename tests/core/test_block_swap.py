@@ -126,6 +126,19 @@ def test_device_bytes_are_n_over_l_of_the_blocks_plus_the_rest(plain):
     assert device_bytes(model, FAKE_CUDA) == memory.resident
 
 
+def test_place_false_leaves_the_resident_part_where_it_is(plain):
+    """place=False (the nodes: ComfyUI's load places the model later): nothing reaches the device until place()."""
+    model = copy.deepcopy(plain)
+    handle = enable_block_swap(model, 1, FAKE_CUDA, place=False)
+    assert handle.device == FAKE_CUDA and device_bytes(model, FAKE_CUDA) == 0
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    handle.place(FAKE_CUDA)
+    assert device_bytes(model, FAKE_CUDA) == handle.memory().resident
+    with FakeCuda() as fake:
+        out = _run(model, FAKE_CUDA)
+    assert out.device == FAKE_CUDA and fake.gpu_ops > 0
+
+
 def test_disable_restores_a_plain_model(plain):
     model = copy.deepcopy(plain)
     handle = enable_block_swap(model, 1, FAKE_CUDA)
