@@ -189,11 +189,8 @@ def _check_memory_floor(settings: GenerateSettings, weights, device: torch.devic
     each decoded video in RAM. Returns (MemoryWatch with the free device memory, {stage: (least bytes, hint
     for an out-of-memory mid-run)})."""
     free_device, free_ram = free_memory(device), free_memory("cpu")
-    lower_bound.check_t5(weights.text_encoder, dtype, settings.modes.weights, device, free_device)
-    fp8_t5 = "--fp8 stores T5's block linears in fp8 too (about half its weights), or free memory first."
-    bounds = {"T5": (lower_bound.t5_weight_bytes(weights.text_encoder, dtype, settings.modes.weights)
-                     if lower_bound.on_accelerator(device) else None,
-                     lambda: fp8_t5 if settings.modes.weights == "default" else "Free memory first.")}
+    t5 = lower_bound.check_t5(weights.text_encoder, dtype, settings.modes.weights, device, free_device)
+    bounds = {"T5": (t5, lower_bound.t5_hint(settings.modes.weights))}
     frames = settings.stage1.num_frames
     sizes = [("Stage I", weights.stage1, settings.stage1.height, settings.stage1.width, settings.stage1)]
     if not settings.preview_only:

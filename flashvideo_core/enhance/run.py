@@ -180,11 +180,8 @@ def _check_before_loading(weights: loaders.WeightPaths | None, stage2_lora: Lora
         stage2_lora.check_weights(weights.stage2)
     check_prompt(prompt, required=False)  # before T5 loads (minutes): a lone surrogate is named at once
     free = devices.free_memory(device)
-    lower_bound.check_t5(weights.text_encoder, dtype, modes.weights, device, free)
-    watch.at("loading the models (T5 encodes the prompt first)", lower_bound.t5_weight_bytes(
-        weights.text_encoder, dtype, modes.weights) if lower_bound.on_accelerator(device) else None,
-        lambda: "Free memory first" + ("; --fp8 stores T5's block linears in fp8 too." if modes.weights ==
-                                       "default" else "."))
+    t5 = lower_bound.check_t5(weights.text_encoder, dtype, modes.weights, device, free)
+    watch.at("loading the models (T5 encodes the prompt first)", t5, lower_bound.t5_hint(modes.weights))
     vae = (lower_bound.vae_weight_bytes(weights.vae, dtype) or 0) if lower_bound.on_accelerator(device) else 0
     check_window_fits(plan, lower_bound.file_config(weights.stage2), device, dtype, lambda _: free, modes,
                       beside=vae)

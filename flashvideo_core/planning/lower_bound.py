@@ -19,6 +19,7 @@ stays memory-mapped (page cache, not taken from the free RAM), so there only the
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -145,17 +146,26 @@ def loaded_weights(module: torch.nn.Module, device: torch.device | str) -> tuple
 
 
 def check_t5(path: str | Path, dtype: torch.dtype, weights: str, device: torch.device | str, free: int,
-             fp8_words: str = "--fp8") -> None:
+             fp8_words: str = "--fp8") -> int | None:
     """Raise FlashVideoInputError when T5's weights alone (t5_weight_bytes) exceed `free` on an accelerator
-    (T5 runs first and alone), naming fp8 (fp8_words: how to ask for it) when that would fit."""
+    (T5 runs first and alone), naming fp8 (fp8_words: how to ask for it) when that would fit. Returns
+    those weight bytes (T5's least need; None on the CPU or when no header can be read)."""
     if not on_accelerator(device):
-        return
+        return None
     need = t5_weight_bytes(path, dtype, weights)
     if need is None or need <= free:
-        return
+        return need
     fp8 = t5_weight_bytes(path, dtype, "fp8_e4m3fn") if weights != "fp8_e4m3fn" else None
     fix = (f"{fp8_words} stores its block linears in fp8 ({fp8 / GIB:.1f} GiB), or free memory first" if fp8
            and fp8 <= free else "free memory first (other programs using the GPU), or run on the CPU (--device cpu)")
     raise FlashVideoInputError(
         f"T5 ({Path(path).name}) needs at least {need / GIB:.1f} GiB on {torch.device(device)} for its weights, "
         f"and {free / GIB:.1f} GiB is free: {fix}.")
+
+
+def t5_hint(weights: str, fp8_words: str = "--fp8") -> Callable[[], str]:
+    """The hint of an out-of-memory while T5 runs (MemoryWatch.at): fp8 (fp8_words: how to ask for it) for
+    T5 in its default precision, else free memory first."""
+    text = (f"{fp8_words} stores T5's block linears in fp8 too (about half its weights), or free memory first."
+            if weights == "default" else "Free memory first.")
+    return lambda: text

@@ -154,6 +154,9 @@ def test_t5_too_big_alone_is_refused_first_naming_fp8(tiny_weights_dir, tmp_path
                                                    r"meta for its weights, .* --fp8 stores its block linears in fp8"):
         generate("A red fox in the snow.", weights, tmp_path / "out", settings)
     assert not loads
+    # what a run's out-of-memory message names as T5's least need: its weights on an accelerator only
+    assert lower_bound.check_t5(weights.text_encoder, BF16, "default", FAKE_GPU, plain) == plain
+    assert lower_bound.check_t5(weights.text_encoder, BF16, "default", "cpu", 0) is None
 
 
 def test_enhance_counts_stage2_and_the_vae_before_any_model_loads(tiny_weights_dir, tmp_path, monkeypatch):
