@@ -58,7 +58,7 @@ def describe_run(run, prepared, tiny: bool = False) -> str:
         every = f"every {s.validate_every} steps and at the end" if s.validate_every else "at the end"
         lines.append(f"validate: {every}, {run.val_clips} sample(s) of {len(prepared.held)} held-out file(s)")
     device = parse_device(run.device)
-    autocast = "bf16 autocast" if s.precision == "bf16" or (s.precision == "auto" and device.type == "cuda") else "fp32"
+    autocast = "bf16 autocast" if s.bf16_autocast(device.type) else "fp32"
     checkpointing = ", gradient checkpointing" if s.gradient_checkpointing else ""
     lines.append(f"device:   {device}, {autocast} (weights fp32){checkpointing}")
     kind = LORA_NAME if s.lora is not None else WEIGHTS_NAME
@@ -115,8 +115,7 @@ class TrainBar:
             self.step_done_at = self.bar._time()
             if event.step >= event.total:
                 self.close()  # the last step stops the clock: the final validation is not counted in steps/s
-        s = self.run.settings
-        if event.step % s.checkpoint_every == 0 or event.step == s.steps:
+        if self.run.settings.checkpoint_due(event.step):
             self.write(f"checkpoint: {step_dir(self.run.out_dir, event.step)}")
 
     def write(self, text: str) -> None:

@@ -132,15 +132,15 @@ def _resume(model, optimizer, generator: torch.Generator, folder: Path, settings
     return int(state["step"])
 
 
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+def _autocast(device: torch.device, settings: TrainSettings):
+    if settings.bf16_autocast(device.type):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 def _train_step(model, optimizer, batch, settings: TrainSettings, device: torch.device) -> float:
     z_lr, z_hr, text, steps, t = (x.to(device) for x in batch)
-    with _autocast(device, settings.precision):
+    with _autocast(device, settings):
         loss = stage2_loss(model, z_lr, z_hr, text.to(next(model.parameters()).dtype), steps, t)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -158,10 +158,6 @@ def _trainable(model, settings: TrainSettings) -> list[torch.nn.Parameter]:
         return attach_lora(model, settings.lora)
     model.requires_grad_(True)
     return list(model.parameters())
-
-
-def _due(step: int, every: int | None, last: int) -> bool:
-    return every is not None and (step % every == 0 or step == last)
 
 
 def train_stage2(model, codec, samples: Sequence[TrainingSample] | SampleSource, settings: TrainSettings,
@@ -191,13 +187,13 @@ def train_stage2(model, codec, samples: Sequence[TrainingSample] | SampleSource,
         batch = draw_batch(samples, codec, settings, generator, step)
         result.losses.append(_train_step(model, optimizer, batch, settings, device))
         result.steps = step
-        if _due(step, settings.checkpoint_every, settings.steps):
+        if settings.checkpoint_due(step):
             state = {"step": step, "optimizer": optimizer.state_dict(), "rng": generator.get_state(),
                      "settings": settings.to_json()}
             result.checkpoint = save_checkpoint(out_dir, model, state, {**(lora_metadata or {}), "steps": step})
         report(callback, "train", step, settings.steps, values={"loss": result.losses[-1]})
-        if validator is not None and (_due(step, settings.validate_every, settings.steps) or step == settings.steps):
-            with _autocast(device, settings.precision), torch.no_grad():
+        if validator is not None and settings.validation_due(step):
+            with _autocast(device, settings), torch.no_grad():
                 scores = validator(model)
             result.validations.append((step, scores))
             model.train()

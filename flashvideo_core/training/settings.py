@@ -101,6 +101,20 @@ class TrainSettings:
         latent = self.latent if phase.noise_steps is None else LatentDegradation(phase.noise_steps)
         return phase.batch or self.batch, latent, phase
 
+    def bf16_autocast(self, device_type: str) -> bool:
+        """True when steps (and validation passes) on a device of `device_type` ("cuda", "cpu", ...) run under
+        bf16 autocast: precision "bf16", or "auto" on CUDA (PRECISIONS)."""
+        return self.precision == "bf16" or (self.precision == "auto" and device_type == "cuda")
+
+    def checkpoint_due(self, step: int) -> bool:
+        """True when 1-based `step` ends with a checkpoint: every checkpoint_every steps and the last step."""
+        return step % self.checkpoint_every == 0 or step == self.steps
+
+    def validation_due(self, step: int) -> bool:
+        """True when 1-based `step` ends with a validation pass (given held-out samples): every validate_every
+        steps (when set) and the last step."""
+        return step == self.steps or (self.validate_every is not None and step % self.validate_every == 0)
+
     def to_json(self) -> str:
         """The settings as JSON text (stored in the training state)."""
         return json.dumps(asdict(self), sort_keys=True)

@@ -89,3 +89,13 @@ def test_the_train_bar_shows_loss_and_steps_per_second_and_logs_every_value(tmp_
     assert [(r["event"], r["step"]) for r in log] == [("start", 0)] + [("train", s) for s in range(1, 5)] + [
         ("validate", 4)]
     assert log[1]["loss"] == 0.5 and log[-1]["lsd"] == 0.25
+
+
+def test_settings_say_when_a_step_checkpoints_validates_and_autocasts():
+    """The loop and the CLI's bar and plan ask the settings the same questions (one rule each)."""
+    settings = TrainSettings(steps=10, checkpoint_every=4, validate_every=3)
+    assert [s for s in range(1, 11) if settings.checkpoint_due(s)] == [4, 8, 10]
+    assert [s for s in range(1, 11) if settings.validation_due(s)] == [3, 6, 9, 10]
+    assert [s for s in range(1, 11) if TrainSettings(steps=10).validation_due(s)] == [10]
+    rule = {p: [TrainSettings(precision=p).bf16_autocast(d) for d in ("cuda", "cpu")] for p in ("auto", "fp32", "bf16")}
+    assert rule == {"auto": [True, False], "fp32": [False, False], "bf16": [True, True]}
