@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import detect_kind, read_safetensors_metadata, read_shapes, read_state_dict
+from ..config import TransformerConfig
 from ..errors import CheckpointError, FlashVideoInputError
 
 FORMAT = "flashvideo-lora"
@@ -123,8 +124,12 @@ class LoraFile:
 
 def architecture_of(model) -> dict:
     """A FlashVideoTransformer -> {stage, hidden_size, num_layers, num_heads, in_channels}."""
-    cfg = model.config
-    return {"stage": model.stage, "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers,
+    return config_architecture(model.config)
+
+
+def config_architecture(cfg: TransformerConfig) -> dict:
+    """The architecture_of a transformer built from `cfg` (stage 2 when it has the Stage II extras)."""
+    return {"stage": 2 if cfg.stage2_extras else 1, "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers,
             "num_heads": cfg.num_heads, "in_channels": cfg.in_channels}
 
 

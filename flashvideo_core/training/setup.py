@@ -13,7 +13,12 @@ from pathlib import Path
 from ..checkpoint import check_compatible, check_weight_file, read_safetensors_metadata
 from ..config import TransformerConfig
 from ..errors import CheckpointError, FlashVideoInputError
-from ..model.lora_adapter import architecture_of_file, check_architecture, describe_architecture
+from ..model.lora_adapter import (
+    architecture_of_file,
+    check_architecture,
+    config_architecture,
+    describe_architecture,
+)
 from .checkpoints import LORA_NAME, STATE_NAME, STEP_DIR, is_complete, latest_checkpoint, step_folders, weights_file
 from .lora import read_lora
 from .settings import TrainSettings
@@ -118,7 +123,7 @@ def check_init(init: Path | None, text_encoder: Path | None, vae: Path | None) -
 def check_resume_fits(folder: Path, settings: TrainSettings, init: Path | None, scratch: TransformerConfig) -> None:
     """The checkpoint to resume must be of this run's kind (LoRA or full) and architecture (headers only)."""
     path = weights_file(folder)
-    arch = architecture_of_file(init) if init is not None else _config_architecture(scratch)
+    arch = architecture_of_file(init) if init is not None else config_architecture(scratch)
     base = init.name if init is not None else "the from-scratch model (no --init)"
     if path.name == LORA_NAME:
         if settings.lora is None:
@@ -143,11 +148,6 @@ def check_resume_fits(folder: Path, settings: TrainSettings, init: Path | None, 
     if any(stored[key] != arch[key] for key in stored if key in arch):
         raise CheckpointError(f"--resume {folder} holds {describe_architecture(stored)}, but {base} is "
                               f"{describe_architecture(arch)}; resume with the --init the run started from.")
-
-
-def _config_architecture(config: TransformerConfig) -> dict:
-    return {"stage": 2, "hidden_size": config.hidden_size, "num_layers": config.num_layers,
-            "in_channels": config.in_channels}
 
 
 def settings_changes(folder: Path, stored_json: str, settings: TrainSettings) -> list[str]:

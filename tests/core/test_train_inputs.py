@@ -23,7 +23,8 @@ from flashvideo_core.training.checkpoints import (
 from flashvideo_core.training.codec import PixelUnshuffleCodec
 from flashvideo_core.training.lora import attach_lora
 from flashvideo_core.training.pixel_degradation import PixelDegradation
-from flashvideo_core.training.setup import check_init
+from flashvideo_core.training.settings import TrainSettings
+from flashvideo_core.training.setup import check_init, check_resume_fits
 from flashvideo_core.training.validation import validate
 
 
@@ -77,6 +78,14 @@ def test_init_of_another_model_names_the_flag_and_what_to_give(tiny_weights):
     assert "connected to the right loader" not in text and text.endswith(
         "Give the Stage II model to start from: stage2.pt, a converted .safetensors, a diffusers transformer folder "
         "or a step folder of an earlier run.")
+
+
+def test_resume_without_init_is_checked_against_the_from_scratch_architecture(runs):
+    folder = runs[0] / "step-0000002"
+    check_resume_fits(folder, TrainSettings(), None, config.TINY_STAGE2)  # the architecture it was trained with
+    with pytest.raises(CheckpointError, match=r"holds Stage II, 2 layers x 32 wide, .* but the from-scratch model "
+                                              r"\(no --init\) is Stage II, 30 layers x 1920 wide \(30 heads\)"):
+        check_resume_fits(folder, TrainSettings(), None, config.STAGE2_2B)
 
 
 def test_model_files_get_the_mode_the_umask_gives(runs):
