@@ -28,8 +28,8 @@ from ..model.lora_adapter import (
     read_lora,
 )
 
-__all__ = ["LoraFile", "LoraSettings", "apply_lora", "attach_lora", "has_lora", "load_lora_state", "lora_state",
-           "read_lora", "save_lora"]
+__all__ = ["LoraFile", "LoraSettings", "apply_lora", "attach_lora", "check_lora_settings", "has_lora",
+           "load_lora_state", "lora_state", "read_lora", "save_lora"]
 
 
 def attach_lora(model, settings: LoraSettings) -> list[torch.nn.Parameter]:
@@ -63,16 +63,22 @@ def load_lora_state(model, lora: LoraFile, settings: LoraSettings) -> None:
     layers, heads, channels) or with another rank, alpha or targets than `settings`.
     """
     check_architecture(lora, architecture_of(model), "the model being trained")
+    check_lora_settings(lora, settings)
+    with torch.no_grad():
+        for module, layer in lora_layers(model).items():
+            for part, name in ((layer.lora_A[ADAPTER], "A"), (layer.lora_B[ADAPTER], "B")):
+                part.weight.copy_(lora.tensors[f"{module}.lora_{name}.weight"])
+
+
+def check_lora_settings(lora: LoraFile, settings: LoraSettings) -> None:
+    """Raise CheckpointError naming both when `lora` (a read LoRA file) has another rank, alpha or target
+    modules than `settings` (the LoRA a resumed run trains)."""
     ours = (settings.rank, settings.alpha, tuple(settings.target_modules))
     theirs = (lora.settings.rank, lora.settings.alpha, tuple(lora.settings.target_modules))
     if ours != theirs:
         raise CheckpointError(f"{lora.path.name} is a LoRA of rank {theirs[0]}, alpha {theirs[1]:g} on "
                               f"{list(theirs[2])}; this run trains rank {ours[0]}, alpha {ours[1]:g} on "
                               f"{list(ours[2])}. Resume with the run's own --lora settings.")
-    with torch.no_grad():
-        for module, layer in lora_layers(model).items():
-            for part, name in ((layer.lora_A[ADAPTER], "A"), (layer.lora_B[ADAPTER], "B")):
-                part.weight.copy_(lora.tensors[f"{module}.lora_{name}.weight"])
 
 
 def lora_state(model) -> dict[str, torch.Tensor]:

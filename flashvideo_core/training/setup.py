@@ -20,7 +20,7 @@ from ..model.lora_adapter import (
     describe_architecture,
 )
 from .checkpoints import LORA_NAME, STATE_NAME, STEP_DIR, is_complete, latest_checkpoint, step_folders, weights_file
-from .lora import read_lora
+from .lora import check_lora_settings, read_lora
 from .settings import TrainSettings
 
 RESUMABLE_CHANGES = frozenset({"steps", "checkpoint_every", "validate_every"})
@@ -136,11 +136,10 @@ def check_resume_fits(folder: Path, settings: TrainSettings, init: Path | None, 
             fix = (f"The LoRA was trained on {trained_on}: resume with that model as --init." if trained_on
                    else "Resume with the --init the run started from.")
             raise CheckpointError(f"--resume {folder}: {str(exc).split(' Use a LoRA', 1)[0]} {fix}") from None
-        ours, theirs = settings.lora, lora.settings
-        if (ours.rank, ours.alpha, ours.target_modules) != (theirs.rank, theirs.alpha, theirs.target_modules):
-            raise CheckpointError(f"--resume {folder} trained a LoRA of rank {theirs.rank}, alpha {theirs.alpha:g}; "
-                                  f"this run asks rank {ours.rank}, alpha {ours.alpha:g}. Use the run's own --lora "
-                                  "and --lora-alpha.")
+        try:
+            check_lora_settings(lora, settings.lora)
+        except CheckpointError as exc:
+            raise CheckpointError(f"--resume {folder}: {exc}") from None
         return
     if settings.lora is not None:
         raise CheckpointError(f"--resume {folder} is a full fine-tuning run (every weight); resume it without --lora.")

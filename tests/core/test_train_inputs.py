@@ -88,6 +88,15 @@ def test_resume_without_init_is_checked_against_the_from_scratch_architecture(ru
         check_resume_fits(folder, TrainSettings(), None, config.STAGE2_2B)
 
 
+def test_resume_of_a_lora_run_with_another_rank_is_refused_before_loading(runs):
+    full, lora = runs
+    init = full / "step-0000001" / WEIGHTS_NAME
+    check_resume_fits(lora / "step-0000001", TrainSettings(lora=LoraSettings(rank=2)), init, config.TINY_STAGE2)
+    with pytest.raises(CheckpointError, match=r"^--resume .*step-0000001: stage2-lora.safetensors is a LoRA of rank 2, "
+                                              r"alpha 2 on .*; this run trains rank 4, alpha 4 on "):
+        check_resume_fits(lora / "step-0000001", TrainSettings(lora=LoraSettings(rank=4)), init, config.TINY_STAGE2)
+
+
 def test_model_files_get_the_mode_the_umask_gives(runs):
     mask = os.umask(0o022)
     os.umask(mask)
