@@ -74,7 +74,7 @@ def enhance_stream(frames: Iterator[torch.Tensor], plan: EnhancePlan, refine: Re
     any frame is read, otherwise. Progress: ("enhance", 0, n) first, then ("enhance", i, n) when window
     i is done (the chain reports its phases in between; co_denoise: window i decoded).
     """
-    chain = refine.chain if isinstance(refine, ChainRefine) else (refine if _is_chain(refine) else None)
+    chain = refine.chain if isinstance(refine, ChainRefine) else (refine if isinstance(refine, LatentStage2) else None)
     if plan.blend == "pixel":
         pixel = refine if isinstance(refine, ChainRefine) or chain is None else ChainRefine(chain)
         return _windowed(frames, plan, lambda window: pixel, callback)
@@ -85,10 +85,6 @@ def enhance_stream(frames: Iterator[torch.Tensor], plan: EnhancePlan, refine: Re
     if plan.blend == "shared_noise":
         return _windowed(frames, plan, lambda window: _shared_noise_refine(chain, window), callback)
     return _co_denoised(frames, plan, chain, callback)
-
-
-def _is_chain(runner) -> bool:
-    return all(hasattr(runner, name) for name in ("encode", "sample", "decode", "frames_per_latent", "scale"))
 
 
 def _windowed(frames: Iterator[torch.Tensor], plan: EnhancePlan, refine_for: Callable[[Window], Refine],

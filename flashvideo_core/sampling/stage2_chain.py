@@ -17,7 +17,7 @@ import contextlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -118,6 +118,7 @@ class Stage2Result:
     video: torch.Tensor
 
 
+@runtime_checkable
 class LatentStage2(Protocol):
     """The Stage II chain split at its latent: what enhance's latent window blends need (latent_windows.py).
 
