@@ -8,7 +8,7 @@ first (ModelPatcher.partially_unload moves some layers), whole if that frees too
 
 The meta device stands in for the GPU where a test needs weights to really move: meta holds no
 data, so the stand-in "moves back" from it with to_empty (memory given back, contents not kept).
-The real ComfyUI check is /tmp/harness/check_memory_manager.py (README, "Memory").
+The real ComfyUI check is scripts/check_memory_manager.py (README, "In ComfyUI": memory).
 """
 
 import logging
@@ -124,8 +124,12 @@ def install_standin(monkeypatch, tmp_path):
         for patcher in models:
             if any(entry.model is patcher for entry in mm.current_loaded_models):
                 continue
-            budget = 0.1 if mm.vram_state.name == "NO_VRAM" else 1e32 if force_full_load else patcher.model_size() / 2
-            patcher.partially_load(patcher.load_device, budget)
+            # model_management.py 668-686: a CPU load device counts as DISABLED; LOW_VRAM and NORMAL_VRAM get a
+            # share of free memory unless force_full_load; NO_VRAM 0.1 byte whatever is asked; 0 means all (487-495)
+            state = "DISABLED" if torch.device(patcher.load_device).type == "cpu" else mm.vram_state.name
+            budget = patcher.model_size() / 2 if state in ("LOW_VRAM", "NORMAL_VRAM") and not force_full_load else 0
+            budget = 0.1 if state == "NO_VRAM" else budget
+            patcher.partially_load(patcher.load_device, budget or 1e32)
             mm.current_loaded_models.insert(0, StandInLoaded(patcher))
 
     def free_memory(memory_required, device, keep_loaded=()):
@@ -145,7 +149,7 @@ def install_standin(monkeypatch, tmp_path):
     mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
     mm.get_free_memory = lambda device=None: 3 * 2**30
     mm.get_torch_device = lambda: CPU
-    mm.unet_offload_device = lambda: CPU
+    mm.unet_offload_device = lambda: mm.get_torch_device() if mm.vram_state.name == "HIGH_VRAM" else CPU  # 747-751
     mm.soft_empty_cache = lambda force=False: mm.calls.append(("soft_empty_cache",))
     mm.loaded = lambda handle: [e.model for e in mm.current_loaded_models].count(handle.comfy_patcher) == 1
     mp = ModuleType("comfy.model_patcher")
@@ -291,6 +295,57 @@ def test_novram_loads_the_model_whole_for_its_block_and_says_so(comfy, caplog):
         module(torch.zeros(1, 4, device=META))
     assert "--novram" in caplog.text and "cannot run split between devices" in caplog.text
     assert _devices(kept) == {"cpu"} and comfy.current_loaded_models == [], "--novram: unloaded right after"
+
+
+def _start_comfyui_with(mm, flag: str) -> None:
+    """The stand-in as ComfyUI 0.3.64 starts with `flag` on a machine with a GPU (meta): model_management.py
+    380-386 (--lowvram: LOW_VRAM; --gpu-only/--highvram: HIGH_VRAM), 140-141 and 398-399 (--cpu: CPUState.CPU,
+    vram_state DISABLED), 169-187 (get_torch_device: the CPU under --cpu, else the GPU)."""
+    mm.vram_state = SimpleNamespace(name={"--lowvram": "LOW_VRAM", "--gpu-only": "HIGH_VRAM", "--cpu": "DISABLED"}[flag])
+    mm.get_torch_device = lambda: CPU if flag == "--cpu" else META
+
+
+def test_lowvram_loads_our_model_whole_and_it_stays_loaded(comfy, caplog):
+    """--lowvram: ComfyUI loads only the weights a budget drawn from free memory allows (model_management.py
+    676-681; the rest is left for comfy.ops layers to stream) unless load_models_gpu is asked for force_full_load;
+    ours ask for it, so the model is on the GPU whole, with no warning, and "keep on device" keeps it loaded."""
+    _start_comfyui_with(comfy, "--lowvram")
+    kept = _tiny(offload_to=None)
+    with caplog.at_level(logging.WARNING), kept.active():
+        assert _devices(kept) == {"meta"} and comfy.loaded(kept)
+    assert _loads(comfy) == [kept.comfy_patcher] and caplog.text == ""
+    assert _devices(kept) == {"meta"} and comfy.loaded(kept), "a whole load needs no unload after the block"
+
+
+def test_gpu_only_keeps_our_models_on_the_gpu_between_nodes(comfy_models, comfy):
+    """--gpu-only: ComfyUI's offload device is the GPU (model_management.py 747-751), so, like core's models, ours
+    wait on the GPU from the loader on and stay loaded after their node even with "offload after use"; ComfyUI's
+    own unload (free_memory) leaves them on the GPU too."""
+    _start_comfyui_with(comfy, "--gpu-only")
+    stage2 = N["FlashVideoStage2Loader"]().load("stage2.pt", "auto", "offload after use")[0]
+    assert stage2.device == META and stage2.offload_to == META and _devices(stage2) == {"meta"}
+    with stage2.active():
+        assert comfy.loaded(stage2)
+    assert _loads(comfy) == [stage2.comfy_patcher] and stage2.comfy_patcher.offload_device == META
+    assert _devices(stage2) == {"meta"} and comfy.loaded(stage2), "offload after use: nothing to offload to"
+    comfy.free_memory(1e30, META)
+    assert _devices(stage2) == {"meta"} and comfy.current_loaded_models == []
+
+
+def test_cpu_flag_runs_our_models_on_the_cpu_on_a_machine_with_a_gpu(comfy_models, comfy, monkeypatch):
+    """--cpu: ComfyUI's device is the CPU (model_management.py 177) even where the core alone would pick the GPU
+    (devices.default_device, made the meta device here); the loader's "auto" precision is then fp32, and the
+    CPU load is a whole one (model_management.py 670-671: a CPU load device counts as DISABLED)."""
+    monkeypatch.setattr("flashvideo_core.devices.default_device", lambda: META)
+    _start_comfyui_with(comfy, "--cpu")
+    t5 = N["FlashVideoT5Loader"]().load("text_encoder/", AUTO_TOKENIZER, "auto", "offload after use")[0]
+    stage1 = N["FlashVideoStage1Loader"]().load("stage1.pt", "auto", "offload after use")[0]
+    assert (stage1.device, stage1.dtype, _devices(stage1)) == (CPU, torch.float32, {"cpu"})
+    embeds = N["FlashVideoTextEncode"]().encode(t5, "A lake.", False)[0]
+    latent = N["FlashVideoStage1Sampler"]().sample(stage1, embeds, 0, 2, 8.0, 5.0, 5, 32, 32)[0]["samples"]
+    assert latent.device == CPU and torch.isfinite(latent).all()
+    assert _loads(comfy) == [t5.comfy_patcher, stage1.comfy_patcher]
+    assert stage1.comfy_patcher.load_device == CPU and comfy.loaded(stage1) and _devices(stage1) == {"cpu"}
 
 
 def test_a_model_comfyui_will_not_place_whole_is_refused_naming_the_flag(comfy):
