@@ -1,4 +1,5 @@
-"""Device placement as on a GPU, proven on CPU: every node (tiny weights, bf16) and generate/enhance run
+"""Device placement as on a GPU, proven on CPU: every node (tiny weights, bf16; the Stage II LoRA node on a tiny
+LoRA, its model run by the Stage II sampler) and generate/enhance run
 with the compute device faked as CUDA (tests/fake_cuda.py) and fail on any op that mixes devices.
 
 This caught the T5 path: built for the CPU, moved to the GPU by the node, token ids still sent to the
@@ -14,7 +15,8 @@ from flashvideo_core.enhance.plan import EnhanceSettings
 from flashvideo_core.enhance.run import enhance_video_file
 from flashvideo_core.pipeline import GenerateSettings, generate
 from flashvideo_core.sampling.settings import Stage1Settings, Stage2Settings
-from flashvideo_core.weights.loaders import find_weights
+from flashvideo_core.training.lora import LoraSettings, attach_lora, save_lora
+from flashvideo_core.weights.loaders import find_weights, load_stage2
 from nodes import NODE_CLASS_MAPPINGS as N
 from nodes import comfy_services
 
@@ -23,10 +25,21 @@ from ..fake_cuda import FAKE_CUDA, DeviceMixError, FakeCuda
 OFFLOAD_MODES = ["offload after use", "keep on device"]
 
 
+LORA = "tiny_stage2_lora.safetensors"
+
+
 @pytest.fixture()
-def fake_gpu(comfy_models, monkeypatch):
-    """The nodes' compute device is the fake GPU."""
+def fake_gpu(comfy_models, tiny_weights, monkeypatch):
+    """The nodes' compute device is the fake GPU; models/flashvideo_loras holds a tiny Stage II LoRA (B nonzero)."""
     monkeypatch.setattr(comfy_services, "torch_device", lambda: FAKE_CUDA)
+    path = comfy_models / "flashvideo_loras" / LORA
+    if not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        model = load_stage2(tiny_weights["stage2"])
+        with torch.no_grad():
+            for param in attach_lora(model, LoraSettings(rank=2)):
+                param.copy_(torch.randn(param.shape, generator=torch.Generator().manual_seed(0)) * 0.1)
+        save_lora(model, path)
 
 
 def _load(offload):
@@ -45,11 +58,15 @@ def test_every_node_keeps_its_tensors_on_one_device(fake_gpu, offload):
         preview = N["FlashVideoVAEDecode"]().decode(vae, latent1, "auto", 2, 64, 8)[0]
         prepared = N["FlashVideoPrepareStage2"]().prepare(vae, preview, 96, 64, 1)[0]
         degraded = N["FlashVideoLatentDegradation"]().degrade(prepared, 675, 2)[0]
-        final = N["FlashVideoStage2Sampler"]().sample(stage2, embeds, degraded, 2, 13.0, 2.5, "euler", vae=vae)[0]
+        with_lora = N["FlashVideoStage2LoRA"]().apply(stage2, LORA, 0.8)[0]
+        lora_ran_on = set()  # devices of the LoRA model's weights, adapter included, at each of its forwards
+        with_lora.module.register_forward_pre_hook(lambda m, _: lora_ran_on.update(p.device for p in m.parameters()))
+        final = N["FlashVideoStage2Sampler"]().sample(with_lora, embeds, degraded, 2, 13.0, 2.5, "euler", vae=vae)[0]
         video = N["FlashVideoVAEDecode"]().decode(vae, final, "manual", 2, 8, 4)[0]
         enhanced = N["FlashVideoEnhanceImages"]().enhance(stage2, vae, embeds, torch.rand(5, 16, 32, 3), "x2", 64,
                                                           True, 675, 1, 13.0, 2.5, 5, 0, False, 0)[0]
     assert video.shape == (9, 64, 96, 3) and enhanced.shape == (5, 32, 64, 3)
+    assert lora_ran_on == {FAKE_CUDA}, "the LoRA model (base and adapter) ran whole on the GPU"
     assert mode.gpu_ops > 1000  # the models really ran on the fake GPU
 
 
