@@ -17,7 +17,9 @@ measured) and prints a summary. Sections:
 - placement: every node of nodes.NODE_CLASS_MAPPINGS, wired as the shipped workflow wires them, and
   pipeline.generate, on tiny weights (weights.tiny) in bf16 on the GPU: pass/fail/skip, seconds,
   the error text, whether it is a device or dtype mismatch, and what came out (shape, dtype, device).
-  A node with no case here is a failure ("missing"), so a new node cannot go unchecked.
+  A node with no case here is a failure ("missing"), so a new node cannot go unchecked. The Stage II LoRA
+  node runs on a tiny LoRA written to the run's models folder, its model in a second Stage II sampler; it
+  needs peft (its adapter layers), so where peft is not installed that pair is skipped, saying so.
 - performance (bench/gpu_check_perf.py): real-size architectures with random weights built on the GPU
   in the run's dtype: one Stage I forward (CogVideoX-5B shape) at 256x480x49, batch 2 (CFG); one Stage II
   forward (2B, 3D RoPE) at 1072x1920x49, batch 2; a whole 4-step Stage II (sampling.stages.run_stage2) at
@@ -128,6 +130,8 @@ PARTS = ("placement", *CASES, "stage1_modes", "stage2_modes", "compile")
 """What --only can choose: the placement section, each performance case, each stage's modes rows (all but
 compile), and the compile rows of both stages."""
 PROMPT = "A red fox runs through fresh snow at sunrise, its breath visible in the cold air."
+TINY_LORA = "tiny_stage2_lora.safetensors"
+"""The LoRA the placement run writes to its models folder (flashvideo_loras/) for the Stage II LoRA node."""
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -176,7 +180,7 @@ def environment(device: torch.device, dtype: torch.dtype, dry_run: bool) -> dict
         info.update(gpu=props.name, capability=f"{props.major}.{props.minor}", total_memory_bytes=total,
                     multiprocessors=props.multi_processor_count, free_memory_bytes_at_start=free,
                     cudnn=torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None)
-    info["optional_libraries"] = _versions(("triton", "sageattention", "flash_attn", "flash_attn_interface"))
+    info["optional_libraries"] = _versions(("triton", "sageattention", "flash_attn", "flash_attn_interface", "peft"))
     return info
 
 
@@ -227,22 +231,29 @@ NODE_GRAPH: list[tuple[str, str, dict]] = [
     ("degraded", "FlashVideoLatentDegradation", {"latent": Link("prepared"), "seed": 2}),
     ("latent2", "FlashVideoStage2Sampler", {"model": Link("stage2_model"), "embeds": Link("embeds"),
                                             "latent": Link("degraded"), "steps": 2, "vae": Link("vae")}),
+    ("stage2_lora", "FlashVideoStage2LoRA", {"stage2_model": Link("stage2_model"), "lora_name": TINY_LORA,
+                                             "strength": 0.8}),
+    ("latent2_lora", "FlashVideoStage2Sampler", {"model": Link("stage2_lora"), "embeds": Link("embeds"),
+                                                 "latent": Link("degraded"), "steps": 1}),
     ("video", "FlashVideoVAEDecode", {"vae": Link("vae"), "latent": Link("latent2"), "slicing": "manual",
                                       "chunk_frames": 2, "tile_size": 8, "tile_overlap": 4}),
     ("enhanced", "FlashVideoEnhanceImages", {"model": Link("stage2_model"), "vae": Link("vae"),
                                              "embeds": Link("embeds"), "images": Link("clip"), "target": "x2",
                                              "steps": 1, "window": 5, "overlap": 2, "seed": 3}),
 ]
-"""(item, node id, inputs): the text-to-video workflow's wiring at tiny sizes, then Enhance Video on a clip.
-Inputs not named take their widget default; loaders get the run's precision."""
+"""(item, node id, inputs): the text-to-video workflow's wiring at tiny sizes, a second Stage II branch through
+the LoRA node (a tiny LoRA written beside the weights), then Enhance Video on a clip. Inputs not named take their
+widget default; loaders get the run's precision."""
+
+OPTIONAL = {"stage2_lora": "peft"}
+"""Items that need a package beyond NEEDED (the LoRA node's adapter layers are peft's): skipped, saying so, where
+it is not installed."""
 
 SKIPPED_NODES = {
     "FlashVideoDownloadWeights": "downloads from Hugging Face (needs the network); its offline refusal is "
                                  "tested in tests/nodes/test_node_execution.py",
-    "FlashVideoStage2LoRA": "needs a LoRA file from a training run; its model runs in the Stage II sampler in "
-                            "tests/nodes/test_lora_node.py (CPU and the stand-in memory manager)",
 }
-"""Nodes that cannot run here, with the reason (network, video files through ffmpeg)."""
+"""Nodes that cannot run here, with the reason (the network)."""
 
 
 class _RecordingBar:
@@ -277,7 +288,24 @@ def _models_folder(tiny: dict[str, Path], root: Path) -> Path:
     for name in ("text_encoder", "tokenizer"):
         shutil.copytree(tiny[name], pack / tiny[name].name)
     (root / "text_encoders").mkdir()
+    if not _missing(("peft",)):
+        _tiny_lora(tiny["stage2"], root / "flashvideo_loras" / TINY_LORA)
     return root
+
+
+def _tiny_lora(stage2: Path, path: Path) -> None:
+    """A rank-2 LoRA of the tiny Stage II at `path`, as `train-stage2 --lora` writes one (B nonzero, so it
+    changes the model's output)."""
+    from flashvideo_core.training.lora import LoraSettings, attach_lora, save_lora
+    from flashvideo_core.weights.loaders import load_stage2
+
+    model = load_stage2(stage2)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in attach_lora(model, LoraSettings(rank=2)):
+            param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
+    path.parent.mkdir(parents=True)
+    save_lora(model, path)
 
 
 def _widget_default(name: str, spec: tuple):
@@ -363,9 +391,11 @@ def run_placement(report: Report, device: torch.device, precision: str, work: Pa
             items.append({"item": item, "node": node_id, "status": "skip", "reason": "no such node (renamed?)"})
             continue
         missing = [v for v in given.values() if isinstance(v, Link) and values.get(v) is None]
-        if missing:
-            items.append({"item": item, "node": node_id, "status": "skip",
-                          "reason": f"needs {', '.join(missing)}, which failed"})
+        absent = _missing((OPTIONAL[item],)) if item in OPTIONAL else []
+        if missing or absent:
+            items.append({"item": item, "node": node_id, "status": "skip", "reason":
+                          f"needs {', '.join(missing)}, which did not run" if missing else
+                          f"needs {absent[0]}, not installed here"})
             continue
 
         def call(node_cls=node_cls, given=given):

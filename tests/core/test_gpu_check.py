@@ -40,11 +40,15 @@ def test_every_node_and_generate_ran_or_says_why_not(dry_report):
     items = data["placement"]["items"]
     assert all(item["status"] in ("pass", "skip") for item in items)
     skipped = {item["item"]: item.get("reason") for item in items if item["status"] == "skip"}
-    assert set(skipped) == {"FlashVideoDownloadWeights", "FlashVideoStage2LoRA"}
+    assert set(skipped) == {"FlashVideoDownloadWeights"}, "peft is a dependency here: the LoRA node runs"
     assert "network" in skipped["FlashVideoDownloadWeights"]
     ran = {item.get("node") for item in items if item["status"] == "pass"}
     assert {"FlashVideoStage1Sampler", "FlashVideoStage2Sampler", "FlashVideoEnhanceImages",
-            "FlashVideoT5Loader", "FlashVideoTextEncode", "FlashVideoVAEDecode"} <= ran
+            "FlashVideoT5Loader", "FlashVideoTextEncode", "FlashVideoVAEDecode", "FlashVideoStage2LoRA"} <= ran
+    by_item = {item["item"]: item for item in items}
+    assert by_item["latent2_lora"]["status"] == "pass", "the LoRA model ran in a Stage II sampler"
+    assert by_item["latent2_lora"]["output"] == by_item["latent2"]["output"]
+    assert data["environment"]["optional_libraries"]["peft"] is not None
     generate = next(item for item in items if item["item"] == "pipeline.generate")
     assert generate["status"] == "pass" and generate["output"]["shape"] == [1, 16, 3, 6, 8]
     writes = data["placement"]["generate_writes"]
