@@ -301,7 +301,8 @@ def _start_comfyui_with(mm, flag: str) -> None:
     """The stand-in as ComfyUI 0.3.64 starts with `flag` on a machine with a GPU (meta): model_management.py
     380-386 (--lowvram: LOW_VRAM; --gpu-only/--highvram: HIGH_VRAM), 140-141 and 398-399 (--cpu: CPUState.CPU,
     vram_state DISABLED), 169-187 (get_torch_device: the CPU under --cpu, else the GPU)."""
-    mm.vram_state = SimpleNamespace(name={"--lowvram": "LOW_VRAM", "--gpu-only": "HIGH_VRAM", "--cpu": "DISABLED"}[flag])
+    states = {"--lowvram": "LOW_VRAM", "--gpu-only": "HIGH_VRAM", "--cpu": "DISABLED"}
+    mm.vram_state = SimpleNamespace(name=states[flag])
     mm.get_torch_device = lambda: CPU if flag == "--cpu" else META
 
 
