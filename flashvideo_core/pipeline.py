@@ -24,6 +24,7 @@ from .memory_floor import check_fits, video_floor
 from .model.lora_adapter import LoraChoice
 from .modes.settings import ModelModes
 from .planning import lower_bound
+from .planning.auto import AS_SET, AUTO, RunMemory, check_auto_alone, choose_run
 from .planning.out_of_memory import VAE_HINT, MemoryWatch
 from .planning.room import smaller_mode_hint
 from .planning.use import apply_modes, check_modes_device, load_with_modes
@@ -47,7 +48,10 @@ class GenerateSettings:
     written videos; device/precision as devices.parse_device/parse_dtype take them; stage2_lora: a
     LoRA (file and strength) applied to Stage II after it loads, None for the model as it is; modes: how
     both transformers are stored and run (fp8 weights also for T5; block swap 'auto' resolved by the
-    planner for each stage's size), ModelModes() for the plain way.
+    planner for each stage's size), ModelModes() for the plain way; memory: "as set" (modes and the stages'
+    sequential_cfg as given) or "auto" (planning.auto: fp8 weights, sequential CFG and block swap chosen
+    per model for its size and the free memory; then modes may set only attention and compile, and no
+    stage sequential_cfg).
     """
 
     stage1: Stage1Settings = Stage1Settings()
@@ -62,6 +66,7 @@ class GenerateSettings:
     precision: str = "auto"
     stage2_lora: LoraChoice | None = None
     modes: ModelModes = ModelModes()
+    memory: str = AS_SET
 
     def __post_init__(self) -> None:
         self.validate()
@@ -73,6 +78,8 @@ class GenerateSettings:
                 raise FlashVideoInputError(f"{name} must be a {kind.__name__}; got {type(value).__name__}.")
         if not isinstance(self.modes, ModelModes):
             raise FlashVideoInputError(f"modes must be a ModelModes; got {type(self.modes).__name__}.")
+        check_auto_alone(self.memory, self.modes, {"stage1.sequential_cfg": self.stage1.sequential_cfg,
+                                                   "stage2.sequential_cfg": self.stage2.sequential_cfg})
         if self.stage2_lora is not None and not isinstance(self.stage2_lora, LoraChoice):
             raise FlashVideoInputError(f"stage2_lora must be a LoraChoice; got {type(self.stage2_lora).__name__}.")
         check_pixel_size(self.stage2_height, self.stage2_width, "Stage II size")
@@ -124,29 +131,34 @@ def generate(
             f"output folder {out} is a file; generate writes two videos (preview and final) into a folder."
         )
     check_writable_folder(out, "output folder")
-    watch, bounds = _check_memory_floor(settings, weights, device, dtype)
+    free = free_memory(device)
+    memory = _run_memory(settings, weights, device, dtype, free)
+    watch, bounds = _check_memory_floor(settings, memory, weights, device, dtype, free)
     stages = ("stage1",) if settings.preview_only else ("stage1", "stage2")
     with watch.guard(), _claimed_names(out, _slug(prompt), settings.seed, stages) as claims:
-        return _generate(prompt, weights, settings, device, dtype, claims, watch.track(callback), (watch, bounds))
+        return _generate(prompt, weights, settings, memory, (device, dtype), claims, watch.track(callback),
+                         (watch, bounds))
 
 
-def _generate(prompt, weights, settings, device, dtype, claims: dict, callback, watched) -> GenerateResult:
+def _generate(prompt, weights, settings, memory: RunMemory, where: tuple, claims: dict, callback,
+              watched) -> GenerateResult:
     """generate's work once everything is checked and the output names are claimed (atomic.Reservation);
-    watched = (MemoryWatch, {stage: (least bytes, out-of-memory hint)}): each part says the watch where it is."""
-    watch, bounds = watched
+    memory: the modes each model runs with; where = (device, dtype); watched = (MemoryWatch, {stage: (least
+    bytes, out-of-memory hint)}): each part says the watch where it is."""
+    (device, dtype), (watch, bounds) = where, watched
     watch.at("T5 (the text encoder)", *bounds["T5"])
     text_encoder = loaders.load_text_encoder(weights.text_encoder, weights.tokenizer, device=device, dtype=dtype,
-                                             callback=callback, weights=settings.modes.weights)
+                                             callback=callback, weights=memory.t5_weights)
     embeds = text_encoder.encode(prompt, stage2_prefix=settings.stage2_prefix)
     del text_encoder
     _release(device)
 
-    knobs = settings.stage1
+    knobs = replace(settings.stage1, sequential_cfg=memory.sequential_cfg(1))
     watch.at("Stage I", *bounds["Stage I"])
-    stage1 = load_with_modes(loaders.load_stage1, weights.stage1, _stage_modes(settings, 1), device, dtype, callback,
+    stage1 = load_with_modes(loaders.load_stage1, weights.stage1, memory.modes(1), device, dtype, callback,
                              (knobs.num_frames, knobs.height, knobs.width, knobs.sequential_cfg))
-    latent1 = stages.run_stage1(stage1, embeds.stage1, settings.stage1, seed=settings.seed, device=device, dtype=dtype,
-                         callback=callback)
+    latent1 = stages.run_stage1(stage1, embeds.stage1, knobs, seed=settings.seed, device=device, dtype=dtype,
+                                callback=callback)
     del stage1
     _release(device)
 
@@ -165,12 +177,12 @@ def _generate(prompt, weights, settings, device, dtype, claims: dict, callback, 
     stage2 = loaders.load_stage2(weights.stage2, device="cpu", dtype=dtype, callback=callback)
     if settings.stage2_lora is not None:
         stage2 = settings.stage2_lora.apply(stage2)
-    size = (settings.stage1.num_frames, settings.stage2_height, settings.stage2_width, settings.stage2.sequential_cfg)
-    apply_modes(stage2, _stage_modes(settings, 2), device, dtype, size)
+    knobs = replace(settings.stage2, sequential_cfg=memory.sequential_cfg(2))
+    size = (settings.stage1.num_frames, settings.stage2_height, settings.stage2_width, knobs.sequential_cfg)
+    apply_modes(stage2, memory.modes(2), device, dtype, size)
     models = Stage2Models(stage2, vae, embeds.stage2, use=lambda module: on_device(module, device, "cpu"))
     refined = refine_video(models, image_to_video(preview), (settings.stage2_height, settings.stage2_width),
-                           settings.stage2, clip_stage2_seed(settings.seed), device=device, dtype=dtype,
-                           callback=callback)
+                           knobs, clip_stage2_seed(settings.seed), device=device, dtype=dtype, callback=callback)
     del models, stage2, preview
     _release(device)
     result.stage2_latent = refined.latent
@@ -178,32 +190,41 @@ def _generate(prompt, weights, settings, device, dtype, claims: dict, callback, 
     return result
 
 
-def _stage_modes(settings: GenerateSettings, stage: int) -> ModelModes:
-    """settings.modes for one stage (the same for both today)."""
-    return settings.modes
-
-
-def _check_memory_floor(settings: GenerateSettings, weights, device: torch.device, dtype: torch.dtype):
-    """Refuse, before any model loads, a run whose least memory exceeds what is free (planning.lower_bound):
-    T5's weights alone, then each stage's weights in its modes + one call's activations on the device, and
-    each decoded video in RAM. Returns (MemoryWatch with the free device memory, {stage: (least bytes, hint
-    for an out-of-memory mid-run)})."""
-    free_device, free_ram = free_memory(device), free_memory("cpu")
-    t5 = lower_bound.check_t5(weights.text_encoder, dtype, settings.modes.weights, device, free_device)
-    bounds = {"T5": (t5, lower_bound.t5_hint(settings.modes.weights))}
-    frames = settings.stage1.num_frames
-    sizes = [("Stage I", weights.stage1, settings.stage1.height, settings.stage1.width, settings.stage1)]
+def _run_memory(settings: GenerateSettings, weights, device: torch.device, dtype: torch.dtype, free: int) -> RunMemory:
+    """The modes each model runs with: settings.modes and the stages' sequential_cfg as set, or with memory
+    'auto' the planner's choice per model for `free` device bytes (planning.auto; logged, or refused)."""
+    sequential = {1: settings.stage1.sequential_cfg, 2: settings.stage2.sequential_cfg}
+    if settings.memory != AUTO:
+        return RunMemory.as_set(settings.modes, sequential)
+    one, frames = settings.stage1, settings.stage1.num_frames
+    stages = [(1, "Stage I", weights.stage1, (frames, one.height, one.width))]
     if not settings.preview_only:
-        sizes.append(("Stage II", weights.stage2, settings.stage2_height, settings.stage2_width, settings.stage2))
-    for number, (stage, path, height, width, knobs) in enumerate(sizes, start=1):
-        network, size = lower_bound.file_config(path), (frames, height, width, knobs.sequential_cfg)
-        modes = _stage_modes(settings, number)
+        stages.append((2, "Stage II", weights.stage2, (frames, settings.stage2_height, settings.stage2_width)))
+    return choose_run(weights.text_encoder, stages, dtype, device, free, settings.modes)
+
+
+def _check_memory_floor(settings: GenerateSettings, memory: RunMemory, weights, device: torch.device,
+                        dtype: torch.dtype, free_device: int):
+    """Refuse, before any model loads, a run whose least memory exceeds what is free (planning.lower_bound):
+    T5's weights alone, then each stage's weights in its modes (`memory`) + one call's activations on the
+    device, and each decoded video in RAM. Returns (MemoryWatch with the free device memory, {stage: (least
+    bytes, hint for an out-of-memory mid-run)})."""
+    free_ram = free_memory("cpu")
+    t5 = lower_bound.check_t5(weights.text_encoder, dtype, memory.t5_weights, device, free_device)
+    bounds = {"T5": (t5, lower_bound.t5_hint(memory.t5_weights))}
+    frames = settings.stage1.num_frames
+    sizes = [("Stage I", weights.stage1, settings.stage1.height, settings.stage1.width)]
+    if not settings.preview_only:
+        sizes.append(("Stage II", weights.stage2, settings.stage2_height, settings.stage2_width))
+    for number, (stage, path, height, width) in enumerate(sizes, start=1):
+        sequential, modes = memory.sequential_cfg(number), memory.modes(number)
+        network, size = lower_bound.file_config(path), (frames, height, width, sequential)
         need = lower_bound.check_stage(stage, number, network, size, dtype, device, modes, free_device,
                                        lower_bound.planned_weight_bytes(network, dtype, modes, device))
         check_fits(f"{stage}'s decoded video", video_floor(frames, height, width), free_ram, "cpu", frames, height,
                    width)
         bounds[stage] = (need, smaller_mode_hint(number, frames, height, width, free_device, dtype, device, modes,
-                                                 knobs.sequential_cfg, network))
+                                                 sequential, network))
     return MemoryWatch(device, free_device), bounds
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from flashvideo_core import config
 from flashvideo_core.enhance.plan import BLENDS, DEFAULT_BLEND, EnhanceSettings, plan_enhance
 from flashvideo_core.enhance.run import enhance_images
@@ -96,7 +98,8 @@ class FlashVideoEnhanceImages:
                          "as the CLI's `enhance --seed` does, so both give the same frames."}),
             },
             "optional": {"sequential_cfg": SEQUENTIAL_CFG,
-                         "blend": (list(BLENDS), {"default": DEFAULT_BLEND, "tooltip": BLEND_TOOLTIP})},
+                         "blend": (list(BLENDS), {"default": DEFAULT_BLEND, "tooltip": BLEND_TOOLTIP}),
+                         "memory": node_modes.MEMORY},
         }
 
     @classmethod
@@ -112,7 +115,8 @@ class FlashVideoEnhanceImages:
         return next((c for c in checks if c is not True), True)
 
     def enhance(self, model, vae, embeds, images, target, long_edge, auto_noise, noise_step, steps, cfg, shift,
-                window, overlap, color_match, seed, sequential_cfg=False, blend=DEFAULT_BLEND):
+                window, overlap, color_match, seed, sequential_cfg=False, blend=DEFAULT_BLEND,
+                memory=node_modes.MEMORY_CHOICES[0]):
         """IMAGE (F, H, W, C) in 0..1 (or uint8) -> (IMAGE (F, H', W', 3) in 0..1 at the target size,); same F."""
         images = checked_images(images)  # NaN/Inf and 0..255 floats refused before any model work
         choice = {"scale": int(target[1:])} if target.startswith("x") else (
@@ -121,8 +125,10 @@ class FlashVideoEnhanceImages:
                                    shift=shift, seed=seed, window=window, overlap=overlap, color_match=color_match,
                                    sequential_cfg=sequential_cfg, blend=blend)
         plan = plan_enhance(images.shape[0], images.shape[1], images.shape[2], settings)
-        window = (plan.windows[0].length, plan.target.work_height, plan.target.work_width, settings.sequential_cfg)
-        node_modes.prepare_run(model, *window)  # block swap sized for a window (as check_window_fits)
+        size = (plan.windows[0].length, plan.target.work_height, plan.target.work_width)
+        sequential = node_modes.prepare_memory(model, 2, size, settings.sequential_cfg, memory)  # for a window
+        settings = replace(settings, sequential_cfg=sequential)  # memory "auto" may choose it
+        window = (*size, sequential)
         node_modes.check_room(model, 2, *window)  # its weights too, before anything loads; ComfyUI makes room
         handles = {id(model.module): model, id(vae.module): vae}
         models = Stage2Models(model.module, vae.module, embeds.stage2, use=lambda module: handles[id(module)].active(),

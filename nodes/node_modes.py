@@ -11,6 +11,10 @@ Where each mode is set, and why:
   runs it, so the loader records the wish (LoadedModel.modes) and prepare_run resolves it at each run (a
   new size may give a new block count) and attaches, changes or keeps the swap.
 - sequential CFG is how one call runs: an input of the samplers and Enhance Video (sampling settings).
+- memory "auto" (an input of the samplers and Enhance Video, default "as set") chooses at each run what can
+  change at run time, sequential CFG and the block swap, for the room ComfyUI can make (planning.auto, with
+  the weights as loaded: fp8 stays the loader's choice, since quantising a shared model in a sampler would
+  change it for every branch; when only fp8 would fit, the refusal says to set the loader's weights to fp8).
 
 check_room is the up-front memory refusal of the nodes that run a transformer (issue 12), before ComfyUI
 loads it: its weights on the device as it runs (block swap set up by prepare_run) + one call's activation
@@ -31,9 +35,11 @@ from flashvideo_core.modes.apply import SWAP_ATTR
 from flashvideo_core.modes.block_swap import device_bytes, enable_block_swap, find_blocks
 from flashvideo_core.modes.settings import ATTENTION_BACKENDS, AUTO, WEIGHT_FORMATS, ModelModes
 from flashvideo_core.planning import lower_bound
+from flashvideo_core.planning.auto import AUTO as AUTO_MEMORY
+from flashvideo_core.planning.auto import MEMORY_CHOICES, StageMemory, check_memory, choose_stage
 from flashvideo_core.planning.out_of_memory import MemoryWatch
 from flashvideo_core.planning.planner import FIT_MARGIN, FIT_RESERVE, plan_peak, resolve_resident_blocks
-from flashvideo_core.planning.room import ModeWords, ran_modes, smaller_mode_hint
+from flashvideo_core.planning.room import ModeWords, modes_of, ran_modes, smaller_mode_hint
 from flashvideo_core.planning.use import check_modes_device
 
 from . import comfy_memory
@@ -66,6 +72,14 @@ BLOCK_SWAP_TIP = ("Block swap keeps some transformer blocks on the GPU and strea
 RESIDENT_TIP = ("Blocks kept on the GPU when block_swap is manual; the rest stream. Stage I has 42 blocks (~0.25 GB "
                 "each in bf16, ~0.14 GB in fp8), Stage II 30 (~0.11 GB, ~0.06 GB in fp8). Fewer = less memory, "
                 "slower; a count >= the model's blocks swaps none.")
+MEMORY_TIP = ("as set: sequential_cfg and the loader's block_swap as they are. auto: at each run the planner picks the "
+              "fastest of plain, sequential CFG and block swap (most resident blocks) that fits the memory ComfyUI can "
+              "free, for the weights as loaded; the console says what it picked (plain on the CPU). fp8 stays the "
+              "loader's weights input: when only fp8 would fit, the error says so. With auto leave sequential_cfg "
+              "off and the loader's block_swap off or auto.")
+MEMORY = (list(MEMORY_CHOICES), {"default": MEMORY_CHOICES[0], "tooltip": MEMORY_TIP})
+"""The optional `memory` input of the samplers and Enhance Video (appended last)."""
+FP8_WORDS = "set the loader's weights to fp8_e4m3fn"
 
 
 def transformer_mode_inputs() -> dict:
@@ -115,9 +129,14 @@ def prepare_run(handle, frames: int, height: int, width: int, sequential_cfg: bo
     for Stage II): resolve handle.modes.resident_blocks (a number, or "auto" by the planner for the memory
     ComfyUI can make free, see comfy_memory.room) and attach, change or keep the swap. Returns the resident
     block count in use (None: no swap). A model loaded without block swap is left alone."""
-    if handle.modes.resident_blocks is None:
-        return None
-    blocks = _resolve(handle, frames, height, width, sequential_cfg)
+    blocks = None if handle.modes.resident_blocks is None else _resolve(handle, frames, height, width, sequential_cfg)
+    return _set_blocks(handle, blocks)  # loader off: no swap (one that memory "auto" attached is removed)
+
+
+def _set_blocks(handle, blocks: int | None) -> int | None:
+    """Attach, change, remove or keep handle's block swap so that `blocks` blocks are resident (None, or at
+    least the model's blocks: no swap). Returns the count in use."""
+    blocks = None if blocks is None or blocks >= len(find_blocks(handle.module)) else blocks
     swap = getattr(handle.module, SWAP_ATTR, None)
     if (swap.resident if swap is not None else None) == blocks:
         return blocks
@@ -125,6 +144,54 @@ def prepare_run(handle, frames: int, height: int, width: int, sequential_cfg: bo
     if blocks is not None:
         _attach(handle, blocks)
     return blocks
+
+
+def prepare_memory(handle, stage: int, size: tuple[int, int, int], sequential_cfg: bool, memory: str) -> bool:
+    """Before a run of handle's Stage `stage` model at size = (frames, height, width) pixels: memory "as set"
+    sets up the loader's block swap (prepare_run) and returns sequential_cfg; "auto" chooses sequential CFG
+    and the block swap for the room ComfyUI can make (auto_choice), sets the swap up, logs the choice and
+    returns the sequential CFG to run with. Raises FlashVideoInputError for a bad memory value, auto beside
+    sequential_cfg on or the loader's manual block swap, or when no mode fits."""
+    check_memory(memory)
+    if memory != AUTO_MEMORY:
+        prepare_run(handle, *size, sequential_cfg)
+        return sequential_cfg
+    choice = auto_choice(handle, stage, size, sequential_cfg)
+    _set_blocks(handle, choice.modes.resident_blocks)
+    logger.info("[FlashVideo] memory auto, %s", choice.line)
+    return choice.sequential_cfg
+
+
+def auto_choice(handle, stage: int, size: tuple[int, int, int], sequential_cfg: bool = False) -> StageMemory:
+    """memory "auto" for one run (planning.auto.choose_stage): the weights as loaded (fp8 or not), attention
+    and compile kept; the budget is what ComfyUI can free for the plain mode plus what the model holds
+    (comfy_memory.room). No block swap for a LoRA model (it shares its loader's weights)."""
+    if sequential_cfg:
+        raise FlashVideoInputError("memory auto chooses sequential CFG itself: turn sequential_cfg off, or set "
+                                   "memory to 'as set'.")
+    if isinstance(handle.modes.resident_blocks, int):
+        raise FlashVideoInputError(f"memory auto chooses the block swap itself, and the loader's block_swap manual "
+                                   f"fixes {handle.modes.resident_blocks} resident blocks: set the loader's "
+                                   "block_swap to off or auto, or memory to 'as set'.")
+    module, device, dtype = handle.module, torch.device(handle.device), handle.dtype
+    frames, height, width = size
+    base, name, budget = modes_of(module), f"Stage {'I' * stage}", 0
+    if lower_bound.on_accelerator(device):
+        plain = plan_peak(stage, height, width, frames, dtype, base, False, module.config)
+        budget = comfy_memory.room(handle, int(plain.total_bytes * (1 + FIT_MARGIN) + FIT_RESERVE))
+    if hasattr(handle, "base") and lower_bound.on_accelerator(device):  # a LoRA model: no block swap
+        return _no_swap_choice(name, stage, size, dtype, device, budget, base, module.config)
+    return choose_stage(name, stage, size, dtype, device, budget, base, module.config, fp8=False,
+                        fp8_words=FP8_WORDS)
+
+
+def _no_swap_choice(name, stage, size, dtype, device, budget, base, config) -> StageMemory:
+    """choose_stage without block swap (a LoRA model): refused when only block swap would fit."""
+    choice = choose_stage(name, stage, size, dtype, device, budget, base, config, fp8=False, fp8_words=FP8_WORDS)
+    if choice.modes.resident_blocks is not None:
+        raise FlashVideoInputError(f"{name} fits the free memory only with block swap ({choice.line}), and a LoRA "
+                                   "model cannot swap blocks: free memory, or use fewer frames or a smaller size.")
+    return choice
 
 
 def _resolve(handle, frames: int, height: int, width: int, sequential_cfg: bool) -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from flashvideo_core import config
 from flashvideo_core.errors import FlashVideoInputError
@@ -110,7 +111,8 @@ class FlashVideoStage1Sampler:
                 "height": ("INT", {"default": config.STAGE1_HEIGHT, "min": SIZE_STEP, "max": 4096, "step": SIZE_STEP,
                            "tooltip": "Multiple of 16. Trained at 256 (270 floored to 16, as the official code)."}),
             },
-            "optional": {"vae": (VAE, {"tooltip": VAE_PREVIEW_TIP}), "sequential_cfg": SEQUENTIAL_CFG},
+            "optional": {"vae": (VAE, {"tooltip": VAE_PREVIEW_TIP}), "sequential_cfg": SEQUENTIAL_CFG,
+                         "memory": node_modes.MEMORY},
         }
 
     @classmethod
@@ -122,13 +124,14 @@ class FlashVideoStage1Sampler:
         return next((c for c in checks if c is not True), True)
 
     def sample(self, model, embeds, seed, steps, cfg, cfg_exponent, frames, width, height, vae=None,
-               sequential_cfg=False):
+               sequential_cfg=False, memory=node_modes.MEMORY_CHOICES[0]):
         """Embeds -> (LATENT {"samples": RAW (1, 16, (frames-1)/4+1, height/8, width/8), "flashvideo": info},)."""
         settings = Stage1Settings(num_frames=frames, height=height, width=width, steps=steps, cfg=cfg,
                                   cfg_exponent=cfg_exponent, sequential_cfg=sequential_cfg)
+        sequential = node_modes.prepare_memory(model, 1, (frames, height, width), settings.sequential_cfg, memory)
+        settings = replace(settings, sequential_cfg=sequential)  # memory "auto" may choose it
         need = _forward_floor(model, settings.sequential_cfg, frames, height, width)
         progress = services.Progress(latent_preview_fn(vae))
-        node_modes.prepare_run(model, frames, height, width, settings.sequential_cfg)
         watch = node_modes.check_room(model, 1, frames, height, width, settings.sequential_cfg)
         with model.active(memory_required=need), watch.guard():  # an out-of-memory: a clear message
             _check_room(1, model, need, frames, height, width)
@@ -197,10 +200,12 @@ class FlashVideoStage2Sampler:
                 "solver": (["euler", "heun"], {"default": "euler", "tooltip":
                            "euler: the paper's sampler, one model call per step. heun: 2nd order, two calls."}),
             },
-            "optional": {"vae": (VAE, {"tooltip": VAE_PREVIEW_TIP}), "sequential_cfg": SEQUENTIAL_CFG},
+            "optional": {"vae": (VAE, {"tooltip": VAE_PREVIEW_TIP}), "sequential_cfg": SEQUENTIAL_CFG,
+                         "memory": node_modes.MEMORY},
         }
 
-    def sample(self, model, embeds, latent, steps, cfg, shift, solver, vae=None, sequential_cfg=False):
+    def sample(self, model, embeds, latent, steps, cfg, shift, solver, vae=None, sequential_cfg=False,
+               memory=node_modes.MEMORY_CHOICES[0]):
         """Degraded LATENT (B, 16, T, h, w) -> (Stage II LATENT of the same shape,)."""
         check_latent(latent["samples"], "latent")
         info = flashvideo_info(latent)
@@ -213,9 +218,10 @@ class FlashVideoStage2Sampler:
                                   sequential_cfg=sequential_cfg)
         _, _, frames, height, width = latent["samples"].shape
         size = (pixel_frames(frames), height * config.VAE_SPATIAL_COMPRESSION, width * config.VAE_SPATIAL_COMPRESSION)
+        sequential = node_modes.prepare_memory(model, 2, size, settings.sequential_cfg, memory)
+        settings = replace(settings, sequential_cfg=sequential)  # memory "auto" may choose it
         need = _forward_floor(model, settings.sequential_cfg, *size)
         progress = services.Progress(latent_preview_fn(vae))
-        node_modes.prepare_run(model, *size, settings.sequential_cfg)
         watch = node_modes.check_room(model, 2, *size, settings.sequential_cfg)
         with model.active(memory_required=need), watch.guard():  # an out-of-memory: a clear message
             _check_room(2, model, need, *size)

@@ -156,7 +156,7 @@ def _stage1(g: Graph, ids: dict, embeds: int, pos=(830, 0)) -> int:
         "seed": SEED, "steps": config.STAGE1_STEPS, "cfg": config.STAGE1_CFG,
         "cfg_exponent": config.STAGE1_CFG_EXPONENT,
         "frames": config.DEFAULT_NUM_FRAMES, "width": config.STAGE1_WIDTH, "height": config.STAGE1_HEIGHT,
-        "sequential_cfg": False,
+        "sequential_cfg": False, "memory": "as set",
     }, size=(340, 300))
     g.link(ids["stage1"], "stage1_model", node, "model")
     g.link(embeds, "embeds", node, "embeds")
@@ -192,7 +192,8 @@ def _stage2_branch(g: Graph, ids: dict, embeds: int, prepared: int, x: int, y: i
                      size=(320, 130))
     g.link(prepared, "latent", degraded, "latent")
     sampler = g.add("FlashVideoStage2Sampler", (x + 350, y), {"steps": steps, "cfg": cfg, "shift": config.STAGE2_SHIFT,
-                                                              "solver": "euler", "sequential_cfg": False},
+                                                              "solver": "euler", "sequential_cfg": False,
+                                                              "memory": "as set"},
                   size=(340, 230))
     g.link(ids["stage2"], "stage2_model", sampler, "model")
     g.link(embeds, "embeds", sampler, "embeds")
@@ -254,7 +255,8 @@ def enhance_video_file() -> Graph:
     enhance = g.add("FlashVideoEnhanceImages", (1020, 0), {
         "target": "1080p", "long_edge": 1920, "auto_noise": True, "noise_step": config.DEFAULT_NOISE_STEP,
         "steps": config.STAGE2_STEPS, "cfg": config.STAGE2_CFG, "shift": config.STAGE2_SHIFT, "window": DEFAULT_WINDOW,
-        "overlap": DEFAULT_OVERLAP, "color_match": False, "seed": 0, "sequential_cfg": False, "blend": DEFAULT_BLEND},
+        "overlap": DEFAULT_OVERLAP, "color_match": False, "seed": 0, "sequential_cfg": False, "blend": DEFAULT_BLEND,
+        "memory": "as set"},
         size=(360, 480))
     g.link(ids["stage2"], "stage2_model", enhance, "model")
     g.link(ids["vae"], "vae", enhance, "vae")

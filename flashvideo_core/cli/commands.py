@@ -16,6 +16,8 @@ from ..devices import DTYPES, parse_device, parse_dtype
 from ..enhance.plan import EnhanceSettings, describe_plan
 from ..errors import FlashVideoInputError
 from ..modes.settings import AUTO, ModelModes
+from ..planning.auto import AS_SET
+from ..planning.auto import AUTO as AUTO_MEMORY
 from ..progress import WindowedProgress
 from ..sampling.settings import Stage1Settings, clip_stage2_seed
 from ..weights import tiny as tiny_files
@@ -69,7 +71,7 @@ def _cmd_generate(args) -> int:
         base, stage1=stage1, stage2=stage2, stage2_height=args.stage2_height, stage2_width=args.stage2_width,
         seed=args.seed, fps=args.fps, device=args.device, precision=args.precision,
         stage2_prefix=args.stage2_prefix or None, preview_only=args.preview_only or None,
-        stage2_lora=_lora_choice(args), modes=model_modes(args),
+        stage2_lora=_lora_choice(args), modes=model_modes(args), memory=memory_choice(args),
     )  # each settings object checks itself: a bad flag is named before anything is printed or loaded
     if not args.quiet:
         print(describe_generate(settings, tiny), file=sys.stderr)
@@ -99,6 +101,19 @@ def model_modes(args) -> ModelModes:
             raise FlashVideoInputError(f"--block-swap {blocks!r} must be a block count or 'auto'.") from None
     return ModelModes(weights="fp8_e4m3fn" if args.fp8 else "default", resident_blocks=blocks,
                       attention=args.attention, compile=args.compile)
+
+
+def memory_choice(args) -> str:
+    """--memory -> the library's memory setting ("as set" or "auto"), refusing auto beside a memory flag."""
+    if args.memory != "auto":
+        return AS_SET
+    given = [flag for flag, on in (("--fp8", args.fp8), ("--block-swap", args.block_swap is not None),
+                                   ("--sequential-cfg", args.sequential_cfg)) if on]
+    if given:
+        raise FlashVideoInputError(f"--memory auto chooses --fp8, --sequential-cfg and --block-swap itself; "
+                                   f"{' and '.join(given)} set {'them' if len(given) > 1 else 'it'} too: drop "
+                                   f"{' and '.join(given)}, or drop --memory auto.")
+    return AUTO_MEMORY
 
 
 def _lora_choice(args):
@@ -173,6 +188,7 @@ def _cmd_enhance(args) -> int:
             args.input, args.output, settings, weights=weights, prompt=args.prompt, stage2_prefix=args.stage2_prefix,
             overwrite=args.force, device=args.device, precision=args.precision,
             callback=WindowedProgress(progress), on_plan=show_plan, stage2_lora=lora, modes=model_modes(args),
+            memory=memory_choice(args),
         )
     except FileExistsError as exc:  # the core says "allow overwriting"; name the flag that does
         text = str(exc)

@@ -7,6 +7,7 @@ import sys
 from ..errors import CheckpointError, FlashVideoInputError, NonFiniteError
 from ..weights.hub import DownloadError
 from .commands import COMMANDS
+from .console import library_lines
 from .interrupts import interrupts_recorded
 from .parser import build_parser
 
@@ -16,11 +17,11 @@ def main(argv: list[str] | None = None) -> int:
     failure (a download offline), 130 interrupted).
 
     Ctrl-C and SIGTERM (e.g. `kill`, a job scheduler) both stop the run with the partial output
-    files removed.
+    files removed. The library's log lines (modes chosen, fallbacks, warnings) go to stderr (console.py).
     """
     args = build_parser().parse_args(argv)
     try:
-        with interrupts_recorded():
+        with interrupts_recorded(), library_lines(quiet=getattr(args, "quiet", False)):
             return COMMANDS[args.command](args)
     except (FlashVideoInputError, CheckpointError, NonFiniteError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -10,6 +10,9 @@ from ..enhance.windows import DEFAULT_OVERLAP, DEFAULT_WINDOW
 from ..modes.settings import ATTENTION_BACKENDS
 from .train_parser import add_train_stage2
 
+MEMORY_FLAGS = ("flags", "auto")
+"""--memory: the explicit memory flags (default), or the planner's choice (planning.auto)."""
+
 TINY_SETTINGS = {"num_frames": 9, "height": 64, "width": 96, "stage2_height": 128, "stage2_width": 192,
                  "stage1_steps": 8}
 """Sizes the embedded tiny default runs at unless overridden: the real sizes would take minutes on a CPU."""
@@ -167,6 +170,12 @@ def _add_mode_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--block-swap", metavar="N|auto", help="keep N transformer blocks on the GPU and stream "
                         "the others from pinned CPU memory (the next one copied while the current runs); 'auto': "
                         "the planner picks N for the free memory, none when the model fits (default: off)")
+    parser.add_argument("--memory", default="flags", choices=MEMORY_FLAGS, help="flags (default): the memory "
+                        "flags as given; auto: for the run's size and the free GPU memory, the planner picks per model "
+                        "the fastest of plain, --sequential-cfg, --fp8, --fp8 --sequential-cfg, then block swap, "
+                        "and T5 in fp8 when it does not fit in its precision; one line per model says what it picked "
+                        "(plain on the CPU); a run that fits in no mode is refused before anything loads. Not with "
+                        "--fp8, --block-swap or --sequential-cfg (auto sets them); --attention and --compile apply")
     parser.add_argument("--attention", default="sdpa", choices=ATTENTION_BACKENDS, help="attention kernel: sdpa "
                         "(default), sage (SageAttention 2) or flash (FlashAttention 2/3) when installed; a missing "
                         "one falls back to sdpa with a note. fp8 attention is never used")

@@ -23,12 +23,14 @@ logger = logging.getLogger(__name__)
 def load_stage2_models(weights: loaders.WeightPaths, prompt: str, stage2_prefix: bool, device: torch.device,
                        dtype: torch.dtype, callback: ProgressCallback | None = None,
                        stage2_lora: LoraChoice | None = None, modes: ModelModes = ModelModes(),
-                       size: tuple | None = None) -> Stage2Models:
+                       size: tuple | None = None, t5_weights: str | None = None) -> Stage2Models:
     """Encode `prompt` for Stage II with T5 (then released), load Stage II (with stage2_lora applied, if
     given, then `modes`, resolved for size = (window frames, height, width, sequential_cfg)) and the VAE:
-    a Stage2Models. modes.weights fp8 also stores T5's block linears in fp8."""
+    a Stage2Models. T5's weights are t5_weights ('default' or 'fp8_e4m3fn'; None: modes.weights, so fp8
+    stores T5's block linears in fp8 too)."""
     encoder = loaders.load_text_encoder(weights.text_encoder, weights.tokenizer, device=device, dtype=dtype,
-                                        callback=callback, weights=modes.weights)
+                                        callback=callback,
+                                        weights=modes.weights if t5_weights is None else t5_weights)
     embeds = encoder.encode(prompt, stage2_prefix=stage2_prefix)
     if embeds.stage2_truncated:  # Stage II's text, with the prefix when it is on
         logger.warning("the prompt had %d tokens; %d beyond %d were cut.", embeds.num_tokens,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,8 @@ from ..memory_floor import check_fits, video_floor
 from ..model.lora_adapter import LoraChoice
 from ..modes.settings import ModelModes
 from ..planning import lower_bound
+from ..planning.auto import AS_SET, RunMemory, check_auto_alone, choose_run
+from ..planning.auto import AUTO as AUTO_MEMORY
 from ..planning.out_of_memory import MemoryWatch
 from ..planning.room import CLI_WORDS, ModeWords, ran_modes, smaller_mode_hint
 from ..planning.use import check_modes_device
@@ -123,6 +126,7 @@ def enhance_video_file(
     on_plan: Callable[[EnhancePlan, VideoInfo], None] | None = None,
     stage2_lora: LoraChoice | None = None,
     modes: ModelModes = ModelModes(),
+    memory: str = AS_SET,
 ) -> Path:
     """Enhance the video file `in_path` into `out_path` (H.264) with the same frame count, fps and audio.
 
@@ -131,7 +135,8 @@ def enhance_video_file(
     no output file. Returns out_path. on_plan(plan, info) is called once everything is checked, before
     any model is loaded (the CLI prints describe_plan there). stage2_lora: a LoRA applied to Stage II
     as it loads from `weights` (with ready `models`, apply it yourself); modes: how Stage II (and T5 for fp8)
-    is stored and run (modes.settings), resolved for one window. Raises FlashVideoInputError /
+    is stored and run (modes.settings), resolved for one window; memory "auto": chosen by planning.auto
+    for one window (with `weights` only; `settings` and `modes` then leave them unset). Raises FlashVideoInputError /
     CheckpointError / FileExistsError before any model work: bad settings, an input that cannot be
     read, an output that exists, a prompt that is not text, a window (or T5) that cannot fit the free
     memory. An out-of-memory error mid-run becomes planning.out_of_memory.DeviceMemoryError.
@@ -144,20 +149,19 @@ def enhance_video_file(
     run_device = devices.parse_device(device)
     run_dtype = devices.parse_dtype(precision, run_device)
     check_modes_device(modes, run_device)
+    check_auto_alone(memory, modes, {"settings.sequential_cfg": settings.sequential_cfg})
     watch = MemoryWatch(run_device)
     callback = watch.track(callback)
-    if models is not None and stage2_lora is not None:
-        raise FlashVideoInputError("stage2_lora is applied as Stage II loads from `weights`; with ready `models`, "
-                                   "apply it to the transformer yourself (model.lora_adapter.apply_lora).")
-    if models is None:
-        _check_before_loading(weights, stage2_lora, prompt, plan, run_device, run_dtype, modes, watch)
+    chosen = (_check_before_loading(weights, stage2_lora, prompt, plan, (run_device, run_dtype), (modes, memory),
+                                    watch) if _loads_from_weights(models, stage2_lora, memory) else None)
+    plan = replace(plan, stage2=replace(plan.stage2, sequential_cfg=chosen.sequential_cfg(2))) if chosen else plan
     if on_plan is not None:
         on_plan(plan, info)
     with watch.guard():
         if models is None:
-            size = (plan.windows[0].length, plan.target.work_height, plan.target.work_width, settings.sequential_cfg)
+            size = (plan.windows[0].length, plan.target.work_height, plan.target.work_width, chosen.sequential_cfg(2))
             models = load_stage2_models(weights, prompt, stage2_prefix, run_device, run_dtype, callback, stage2_lora,
-                                        modes, size)
+                                        chosen.modes(2), size, t5_weights=chosen.t5_weights)
         before = watch.free_at_start  # free before the models loaded (_check_files_fit), 0 for ready models
         refine = _refiner(models, plan, slices, run_device, run_dtype, callback, watch=watch)
         if before:
@@ -167,12 +171,28 @@ def enhance_video_file(
                            overwrite=overwrite)
 
 
+def _loads_from_weights(models, stage2_lora: LoraChoice | None, memory: str) -> bool:
+    """True when the models load from weights (models None); refuses a LoRA or memory 'auto' with ready models."""
+    if models is None:
+        return True
+    if stage2_lora is not None:
+        raise FlashVideoInputError("stage2_lora is applied as Stage II loads from `weights`; with ready `models`, "
+                                   "apply it to the transformer yourself (model.lora_adapter.apply_lora).")
+    if memory == AUTO_MEMORY:
+        raise FlashVideoInputError("memory='auto' chooses the modes the models load with: give `weights`, not "
+                                   "ready `models`.")
+    return False
+
+
 def _check_before_loading(weights: loaders.WeightPaths | None, stage2_lora: LoraChoice | None, prompt: str,
-                          plan: EnhancePlan, device: torch.device, dtype: torch.dtype, modes: ModelModes,
-                          watch: MemoryWatch) -> None:
-    """enhance_video_file's checks before any model loads from `weights`: the files, the LoRA, the prompt, then
-    T5's weights alone and one window's Stage II (its weights in `modes`, the VAE's beside it: the CLI keeps
-    both on the device) against the free device memory (planning.lower_bound); sets `watch` for the loading."""
+                          plan: EnhancePlan, where: tuple, asked: tuple[ModelModes, str],
+                          watch: MemoryWatch) -> RunMemory:
+    """enhance_video_file's checks before any model loads from `weights`: the files, the LoRA, the prompt, the
+    modes (asked = (modes, memory): as set, or chosen by planning.auto for one window), then T5's weights alone
+    and one window's Stage II (its weights in those modes, the VAE's beside it: the CLI keeps both on the
+    device) against the free device memory (planning.lower_bound); sets `watch` for the loading. Returns the
+    modes the models load with."""
+    (device, dtype), (modes, memory) = where, asked
     if weights is None:
         raise FlashVideoInputError("give either `weights` or ready `models`.")
     weights.check("stage2", "vae", "text_encoder")
@@ -180,12 +200,18 @@ def _check_before_loading(weights: loaders.WeightPaths | None, stage2_lora: Lora
         stage2_lora.check_weights(weights.stage2)
     check_prompt(prompt, required=False)  # before T5 loads (minutes): a lone surrogate is named at once
     free = devices.free_memory(device)
-    t5 = lower_bound.check_t5(weights.text_encoder, dtype, modes.weights, device, free)
-    watch.at("loading the models (T5 encodes the prompt first)", t5, lower_bound.t5_hint(modes.weights))
     vae = (lower_bound.vae_weight_bytes(weights.vae, dtype) or 0) if lower_bound.on_accelerator(device) else 0
-    check_window_fits(plan, lower_bound.file_config(weights.stage2), device, dtype, lambda _: free, modes,
-                      beside=vae)
+    window = (plan.windows[0].length, plan.target.work_height, plan.target.work_width)
+    chosen = (choose_run(weights.text_encoder, [(2, "Stage II (one window)", weights.stage2, window)], dtype,
+                         device, free, modes, beside=vae) if memory == AUTO_MEMORY
+              else RunMemory.as_set(modes, {2: plan.stage2.sequential_cfg}))
+    t5 = lower_bound.check_t5(weights.text_encoder, dtype, chosen.t5_weights, device, free)
+    watch.at("loading the models (T5 encodes the prompt first)", t5, lower_bound.t5_hint(chosen.t5_weights))
+    window_plan = replace(plan, stage2=replace(plan.stage2, sequential_cfg=chosen.sequential_cfg(2)))
+    check_window_fits(window_plan, lower_bound.file_config(weights.stage2), device, dtype, lambda _: free,
+                      chosen.modes(2), beside=vae)
     watch.free_at_start = free
+    return chosen
 
 
 def check_window_fits(plan: EnhancePlan, network: TransformerConfig, device, dtype: torch.dtype,
