@@ -31,9 +31,9 @@ ROWS = (
 
 
 def _short(description: str) -> str:
-    """The mode without the dtype and attention parts (the same in every cell)."""
-    parts = [p for p in description.split(", ")[1:-1]]
-    return ", ".join(parts).replace("batched CFG", "plain").replace("sequential CFG", "seq. CFG") or "plain"
+    """The mode without the dtype and attention parts (the same in every cell); batched CFG is the plain way."""
+    parts = [p for p in description.split(", ")[1:-1] if p != "batched CFG"]
+    return ", ".join(parts).replace("sequential CFG", "seq. CFG") or "plain"
 
 
 def cell(stage: int, height: int, width: int, frames: int, free_bytes: int, dtype: torch.dtype) -> str:
