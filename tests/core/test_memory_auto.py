@@ -9,6 +9,7 @@ import logging
 import math
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -177,3 +178,38 @@ def test_the_cli_shows_the_library_lines_the_fallback_note_and_the_auto_choice(t
 
     assert main(_cli(tiny_weights_dir, tmp_path / "c", "--memory", "auto", "--attention", "sage", "--quiet")) == 0
     assert not [line for line in capsys.readouterr().err.splitlines() if "memory auto" in line or "FlashVideo" in line]
+
+
+def test_enhance_auto_loads_and_runs_what_setting_the_modes_by_hand_does(tiny_weights_dir, tmp_path, monkeypatch):
+    """One 5-frame window x2 where only sequential CFG fits (the VAE's weights off the budget): the models load
+    with the modes set by hand, the windows run with sequential CFG, and the frames are the hand-set run's."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    from flashvideo_core.enhance import run
+    from flashvideo_core.enhance.plan import EnhanceSettings, plan_enhance
+    from flashvideo_core.video import iter_frames, probe_video
+
+    src = tmp_path / "in.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=48x32:rate=8",
+                    "-frames:v", "5", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(src)], check=True)
+    weights = find_weights(tiny_weights_dir)
+    settings = EnhanceSettings(scale=2, window=5, overlap=0, steps=1)
+    plan = plan_enhance(5, 32, 48, settings)
+    window = (plan.windows[0].length, plan.target.work_height, plan.target.work_width)
+    vae = lower_bound.vae_weight_bytes(weights.vae, torch.float32)
+    free = _need(2, window, network=lower_bound.file_config(weights.stage2)) - 1 + vae
+    loads, plans = [], []
+    real_load, real_stream = run.load_stage2_models, run._uint8_stream
+    monkeypatch.setattr(run, "load_stage2_models", lambda *a, **k: loads.append((a[7:], k)) or real_load(*a, **k))
+    monkeypatch.setattr(run, "_uint8_stream", lambda f, plan, *a: plans.append(plan.stage2) or real_stream(f, plan, *a))
+    hand = run.enhance_video_file(src, tmp_path / "hand.mp4", EnhanceSettings(scale=2, window=5, overlap=0, steps=1,
+                                  sequential_cfg=True), weights=weights, device="cpu")
+    monkeypatch.setattr(auto, "on_accelerator", lambda device: True)
+    monkeypatch.setattr("flashvideo_core.devices.free_memory", lambda device: free)
+    monkeypatch.setattr(lower_bound, "on_accelerator", lambda device: True)  # the VAE's weights count, as on a GPU
+    got = run.enhance_video_file(src, tmp_path / "auto.mp4", settings, weights=weights, device="cpu", memory="auto")
+    assert loads[0] == loads[1] and plans[0] == plans[1] and plans[1].sequential_cfg
+    frames = [np.stack(list(iter_frames(path, probe_video(path)))) for path in (hand, got)]
+    assert np.array_equal(*frames)
