@@ -213,3 +213,23 @@ def test_enhance_auto_loads_and_runs_what_setting_the_modes_by_hand_does(tiny_we
     assert loads[0] == loads[1] and plans[0] == plans[1] and plans[1].sequential_cfg
     frames = [np.stack(list(iter_frames(path, probe_video(path)))) for path in (hand, got)]
     assert np.array_equal(*frames)
+
+
+def test_a_library_line_during_a_progress_bar_gets_a_line_of_its_own(capsys):
+    import re
+
+    from flashvideo_core.cli import TqdmProgress
+    from flashvideo_core.cli.console import library_lines
+    from flashvideo_core.progress import ProgressEvent
+
+    bar = TqdmProgress()
+    with library_lines():
+        bar(ProgressEvent("stage1", 1, 4, None))
+        logging.getLogger("flashvideo_core.modes.attention").info("FlashVideo attention: sdpa (a note)")
+        logging.getLogger("flashvideo_core.video.write").warning("odd size")
+        logging.getLogger("flashvideo_core.x").debug("not shown")
+        bar(ProgressEvent("stage1", 4, 4, None))
+    bar.close()
+    segments = re.split(r"[\r\n]", capsys.readouterr().err)
+    assert "FlashVideo attention: sdpa (a note)" in segments and "warning: odd size" in segments, segments
+    assert not any("not shown" in s for s in segments) and any(s.startswith("stage1: 100%") for s in segments)
