@@ -56,6 +56,9 @@ class LoadedModel:
     resident_blocks None, N or "auto" is set up for each run at its size by node_modes.prepare_run)."""
     comfy_patcher: object = field(default=None, init=False, repr=False, compare=False)
     """Inside ComfyUI: the comfy.model_patcher.ModelPatcher that registers this module, made on first use."""
+    shared_with_lora: bool = field(default=False, init=False, repr=False, compare=False)
+    """True once a LoRA model (lora_node) shares this model's weight tensors: no block swap is attached to it
+    then (streaming the shared blocks would pull them from under the LoRA model)."""
 
     def active(self, memory_required: int = 0):
         """Context manager: the module on its compute device for the block (it yields the module).

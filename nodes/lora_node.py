@@ -13,6 +13,7 @@ from pathlib import Path
 
 from flashvideo_core.errors import CheckpointError, FlashVideoInputError
 from flashvideo_core.model.lora_adapter import apply_lora, read_lora
+from flashvideo_core.modes.apply import SWAP_ATTR
 
 from . import comfy_memory
 from . import comfy_services as services
@@ -113,6 +114,9 @@ class FlashVideoStage2LoRA:
         _check_modes(stage2_model)
         path = services.model_path("lora", lora_name)
         lora = read_lora(path)
+        if getattr(stage2_model.module, SWAP_ATTR, None) is not None:  # a sampler's memory "auto" attached it
+            comfy_memory.drop_swap(stage2_model)  # the blocks are shared from now on: whole again
+        stage2_model.shared_with_lora = True
         module = apply_lora(stage2_model.module, lora, float(strength), model_name=Path(stage2_model.source).name)
         handle = LoraModel(module, stage2_model.device, stage2_model.offload_to, stage2_model.dtype,
                            f"{stage2_model.source} + {lora_name} @ {float(strength):g}", base=stage2_model)

@@ -165,7 +165,7 @@ def prepare_memory(handle, stage: int, size: tuple[int, int, int], sequential_cf
 def auto_choice(handle, stage: int, size: tuple[int, int, int], sequential_cfg: bool = False) -> StageMemory:
     """memory "auto" for one run (planning.auto.choose_stage): the weights as loaded (fp8 or not), attention
     and compile kept; the budget is what ComfyUI can free for the plain mode plus what the model holds
-    (comfy_memory.room). No block swap for a LoRA model (it shares its loader's weights)."""
+    (comfy_memory.room). No block swap for a LoRA model or its base (they share weight tensors)."""
     if sequential_cfg:
         raise FlashVideoInputError("memory auto chooses sequential CFG itself: turn sequential_cfg off, or set "
                                    "memory to 'as set'.")
@@ -179,18 +179,19 @@ def auto_choice(handle, stage: int, size: tuple[int, int, int], sequential_cfg: 
     if lower_bound.on_accelerator(device):
         plain = plan_peak(stage, height, width, frames, dtype, base, False, module.config)
         budget = comfy_memory.room(handle, int(plain.total_bytes * (1 + FIT_MARGIN) + FIT_RESERVE))
-    if hasattr(handle, "base") and lower_bound.on_accelerator(device):  # a LoRA model: no block swap
+    if (hasattr(handle, "base") or handle.shared_with_lora) and lower_bound.on_accelerator(device):  # no swap
         return _no_swap_choice(name, stage, size, dtype, device, budget, base, module.config)
     return choose_stage(name, stage, size, dtype, device, budget, base, module.config, fp8=False,
                         fp8_words=FP8_WORDS)
 
 
 def _no_swap_choice(name, stage, size, dtype, device, budget, base, config) -> StageMemory:
-    """choose_stage without block swap (a LoRA model): refused when only block swap would fit."""
+    """choose_stage without block swap (a LoRA model or its base): refused when only block swap would fit."""
     choice = choose_stage(name, stage, size, dtype, device, budget, base, config, fp8=False, fp8_words=FP8_WORDS)
     if choice.modes.resident_blocks is not None:
         raise FlashVideoInputError(f"{name} fits the free memory only with block swap ({choice.line}), and a LoRA "
-                                   "model cannot swap blocks: free memory, or use fewer frames or a smaller size.")
+                                   "model and its base share weights, so neither swaps blocks: free memory, or use "
+                                   "fewer frames or a smaller size.")
     return choice
 
 

@@ -126,3 +126,20 @@ def test_inside_comfyui_the_base_and_its_lora_model_are_never_loaded_at_once(lor
             assert {p.device.type for p in module.parameters()} == {"meta"}, "base and adapter weights on the device"
     with base.active():
         assert mm.loaded(base)
+
+
+def test_a_swap_a_sampler_attached_to_the_base_is_removed_and_never_attached_again(lora_models):
+    """memory "auto" may have given the loader's model a block swap; a LoRA model shares its blocks, so the LoRA
+    node makes the base whole again and marks it: auto never swaps a base that a LoRA model shares."""
+    from flashvideo_core.modes.apply import SWAP_ATTR
+    from flashvideo_core.modes.block_swap import enable_block_swap
+
+    node = N["FlashVideoStage2LoRA"]
+    plain_base = N["FlashVideoStage2Loader"]().load("stage2.pt", "fp32", "keep on device")[0]
+    want = _run(node().apply(plain_base, "style.safetensors", 1.0)[0])
+    base = N["FlashVideoStage2Loader"]().load("stage2.pt", "fp32", "keep on device")[0]
+    setattr(base.module, SWAP_ATTR, enable_block_swap(base.module, 1, "cpu"))  # as node_modes attaches it
+    assert not base.shared_with_lora
+    lora = node().apply(base, "style.safetensors", 1.0)[0]
+    assert getattr(base.module, SWAP_ATTR, None) is None and base.shared_with_lora
+    assert torch.equal(_run(lora), want)

@@ -132,3 +132,14 @@ def test_enhance_video_with_auto_runs_its_windows_with_the_chosen_sequential_cfg
         out = N["FlashVideoEnhanceImages"]().enhance(stage2, vae, embeds, images, "x2", 64, True, 675, 1, 13.0, 2.5, 5,
                                                      0, False, 0, memory="auto")[0]
     assert out.shape == (5, 32, 64, 3) and seen == [True]
+
+
+def test_auto_never_swaps_the_blocks_of_a_base_a_lora_model_shares(comfy, monkeypatch):
+    handle = _handle()
+    handle.shared_with_lora = True  # set by the LoRA node (tests/nodes/test_lora_node.py)
+    comfy.get_free_memory = lambda device=None: _need() - 2
+    assert _run(handle, monkeypatch, memory="auto") == (True, None), "sequential CFG still fits, without a swap"
+    comfy.get_free_memory = lambda device=None: _need(sequential=True) - 2
+    with pytest.raises(FlashVideoInputError, match="share weights, so neither swaps blocks"):
+        _run(handle, monkeypatch, memory="auto")
+    assert getattr(handle.module, SWAP, None) is None
