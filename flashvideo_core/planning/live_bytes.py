@@ -5,9 +5,10 @@ against, and what bench/ compares device peaks with.
 (its nbytes) and uncounted when the last tensor seen on it dies (weakref finalizers), so `peak` is the
 most bytes of tensors alive at once during the block, as a caching allocator that frees at once would
 see it (no fragmentation, no kernel workspace). Storages that existed before (weights, given inputs) are
-left out when passed as `exclude`. It works on real tensors and under torch's FakeTensorMode, where
-nothing is allocated: `fake_transformer` builds a real-size network of fake tensors in a fraction of a
-second, so `guided_call_peak` measures one guided model call at 1080p on any machine.
+left out when passed as `exclude`. With `device`, only storages on that device count (a block-swapped
+model's device peak: its host masters are not device memory). It works on real tensors and under torch's
+FakeTensorMode, where nothing is allocated: `fake_transformer` builds a real-size network of fake tensors
+in a fraction of a second, so `guided_call_peak` measures one guided model call at 1080p on any machine.
 """
 
 from __future__ import annotations
@@ -30,12 +31,15 @@ from ..config import TransformerConfig
 class LiveBytes(TorchDispatchMode):
     """Count the bytes of live tensor storages created inside the mode (see module).
 
+    exclude: tensors whose storages are never counted; device: count only tensors on it (a device without
+    an index matches every index of its type); None counts every device.
     Attributes: live (bytes now), peak (most bytes at once), peak_op (the op whose output set the peak),
     ops_seen (Counter-like dict: op name -> calls; e.g. which SDPA kernel ran).
     """
 
-    def __init__(self, exclude: Iterable[torch.Tensor] = ()) -> None:
+    def __init__(self, exclude: Iterable[torch.Tensor] = (), device: torch.device | str | None = None) -> None:
         super().__init__()
+        self.device = None if device is None else torch.device(device)
         self.live = 0
         self.peak = 0
         self.peak_op = ""
@@ -51,7 +55,14 @@ class LiveBytes(TorchDispatchMode):
             del self._refs[key]
             self.live -= self._sizes.pop(key)
 
+    def _counts(self, tensor: torch.Tensor) -> bool:
+        where = tensor.device
+        return self.device is None or (where.type == self.device.type
+                                       and self.device.index in (None, where.index))
+
     def _track(self, tensor: torch.Tensor) -> None:
+        if not self._counts(tensor):
+            return
         storage = tensor.untyped_storage()
         key = storage._cdata
         if key in self._excluded:
@@ -115,9 +126,11 @@ def guided_call_peak(model, frames: int, height: int, width: int, sequential_cfg
 
     The call is what sampling.guidance makes: the CFG batch (2 x batch) of latents (2B, T, C, h, w) and text
     (2B, 226, text_dim) in the model's dtype, one model call, or with `sequential_cfg` two batch-B calls on
-    the halves, concatenated. Inputs are made inside the count; the model's weights are left out. Works on a
-    real model and on `fake_transformer` (call it inside the same fake mode). Empties the model's RoPE cache
-    afterwards (its tables are part of the count, so each call counts them again).
+    the halves, concatenated. Inputs are made where the model's first parameter is, and only tensors on that
+    device are counted (so a block-swapped model's count is its device's: the streamed blocks' copies in
+    flight and the activations, not the host masters); the weights there before the call are left out.
+    Works on a real model and on `fake_transformer` (call it inside the same fake mode). Empties the model's
+    RoPE cache afterwards (its tables are part of the count, so each call counts them again).
     """
     cfg = model.config
     weight = next(model.parameters())
@@ -125,7 +138,7 @@ def guided_call_peak(model, frames: int, height: int, width: int, sequential_cfg
     latent_t = (frames - 1) // fv_config.VAE_TEMPORAL_COMPRESSION + 1
     latent_h, latent_w = height // fv_config.VAE_SPATIAL_COMPRESSION, width // fv_config.VAE_SPATIAL_COMPRESSION
     weights = [*model.parameters(), *model.buffers()]
-    with torch.no_grad(), LiveBytes(exclude=weights) as count:
+    with torch.no_grad(), LiveBytes(exclude=weights, device=device) as count:
         hidden = torch.randn(2 * batch, latent_t, cfg.in_channels, latent_h, latent_w, dtype=dtype, device=device)
         text = torch.randn(2 * batch, fv_config.TEXT_TOKENS, cfg.text_dim, dtype=dtype, device=device)
         timestep = torch.full((2 * batch,), 500.0, device=device)

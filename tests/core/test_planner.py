@@ -67,6 +67,41 @@ def test_live_bytes_counts_a_storage_once_and_frees_it():
     assert count.peak == 8000 and count.live == 0
 
 
+def test_live_bytes_counts_only_the_given_device():
+    with LiveBytes(device="cpu") as count:
+        x = torch.zeros(1000)  # 4000 bytes on the CPU
+        host = torch.zeros(500, device="meta")  # another device (block swap's host masters): not counted
+        assert count.live == 4000
+    assert count.peak == 4000
+    with LiveBytes(device="meta") as count:
+        y = x + 1
+        copy = host + 1
+        del y, copy
+    assert count.peak == 2000
+
+
+def test_block_swap_device_peak_matches_the_plan():
+    """Real Stage II widths, 5 blocks, 1 resident: enable_block_swap's own hooks stream blocks 1-4 from a host
+    (meta) to the compute device (the fake CPU); the device peak is the resident part + 2 blocks in flight +
+    the activations, as plan_peak says (a plan with 1 or 3 blocks in flight fails)."""
+    from flashvideo_core.modes.block_swap import device_bytes, enable_block_swap
+
+    cfg, args = dataclasses.replace(config.STAGE2_2B, num_layers=5), (17, 480, 720)
+    fake = FakeTensorMode(allow_non_fake_inputs=True)
+    with fake:
+        plain = guided_call_peak(fake_transformer(cfg, torch.bfloat16, fake), *args, True).peak_bytes
+    model = fake_transformer(cfg, torch.bfloat16, fake)
+    with fake:
+        handle = enable_block_swap(model, 1, "cpu", offload_device="meta", place=False)
+        resident = device_bytes(model, "cpu")
+        swapped = guided_call_peak(model, *args, True).peak_bytes
+    block = memory_model.block_bytes(memory_model.param_counts(cfg), torch.bfloat16, fp8=False)
+    assert resident == handle.memory().resident and swapped - plain == 2 * block  # the hooks' copies, on the device
+    plan = planner.plan_peak(2, 480, 720, 17, torch.bfloat16, ModelModes(resident_blocks=1), True, config=cfg)
+    assert plan.weights_bytes == resident + 2 * block
+    assert abs(plan.total_bytes / (resident + swapped) - 1) < REAL_WIDTH_TOLERANCE
+
+
 def test_weight_bytes_per_mode():
     counts = memory_model.param_counts(config.STAGE2_2B)
     with torch.device("meta"):
