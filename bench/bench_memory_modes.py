@@ -12,7 +12,8 @@ Rows (one function each, returning (name, measured text, passed); add a row = ad
   (N/L x blocks + everything else) (within 1%), and the blocks' share N/L exactly.
 - sequential CFG: live-bytes peak of one guided call at the real 1080p count (49 frames: 13 x 67 x 120
   tokens), fake tensors (planning.live_bytes.guided_call_peak), two batch-1 calls over one batch-2 (<= 0.6).
-- --planner: bench/memory_modes_planner_rows.py's planner-vs-measured rows too.
+- --planner: bench/memory_modes_planner_rows.py's planner-vs-measured rows too (each mode; block swap's device
+  peak at Stage II's real widths under fake tensors, the streamed blocks in flight included).
 """
 
 from __future__ import annotations

@@ -16,8 +16,16 @@ count: peak RSS over the baseline of a fresh process (bench/isolated.py) against
 (informative, no PASS: measured at 9 frames, RSS grew 2.1-2.5x the predicted live bytes, 342 vs 160 MiB
 plain: the CPU's malloc keeps freed blocks and each phase asks for new sizes; a CUDA caching allocator
 reuses its blocks, bench/gpu_check.py measures how close a GPU comes). ~8 min on 2 cores.
-Block swap is predicted only: on a CPU every block is "resident", so its device share needs a GPU
-(bench/gpu_check.py).
+Block swap (Stage II's real 2B network, bf16, N = L//5 and L//2 = 6 and 15 of 30 blocks resident, with and
+without sequential CFG): the device peak under fake tensors with a second device standing in for the host.
+The compute device is the (fake) CPU, so SDPA picks the same flash kernel as above (the meta device would
+pick the math kernel and hold the S x S scores); the streamed blocks' masters live on meta, and any op mixing
+the two raises as on CUDA. enable_block_swap's own hooks copy each streamed block in and out (SyncTransfers),
+so measured = the weights on the compute device (the resident part) + the live-bytes peak of one guided call
+counting only compute-device tensors (guided_call_peak: the activations and the streamed copies in flight,
+not the host masters). The row also prints the blocks in flight at the peak: (that peak - the same call's
+peak without the swap) / one block's bytes. Not covered: fp8 + block swap (quantize_fp8 reads the weights,
+which fake tensors do not have), and the CUDA side stream's timing (bench/gpu_check.py).
 Other benches import planner_rows() / format_rows() (bench/bench_memory_modes.py).
 """
 
@@ -36,8 +44,9 @@ from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
 from flashvideo_core import config  # noqa: E402
 from flashvideo_core.config import TransformerConfig  # noqa: E402
 from flashvideo_core.model.transformer import build_transformer  # noqa: E402
+from flashvideo_core.modes.block_swap import device_bytes, enable_block_swap  # noqa: E402
 from flashvideo_core.modes.settings import ModelModes  # noqa: E402
-from flashvideo_core.planning.live_bytes import guided_call_peak  # noqa: E402
+from flashvideo_core.planning.live_bytes import fake_transformer, guided_call_peak  # noqa: E402
 from flashvideo_core.planning.planner import plan_peak  # noqa: E402
 
 NARROW = TransformerConfig(num_layers=4, num_heads=2, head_dim=32, time_embed_dim=64, text_dim=64,
@@ -48,6 +57,10 @@ MODES = (("plain", ModelModes(), False), ("sequential CFG", ModelModes(), True),
          ("fp8", ModelModes(weights="fp8_e4m3fn"), False),
          ("fp8 + sequential CFG", ModelModes(weights="fp8_e4m3fn"), True))
 MIB = 2**20
+SWAP_CONFIG, SWAP_DTYPE = config.STAGE2_2B, torch.bfloat16
+SWAP_RESIDENT = (SWAP_CONFIG.num_layers // 5, SWAP_CONFIG.num_layers // 2)
+HOST_STAND_IN = "meta"
+"""Where block swap's rows keep the streamed blocks' masters: any device but the compute one (the CPU)."""
 
 
 def _model(modes: ModelModes, dtype: torch.dtype):
@@ -83,19 +96,45 @@ def _measure(modes, sequential, frames, real_frames, dtype) -> dict:
 
 def planner_rows(frames: int = 49, real_frames: int = 9, dtype: torch.dtype = torch.float32) -> list[dict]:
     """One dict per mode: name, and for 'fake' (frames, under FakeTensorMode) and 'real' (real_frames, run)
-    the predicted and measured bytes, their ratio, and `passed` (both within TOLERANCE); block swap rows
-    carry predictions only."""
+    the predicted and measured bytes, their ratio, and `passed` (both within TOLERANCE); then swap_rows'
+    block swap rows (Stage II's real network in bf16, 'fake' only)."""
     torch.set_num_threads(2)
     rows = []
     for name, modes, sequential in MODES:
         row = {"mode": name, **_measure(modes, sequential, frames, real_frames, dtype)}
         row["passed"] = all(abs(row[k]["ratio"] - 1) <= TOLERANCE for k in ("fake", "real"))
         rows.append(row)
-    for blocks in (1, 2):
-        swap = ModelModes(resident_blocks=blocks)
-        plan = plan_peak(2, config.STAGE2_HEIGHT, config.STAGE2_WIDTH, frames, dtype, swap, False, config=NARROW)
-        rows.append({"mode": f"block swap, {blocks}/{NARROW.num_layers} resident", "predicted_bytes": plan.total_bytes,
-                     "weights_bytes": plan.weights_bytes, "passed": None})
+    for sequential in (False, True):
+        rows.extend(swap_rows(frames, sequential))
+    return rows
+
+
+def swap_rows(frames: int, sequential: bool) -> list[dict]:
+    """Block swap at SWAP_RESIDENT blocks of Stage II's real network under fake tensors (module): per N a row
+    with 'fake' (predicted and measured device bytes, ratio), the measured resident weights, the blocks in
+    flight at the peak, and `passed` (within TOLERANCE)."""
+    height, width = config.STAGE2_HEIGHT, config.STAGE2_WIDTH
+    fake = FakeTensorMode(allow_non_fake_inputs=True)
+    with fake:
+        unswapped = guided_call_peak(fake_transformer(SWAP_CONFIG, SWAP_DTYPE, fake), frames, height, width,
+                                     sequential).peak_bytes
+    rows = []
+    for resident in SWAP_RESIDENT:
+        model = fake_transformer(SWAP_CONFIG, SWAP_DTYPE, fake)
+        with fake:  # the model is on the compute device already: place=False keeps _apply off fake tensors
+            handle = enable_block_swap(model, resident, "cpu", offload_device=HOST_STAND_IN, place=False)
+            weights = device_bytes(model, "cpu")
+            count = guided_call_peak(model, frames, height, width, sequential)
+        modes = ModelModes(resident_blocks=resident)
+        plan = plan_peak(2, height, width, frames, SWAP_DTYPE, modes, sequential, config=SWAP_CONFIG)
+        measured = weights + count.peak_bytes
+        block = handle.memory().streamed / len(handle.streamed)
+        name = f"block swap {resident}/{SWAP_CONFIG.num_layers}" + (" + seq. CFG" if sequential else "")
+        rows.append({"mode": name, "fake": {"frames": frames, "predicted_bytes": plan.total_bytes,
+                                            "measured_bytes": measured, "ratio": plan.total_bytes / measured,
+                                            "peak_op": count.peak_op, "attention_ops": count.attention_ops},
+                     "resident_bytes": weights, "in_flight_blocks": (count.peak_bytes - unswapped) / block,
+                     "passed": abs(plan.total_bytes / measured - 1) <= TOLERANCE})
     return rows
 
 
@@ -134,14 +173,20 @@ def format_rows(rows: list[dict]) -> str:
     """The rows as text, one line per mode."""
     lines = [f"planner vs measured (narrow Stage II, {NARROW.num_layers} x 64 wide, 1072x1920), tolerance "
              f"{TOLERANCE:.0%}:"]
+    swap_header = False
     for row in rows:
-        if row["passed"] is None:
-            lines.append(f"  {row['mode']:22s} predicted {row['predicted_bytes'] / MIB:8.1f} MiB "
-                         f"(weights {row['weights_bytes'] / MIB:.2f} MiB): predicted only (needs a GPU)")
-            continue
+        if "in_flight_blocks" in row and not swap_header:
+            swap_header = True
+            lines.append(f"block swap, device peak (Stage II's real {SWAP_CONFIG.num_layers}-block network, "
+                         f"{str(SWAP_DTYPE).removeprefix('torch.')}, 1072x1920, fake tensors, host masters on "
+                         f"{HOST_STAND_IN}):")
         parts = [f"{k} {row[k]['frames']} frames: predicted {row[k]['predicted_bytes'] / MIB:7.1f} / measured "
-                 f"{row[k]['measured_bytes'] / MIB:7.1f} MiB = {row[k]['ratio']:.3f}" for k in ("fake", "real")]
-        lines.append(f"  {row['mode']:22s} " + "; ".join(parts) + f"  {'PASS' if row['passed'] else 'FAIL'}")
+                 f"{row[k]['measured_bytes'] / MIB:7.1f} MiB = {row[k]['ratio']:.3f}" for k in ("fake", "real")
+                 if k in row]
+        if "in_flight_blocks" in row:
+            parts.append(f"resident weights {row['resident_bytes'] / MIB:.0f} MiB, "
+                         f"{row['in_flight_blocks']:.2f} streamed blocks in flight at the peak")
+        lines.append(f"  {row['mode']:27s} " + "; ".join(parts) + f"  {'PASS' if row['passed'] else 'FAIL'}")
     return "\n".join(lines)
 
 
