@@ -52,7 +52,10 @@ class MemoryWatch:
     last: ProgressEvent | None = None
 
     def at(self, stage: str, need: int | None = None, hint: Callable[[], str] | None = None) -> None:
-        """The run now works on `stage` (e.g. 'Stage I'), needing at least `need` bytes, with its hint."""
+        """The run now works on `stage` (e.g. 'Stage I'), needing at least `need` bytes, with its hint. A new
+        stage forgets the last progress event: it was the previous stage's, not where this one ran out."""
+        if stage != self.stage:
+            self.last = None
         self.stage, self.need, self.hint = stage, need, hint
 
     def track(self, callback: ProgressCallback | None) -> ProgressCallback:

@@ -124,3 +124,18 @@ def test_enhance_images_speaks_the_callers_words_and_passes_other_errors_unchang
             enhance_images(images, models, settings, mode_words=words)
         finally:
             hook.remove()
+
+
+
+
+def test_a_new_stage_forgets_the_previous_stages_last_progress():
+    from flashvideo_core.planning.out_of_memory import MemoryWatch
+    from flashvideo_core.progress import ProgressEvent
+
+    watch = MemoryWatch()
+    watch.at("Stage I")
+    watch.track(None)(ProgressEvent("stage1", 50, 50))
+    watch.at("Stage I", need=1)  # the same stage again (e.g. its bound set later) keeps it
+    assert "(last progress: stage1 50/50)" in watch.message()
+    watch.at("Stage II")
+    assert watch.message().startswith("Stage II ran out of memory on cpu (before its first progress report)")
