@@ -25,6 +25,7 @@ from .model.lora_adapter import LoraChoice
 from .modes.settings import ModelModes
 from .planning import lower_bound
 from .planning.auto import AS_SET, AUTO, RunMemory, check_auto_alone, choose_run
+from .planning.call import StageCall
 from .planning.out_of_memory import VAE_HINT, MemoryWatch
 from .planning.room import smaller_mode_hint
 from .planning.use import apply_modes, check_modes_device, load_with_modes
@@ -217,14 +218,13 @@ def _check_memory_floor(settings: GenerateSettings, memory: RunMemory, weights, 
     if not settings.preview_only:
         sizes.append(("Stage II", weights.stage2, settings.stage2_height, settings.stage2_width))
     for number, (stage, path, height, width) in enumerate(sizes, start=1):
-        sequential, modes = memory.sequential_cfg(number), memory.modes(number)
-        network, size = lower_bound.file_config(path), (frames, height, width, sequential)
-        need = lower_bound.check_stage(stage, number, network, size, dtype, device, modes, free_device,
-                                       lower_bound.planned_weight_bytes(network, dtype, modes, device))
+        call = StageCall(number, frames, height, width, dtype, device, memory.modes(number),
+                         memory.sequential_cfg(number), lower_bound.file_config(path))
+        room = lower_bound.planned_room(call, free_device)
+        need = lower_bound.check_stage(stage, call, room)
         check_fits(f"{stage}'s decoded video", video_floor(frames, height, width), free_ram, "cpu", frames, height,
                    width)
-        bounds[stage] = (need, smaller_mode_hint(number, frames, height, width, free_device, dtype, device, modes,
-                                                 sequential, network))
+        bounds[stage] = (need, smaller_mode_hint(call, room))
     return MemoryWatch(device, free_device), bounds
 
 

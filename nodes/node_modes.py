@@ -37,6 +37,7 @@ from flashvideo_core.modes.settings import ATTENTION_BACKENDS, AUTO, WEIGHT_FORM
 from flashvideo_core.planning import lower_bound
 from flashvideo_core.planning.auto import AUTO as AUTO_MEMORY
 from flashvideo_core.planning.auto import MEMORY_CHOICES, StageMemory, check_memory, choose_stage
+from flashvideo_core.planning.call import DeviceRoom, StageCall
 from flashvideo_core.planning.out_of_memory import MemoryWatch
 from flashvideo_core.planning.planner import FIT_MARGIN, FIT_RESERVE, plan_peak, resolve_resident_blocks
 from flashvideo_core.planning.room import ModeWords, modes_of, ran_modes, smaller_mode_hint
@@ -226,16 +227,15 @@ def check_room(handle, stage: int, frames: int, height: int, width: int, sequent
     `height` x `width` whose least memory (planning.lower_bound.check_stage: its weights on the device while it
     runs, the activation floor) exceeds the room ComfyUI can make for it; call after prepare_run, before
     handle.active(). Returns the MemoryWatch for an out-of-memory raised while it samples."""
-    module, device, dtype = handle.module, torch.device(handle.device), handle.dtype
+    module, device = handle.module, torch.device(handle.device)
+    call = StageCall(stage, frames, height, width, handle.dtype, device, ran_modes(module), sequential_cfg,
+                     module.config)
     weights, held = lower_bound.loaded_weights(module, device)
-    size, modes = (frames, height, width, sequential_cfg), ran_modes(module)
-    floor = transformer_floor(frames, height, width, module.config.hidden_size, dtype, cfg_batch(sequential_cfg))
+    floor = transformer_floor(frames, height, width, module.config.hidden_size, call.dtype, cfg_batch(sequential_cfg))
     free = (comfy_memory.room(handle, max(0, weights - held) + floor) - device_bytes(module, device)
             if lower_bound.on_accelerator(device) else services.free_memory(device))  # no weights count on the CPU
-    name = f"Stage {'I' * stage}"
-    need = lower_bound.check_stage(name, stage, module.config, size, dtype, device, modes, free, weights, held,
-                                   words=NODE_WORDS)
+    room, name = DeviceRoom(free, weights, held), f"Stage {'I' * stage}"
+    need = lower_bound.check_stage(name, call, room, words=NODE_WORDS)
     watch = MemoryWatch(device, free, held)
-    watch.at(name, need, smaller_mode_hint(stage, frames, height, width, free + held, dtype, device, modes,
-                                           sequential_cfg, module.config, NODE_WORDS))
+    watch.at(name, need, smaller_mode_hint(call, room, NODE_WORDS))
     return watch

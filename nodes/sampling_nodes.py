@@ -10,6 +10,7 @@ from flashvideo_core.errors import FlashVideoInputError
 from flashvideo_core.layout import check_latent, pixel_frames
 from flashvideo_core.memory_floor import cfg_batch, check_fits, transformer_floor
 from flashvideo_core.modes.block_swap import device_bytes
+from flashvideo_core.planning.call import DeviceRoom, StageCall
 from flashvideo_core.planning.room import fitting_hint, modes_of
 from flashvideo_core.sampling.degradation import degrade_latent
 from flashvideo_core.sampling.settings import SEED_MAX, Stage1Settings, Stage2Settings
@@ -244,6 +245,8 @@ def _check_room(stage: int, model, need: int, frames: int, height: int, width: i
     catches memory taken since), naming sizes that fit and the memory mode that would fit (planning.room,
     in the nodes' inputs) for the free memory plus what the model holds on the device."""
     free = services.free_memory(model.device)
-    hint = fitting_hint(stage, frames, height, width, free, model.dtype, model.device, modes_of(model.module),
-                        model.module.config, node_modes.NODE_WORDS, held=device_bytes(model.module, model.device))
+    call = StageCall(stage, frames, height, width, model.dtype, model.device, modes_of(model.module),
+                     config=model.module.config)
+    room = DeviceRoom(free, held=device_bytes(model.module, model.device))
+    hint = fitting_hint(call, room, node_modes.NODE_WORDS)
     check_fits(f"Stage {'I' * stage}", need, free, model.device, frames, height, width, hint)

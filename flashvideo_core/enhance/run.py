@@ -29,6 +29,7 @@ from ..modes.settings import ModelModes
 from ..planning import lower_bound
 from ..planning.auto import AS_SET, RunMemory, check_auto_alone, choose_run
 from ..planning.auto import AUTO as AUTO_MEMORY
+from ..planning.call import DeviceRoom, StageCall
 from ..planning.out_of_memory import MemoryWatch
 from ..planning.room import CLI_WORDS, ModeWords, ran_modes, smaller_mode_hint
 from ..planning.use import check_modes_device
@@ -208,40 +209,38 @@ def _check_before_loading(weights: loaders.WeightPaths | None, stage2_lora: Lora
     t5 = lower_bound.check_t5(weights.text_encoder, dtype, chosen.t5_weights, device, free)
     watch.at("loading the models (T5 encodes the prompt first)", t5, lower_bound.t5_hint(chosen.t5_weights))
     window_plan = replace(plan, stage2=replace(plan.stage2, sequential_cfg=chosen.sequential_cfg(2)))
-    check_window_fits(window_plan, lower_bound.file_config(weights.stage2), device, dtype, lambda _: free,
-                      chosen.modes(2), beside=vae)
+    call = window_call(window_plan, lower_bound.file_config(weights.stage2), device, dtype, chosen.modes(2))
+    check_window_fits(call, lower_bound.planned_room(call, free, beside=vae))
     watch.free_at_start = free
     return chosen
 
 
-def check_window_fits(plan: EnhancePlan, network: TransformerConfig, device, dtype: torch.dtype,
-                      free_memory: Callable[[torch.device], int] | None = None,
-                      modes: ModelModes = ModelModes(), words: ModeWords = CLI_WORDS, *, weights: int | None = None,
-                      held: int = 0, beside: int = 0, watch: MemoryWatch | None = None) -> None:
-    """Raise FlashVideoInputError if one window's Stage II call or its decoded window cannot fit the memory
-    free now: planning.lower_bound.check_stage for a `network` transformer at the work size (its weights on
-    the device: None = planned in `modes`, or a loaded model's own with `held` of them already there;
-    `beside`: other weights on the device with it, the VAE's in the CLI; the activation floor).
+def window_call(plan: EnhancePlan, network: TransformerConfig, device, dtype: torch.dtype,
+                modes: ModelModes = ModelModes()) -> StageCall:
+    """The StageCall of one of plan's windows: the `network` Stage II transformer at the work size (the first
+    window's length, the largest), with plan's sequential CFG, in `dtype` on `device` with `modes`."""
+    return StageCall(2, plan.windows[0].length, plan.target.work_height, plan.target.work_width, dtype, device,
+                     modes, plan.stage2.sequential_cfg, network)
+
+
+def check_window_fits(call: StageCall, room: DeviceRoom, words: ModeWords = CLI_WORDS,
+                      watch: MemoryWatch | None = None) -> None:
+    """Raise FlashVideoInputError if one window's Stage II `call` (window_call) or its decoded window cannot
+    fit: planning.lower_bound.check_stage against `room` (its weights on the device: planned_room's, or a
+    loaded model's own with `held` of them already there; `beside`: the VAE's in the CLI), then the decoded
+    window against the RAM free now.
 
     Called before any model is loaded (enhance_video_file) or run (enhance_frames/images), so a 4K
     window on a small card is refused at once with sizes that fit, not after minutes with an
     allocator traceback, and with the memory mode that would fit (planning.room, in `words`).
-    free_memory(device): bytes free there (None: devices.free_memory). watch: given the window's stage,
-    the free memory, its least need and the hint for an out-of-memory mid-run (planning.out_of_memory).
+    watch: given the window's stage, the free memory, its least need and the hint for an out-of-memory
+    mid-run (planning.out_of_memory).
     """
-    device = torch.device(device)
-    free = (free_memory or devices.free_memory)(device)
-    frames, height, width = plan.windows[0].length, plan.target.work_height, plan.target.work_width
-    size = (frames, height, width, plan.stage2.sequential_cfg)
-    weights = lower_bound.planned_weight_bytes(network, dtype, modes, device) if weights is None else weights
-    need = lower_bound.check_stage("Stage II (one enhance window)", 2, network, size, dtype, device, modes, free,
-                                   weights, held, beside, words)
-    check_fits("a decoded enhance window", video_floor(frames, height, width), devices.free_memory("cpu"), "cpu",
-               frames, height, width)
+    need = lower_bound.check_stage("Stage II (one enhance window)", call, room, words)
+    check_fits("a decoded enhance window", video_floor(*call.size), devices.free_memory("cpu"), "cpu", *call.size)
     if watch is not None:
-        watch.device, watch.free_at_start, watch.held = device, free, held
-        watch.at("Stage II (an enhance window)", need, smaller_mode_hint(
-            2, frames, height, width, free + held - beside, dtype, device, modes, size[3], network, words))
+        watch.device, watch.free_at_start, watch.held = call.device, room.free, room.held
+        watch.at("Stage II (an enhance window)", need, smaller_mode_hint(call, room, words))
 
 
 def _refiner(models: Stage2Models | Refine, plan: EnhancePlan, slices: Slices, device, dtype, callback,
@@ -258,8 +257,9 @@ def _refiner(models: Stage2Models | Refine, plan: EnhancePlan, slices: Slices, d
     model = models.transformer
     run_device = torch.device(device) if device is not None else devices.model_device(model)
     weights, held = lower_bound.loaded_weights(model, run_device)
-    check_window_fits(plan, model.config, run_device, dtype or devices.model_dtype(model), models.free_bytes,
-                      ran_modes(model), words, weights=weights, held=held, watch=watch)
+    free = models.free_bytes(run_device)
+    call = window_call(plan, model.config, run_device, dtype or devices.model_dtype(model), ran_modes(model))
+    check_window_fits(call, DeviceRoom(free, weights, held), words, watch)
     return stage2_refiner(models, slices=slices, device=device, dtype=dtype, callback=callback)
 
 

@@ -32,7 +32,9 @@ from ..modes.apply import SWAP_ATTR
 from ..modes.block_swap import device_bytes
 from ..modes.settings import AUTO, ModelModes
 from . import memory_model
+from .call import DeviceRoom, StageCall
 from .memory_model import FP8_SCALE_BYTES, itemsize
+from .planner import stage_config
 from .room import CLI_WORDS, ModeWords, fitting_hint
 
 T5_DROPPED = ("scale_weight", "scale_input", "scaled_fp8")
@@ -121,21 +123,24 @@ def _numel(shape: tuple[int, ...]) -> int:
     return count
 
 
-def check_stage(what: str, stage: int, config: TransformerConfig, size: tuple, dtype: torch.dtype,
-                device: torch.device | str, modes: ModelModes, free: int, weights: int, held: int = 0,
-                beside: int = 0, words: ModeWords = CLI_WORDS) -> int:
-    """Raise FlashVideoInputError (memory_floor.check_fits) when a `config` transformer call at size =
-    (frames, height, width, sequential_cfg) cannot fit: its `weights` on the device (planned_weight_bytes
-    or loaded_weight_bytes; `held` of them already there) + `beside` (other weights that stay on the
-    device, e.g. the VAE) + the activation floor exceed free + held. The message ends with the fastest
-    mode that fits the room left to the transformer (planning.room.fitting_hint, in `words`). Returns
-    that least need in bytes (weights + beside + floor)."""
-    frames, height, width, sequential_cfg = size
-    floor = transformer_floor(frames, height, width, config.hidden_size, dtype, cfg_batch(sequential_cfg))
-    hint = fitting_hint(stage, frames, height, width, max(0, free - beside), dtype, device, modes, config, words,
-                        held)
-    check_fits(what, floor, free, device, frames, height, width, hint, fixed=weights + beside, held=held)
-    return weights + beside + floor
+def check_stage(what: str, call: StageCall, room: DeviceRoom, words: ModeWords = CLI_WORDS) -> int:
+    """Raise FlashVideoInputError (memory_floor.check_fits, naming `what`) when `call` cannot fit `room`: its
+    weights on the device (room.weights: planned_room's count or loaded_weight_bytes; room.held of them
+    already there) + room.beside + the activation floor exceed free + held. The message ends with the
+    fastest mode that fits the room left to the transformer (planning.room.fitting_hint, in `words`).
+    Returns that least need in bytes (weights + beside + floor)."""
+    hidden = stage_config(call.stage, call.config).hidden_size
+    floor = transformer_floor(*call.size, hidden, call.dtype, cfg_batch(call.sequential_cfg))
+    check_fits(what, floor, room.free, call.device, *call.size, fitting_hint(call, room, words),
+               fixed=room.weights + room.beside, held=room.held)
+    return room.weights + room.beside + floor
+
+
+def planned_room(call: StageCall, free: int, beside: int = 0) -> DeviceRoom:
+    """The DeviceRoom of a call whose model is not loaded yet: `free` bytes, its weights as planned in the
+    call's modes for its network (planned_weight_bytes), `beside` other weights on the device with it."""
+    network = stage_config(call.stage, call.config)
+    return DeviceRoom(free, planned_weight_bytes(network, call.dtype, call.modes, call.device), beside=beside)
 
 
 def loaded_weights(module: torch.nn.Module, device: torch.device | str) -> tuple[int, int]:

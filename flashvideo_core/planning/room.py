@@ -26,6 +26,7 @@ from ..modes.compile import STATE_ATTR as COMPILE_ATTR
 from ..modes.fp8 import fp8_layers
 from ..modes.settings import AUTO as AUTO_BLOCKS
 from ..modes.settings import ModelModes
+from .call import DeviceRoom, StageCall
 from .planner import (
     FIT_MARGIN,
     FIT_RESERVE,
@@ -88,54 +89,53 @@ def ran_modes(model: torch.nn.Module) -> ModelModes:
     return dataclasses.replace(modes_of(model), resident_blocks=max(1, swap.resident) if swap is not None else None)
 
 
-def fitting_hint(stage: int, frames: int, height: int, width: int, free_bytes: int, dtype: torch.dtype,
-                 device: torch.device | str, modes: ModelModes = ModelModes(),
-                 config: TransformerConfig | None = None, words: ModeWords = CLI_WORDS,
-                 held: int = 0) -> Callable[[], str]:
+def fitting_hint(call: StageCall, room: DeviceRoom, words: ModeWords = CLI_WORDS) -> Callable[[], str]:
     """A callable for memory_floor.check_fits(hint=): one sentence naming the fastest mode that fits
-    free_bytes + held (held: the bytes the model's weights already take on the device, e.g. a loaded
-    node model) for the whole stage (weights + one call's activations) at (frames, height, width), with
-    the settings that select it, or the planner's nothing-fits sentence. `modes`: the run's modes (fp8,
-    attention and compile are kept; block swap is the planner's to choose, never on a CPU `device`).
-    config: the network (None: the stage's published one)."""
-    base = dataclasses.replace(modes, resident_blocks=None)
-    allow = Allowed(block_swap=torch.device(device).type != "cpu")
-    budget = free_bytes + held
-    room = f"{budget / GIB:.1f} GiB" + (f" (free + {held / GIB:.1f} GiB of its weights loaded)" if held else "")
+    room.budget (free + the bytes of the model's weights already on the device, e.g. a loaded node model,
+    - the weights beside it) for the whole stage (weights + one call's activations) at the call's size, with
+    the settings that select it (in `words`), or the planner's nothing-fits sentence. The call's modes: fp8,
+    attention and compile are kept; block swap is the planner's to choose, never on the CPU; its
+    sequential_cfg is the planner's to choose too."""
+    base = dataclasses.replace(call.modes, resident_blocks=None)
+    allow = Allowed(block_swap=not call.on_cpu)
+    budget, held = room.budget, room.held
+    said = f"{budget / GIB:.1f} GiB" + (f" (free + {held / GIB:.1f} GiB of its weights loaded)" if held else "")
 
     def hint() -> str:
         try:
-            plan = choose_modes(stage, height, width, frames, budget, dtype, allow, base, config)
+            plan = choose_modes(call.stage, call.height, call.width, call.frames, budget, call.dtype, allow, base,
+                                call.config)
         except FlashVideoInputError as nothing_fits:
             return f"No mode fits: {nothing_fits}"
-        return (f"The mode that fits {room}: {plan.description} (about {plan.total_bytes / GIB:.1f} GiB "
+        return (f"The mode that fits {said}: {plan.description} (about {plan.total_bytes / GIB:.1f} GiB "
                 f"predicted): {settings_for(plan, words)}.")
 
     return hint
 
 
-def smaller_mode_hint(stage: int, frames: int, height: int, width: int, free_bytes: int, dtype: torch.dtype,
-                      device: torch.device | str, modes: ModelModes, sequential_cfg: bool,
-                      config: TransformerConfig | None = None, words: ModeWords = CLI_WORDS) -> Callable[[], str]:
+def smaller_mode_hint(call: StageCall, room: DeviceRoom, words: ModeWords = CLI_WORDS) -> Callable[[], str]:
     """A callable for an out-of-memory message: one sentence naming the fastest mode whose predicted need is
-    below that of the mode that ran (`modes` and `sequential_cfg`; block swap 'auto' as the planner resolves
-    it for free_bytes) and that fits free_bytes, with its settings in `words`; or the planner's nothing-fits
-    sentence. Suggesting the mode that ran again would be no help, whatever the planner predicted for it."""
-    cpu = torch.device(device).type == "cpu"
+    below that of the mode that ran (the call's modes and sequential_cfg; block swap 'auto' as the planner
+    resolves it for room.budget) and that fits room.budget, with its settings in `words`; or the planner's
+    nothing-fits sentence. Suggesting the mode that ran again would be no help, whatever the planner
+    predicted for it."""
+    stage, frames, height, width, dtype = call.stage, call.frames, call.height, call.width, call.dtype
+    free_bytes = room.budget
 
     def hint() -> str:
-        ran = dataclasses.replace(modes, resident_blocks=None) if cpu else modes
+        ran = dataclasses.replace(call.modes, resident_blocks=None) if call.on_cpu else call.modes
         if ran.resident_blocks == AUTO_BLOCKS:
             try:
-                ran = resolve_resident_blocks(stage, height, width, frames, free_bytes, dtype, ran, sequential_cfg,
-                                              config)
+                ran = resolve_resident_blocks(stage, height, width, frames, free_bytes, dtype, ran,
+                                              call.sequential_cfg, call.config)
             except FlashVideoInputError:
                 ran = dataclasses.replace(ran, resident_blocks=1)
-        current = plan_peak(stage, height, width, frames, dtype, ran, sequential_cfg, config)
+        current = plan_peak(stage, height, width, frames, dtype, ran, call.sequential_cfg, call.config)
         below = min(free_bytes, int(current.total_bytes * (1 + FIT_MARGIN) + FIT_RESERVE) - 1)
-        base = dataclasses.replace(modes, resident_blocks=None)
+        base = dataclasses.replace(call.modes, resident_blocks=None)
         try:
-            plan = choose_modes(stage, height, width, frames, below, dtype, Allowed(block_swap=not cpu), base, config)
+            plan = choose_modes(stage, height, width, frames, below, dtype, Allowed(block_swap=not call.on_cpu),
+                                base, call.config)
         except FlashVideoInputError:
             return (f"No mode that needs less than this run's ({current.description}) fits "
                     f"{free_bytes / GIB:.1f} GiB: use fewer frames or a smaller size, or free memory first.")

@@ -22,6 +22,7 @@ from flashvideo_core.modes.block_swap import enable_block_swap
 from flashvideo_core.modes.settings import ModelModes
 from flashvideo_core.pipeline import GenerateSettings, generate
 from flashvideo_core.planning import lower_bound, planner
+from flashvideo_core.planning.call import DeviceRoom, StageCall
 from flashvideo_core.planning.room import fitting_hint
 from flashvideo_core.sampling.settings import Stage1Settings
 from flashvideo_core.weights import loaders
@@ -83,7 +84,9 @@ def test_weights_alone_too_big_are_refused_naming_the_mode_that_fits_and_a_lower
 
     def check(modes: ModelModes, room: int) -> None:
         weights = lower_bound.planned_weight_bytes(network, BF16, modes, "cuda")
-        lower_bound.check_stage("Stage I", 1, network, size, BF16, "cuda", modes, room, weights)
+        call = StageCall(1, *size[:3], BF16, "cuda", modes, size[3], network)
+        assert lower_bound.planned_room(call, room) == DeviceRoom(room, weights)
+        lower_bound.check_stage("Stage I", call, DeviceRoom(room, weights))
 
     with pytest.raises(FlashVideoInputError) as refused:
         check(ModelModes(), free)
@@ -92,7 +95,7 @@ def test_weights_alone_too_big_are_refused_naming_the_mode_that_fits_and_a_lower
     assert f"needs at least {(weights + transformer_floor(49, 256, 480, 3072, BF16)) / GIB:.1f} GiB on cuda " \
            f"({weights / GIB:.1f} GiB of weights + " in text and "and 8.0 GiB is free: " in text
     assert "the weights alone do not fit in this mode; free memory first." in text
-    assert text.endswith(fitting_hint(1, 49, 256, 480, free, BF16, "cuda", ModelModes(), network)())
+    assert text.endswith(fitting_hint(StageCall(1, 49, 256, 480, BF16, "cuda", config=network), DeviceRoom(free))())
     assert "--block-swap" in text or "--fp8" in text
     check(FP8, free)
     check(ModelModes(resident_blocks="auto"), free)
