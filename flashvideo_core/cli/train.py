@@ -19,7 +19,8 @@ from ..weights.loaders import WeightPaths, find_weights
 from .train_parser import DEFAULT_FRAMES, DEFAULT_SIZE, DEFAULT_VAL_CLIPS
 from .train_progress import TrainBar, describe_run
 
-FLAGS = {"steps": "--steps", "batch": "--batch", "lr": "--lr", "weight_decay": "--weight-decay",
+FLAGS = {"steps": "--steps", "batch": "--batch", "lr": "--lr", "lr_warmup": "--lr-warmup", "lr_decay": "--lr-decay",
+         "weight_decay": "--weight-decay",
          "grad_clip": "--grad-clip", "uncond_fraction": "--uncond-fraction", "checkpoint_every": "--checkpoint-every",
          "seed": "--seed", "validate_every": "--validate-every", "blur_sigma": "--blur-sigma",
          "blur_probability": "--blur-probability", "downscale": "--downscale", "noise_steps": "--noise-steps",
@@ -88,8 +89,9 @@ def train_settings(args) -> TrainSettings:
         raise FlashVideoInputError("--lora-alpha needs --lora RANK (the LoRA it scales).")
     steps = args.steps if args.steps is not None else base.steps
     schedule = build_schedule(args, steps)
-    given = {key: getattr(args, key) for key in ("batch", "lr", "weight_decay", "grad_clip", "uncond_fraction",
-                                                 "checkpoint_every", "seed", "validate_every")
+    given = {key: getattr(args, key) for key in ("batch", "lr", "lr_warmup", "lr_decay", "weight_decay",
+                                                 "grad_clip", "uncond_fraction", "checkpoint_every", "seed",
+                                                 "validate_every")
              if getattr(args, key) is not None}
     with _flags():
         return replace(base, **given, steps=schedule.total_steps, pixel=pixel, latent=latent, lora=lora,

@@ -10,7 +10,7 @@ import argparse
 
 from ..training.latent_degradation import DEFAULT_NOISE_STEPS, FINE_NOISE_STEPS
 from ..training.pixel_degradation import PixelDegradation
-from ..training.settings import PRECISIONS, TrainSettings
+from ..training.settings import LR_DECAYS, PRECISIONS, TrainSettings
 
 TRAIN_DEFAULTS = TrainSettings()
 PIXEL_DEFAULTS = PixelDegradation()
@@ -55,6 +55,11 @@ def _add_train_run(train: argparse.ArgumentParser) -> None:
     train.add_argument("--batch", type=int, help=f"samples per step (default {d.batch}; a schedule phase may set "
                        "its own)")
     train.add_argument("--lr", type=float, help=f"AdamW learning rate (default {d.lr:g}, the paper's)")
+    train.add_argument("--lr-warmup", type=int, metavar="N", help="raise the learning rate linearly over the first "
+                       "N steps (default 0: none; a few hundred steps keep a fresh LoRA or Adam state from jolting "
+                       "the model)")
+    train.add_argument("--lr-decay", choices=LR_DECAYS, help="after the warm-up: constant (default, the paper's) "
+                       "or cosine (falls toward 0 by the last step)")
     train.add_argument("--weight-decay", type=float, help=f"AdamW weight decay (default {d.weight_decay:g}, the "
                        f"paper's; betas {d.betas[0]:g}/{d.betas[1]:g})")
     train.add_argument("--grad-clip", type=float, help=f"gradient norm clip (default {d.grad_clip:g}, the paper's)")

@@ -21,6 +21,12 @@ LOSS_WINDOW = 50
 """Steps the bar's mean loss is taken over."""
 
 
+def _lr_curve(settings) -> str:
+    """', warm-up N steps, cosine decay' or what of it applies ('' for a constant lr)."""
+    warmup = f", warm-up {settings.lr_warmup} steps" if settings.lr_warmup else ""
+    return warmup + (", cosine decay" if settings.lr_decay == "cosine" else "")
+
+
 def _model_line(run, tiny: bool) -> str:
     s = run.settings
     if s.lora is not None:
@@ -48,8 +54,9 @@ def describe_run(run, prepared, tiny: bool = False) -> str:
              f"{kinds.count('image')} image(s) used"]
     lines += [f"          {line}" for line in run.schedule.describe()]
     lines += [
-        f"steps:    {s.steps}, batch {s.batch}, AdamW lr {s.lr:g} (betas {s.betas[0]:g}/{s.betas[1]:g}, weight decay "
-        f"{s.weight_decay:g}), grad clip {s.grad_clip:g}, unconditional {s.uncond_fraction:.0%}, seed {s.seed}",
+        f"steps:    {s.steps}, batch {s.batch}, AdamW lr {s.lr:g}{_lr_curve(s)} (betas {s.betas[0]:g}/"
+        f"{s.betas[1]:g}, weight decay {s.weight_decay:g}), grad clip {s.grad_clip:g}, unconditional "
+        f"{s.uncond_fraction:.0%}, seed {s.seed}",
         f"DEG:      blur sigma {pixel.blur_sigma[0]:g}-{pixel.blur_sigma[1]:g} px (p {pixel.blur_probability:g}), "
         f"area downscale x{pixel.downscale[0]:g}-{pixel.downscale[1]:g}, noise steps {noise[0]}-{noise[1]} (unless "
         "a phase sets its own)",

@@ -138,13 +138,15 @@ def _autocast(device: torch.device, settings: TrainSettings):
     return contextlib.nullcontext()
 
 
-def _train_step(model, optimizer, batch, settings: TrainSettings, device: torch.device) -> float:
+def _train_step(model, optimizer, batch, settings: TrainSettings, device: torch.device, step: int) -> float:
     z_lr, z_hr, text, steps, t = (x.to(device) for x in batch)
     with _autocast(device, settings):
         loss = stage2_loss(model, z_lr, z_hr, text.to(next(model.parameters()).dtype), steps, t)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], settings.grad_clip)
+    for group in optimizer.param_groups:
+        group["lr"] = settings.lr_at(step)
     optimizer.step()
     return float(loss.detach())
 
@@ -167,7 +169,7 @@ def train_stage2(model, codec, samples: Sequence[TrainingSample] | SampleSource,
 
     samples: a Sequence[TrainingSample] (drawn by random index) or a SampleSource. out_dir: where
     step-<N>/ checkpoints go; resume: a step folder to continue from. callback gets
-    ProgressEvent("train", step, settings.steps, values={"loss": ...}) after every step (after its
+    ProgressEvent("train", step, settings.steps, values={"loss": ..., "lr": ...}) after every step (after its
     checkpoint, if one is due). validator(model) -> scores (e.g. validation.HeldOut) runs every
     settings.validate_every steps and at the end, under no_grad and the run's autocast; a dataclass
     of numbers is also reported as ProgressEvent("validate", step, settings.steps, values=its fields).
@@ -185,13 +187,13 @@ def train_stage2(model, codec, samples: Sequence[TrainingSample] | SampleSource,
     model.train()
     for step in range(start + 1, settings.steps + 1):
         batch = draw_batch(samples, codec, settings, generator, step)
-        result.losses.append(_train_step(model, optimizer, batch, settings, device))
+        result.losses.append(_train_step(model, optimizer, batch, settings, device, step))
         result.steps = step
         if settings.checkpoint_due(step):
             state = {"step": step, "optimizer": optimizer.state_dict(), "rng": generator.get_state(),
                      "settings": settings.to_json()}
             result.checkpoint = save_checkpoint(out_dir, model, state, {**(lora_metadata or {}), "steps": step})
-        report(callback, "train", step, settings.steps, values={"loss": result.losses[-1]})
+        report(callback, "train", step, settings.steps, values={"loss": result.losses[-1], "lr": settings.lr_at(step)})
         if validator is not None and settings.validation_due(step):
             with _autocast(device, settings), torch.no_grad():
                 scores = validator(model)

@@ -20,6 +20,9 @@ from .latent_degradation import LatentDegradation
 from .pixel_degradation import PixelDegradation
 from .schedule import Phase, Schedule
 
+LR_DECAYS = ("constant", "cosine")
+"""After the warm-up: constant (the paper's) keeps lr; cosine falls from lr toward 0 by the last step."""
+
 PRECISIONS = ("auto", "fp32", "bf16")
 """auto: bf16 autocast on CUDA, fp32 elsewhere; fp32: no autocast; bf16: bf16 autocast on any device.
 The weights and the optimiser state stay fp32 in every case."""
@@ -41,6 +44,7 @@ def _number(value, name: str, low: float, high: float = math.inf, low_open: bool
 @dataclass(frozen=True)
 class TrainSettings:
     """steps: optimiser steps in all; batch: clips per step; lr, betas, weight_decay: AdamW;
+    lr_warmup: steps over which the lr rises linearly to lr (0: none); lr_decay: one of LR_DECAYS (lr_at);
     grad_clip: max gradient norm; uncond_fraction: share of samples trained with the zero text
     embedding; checkpoint_every: steps between checkpoints (one is also written at the end);
     seed: the one CPU generator of the run (sample choice, degradations, t, uncond draws);
@@ -53,6 +57,8 @@ class TrainSettings:
     steps: int = 1000
     batch: int = 1
     lr: float = 4e-5
+    lr_warmup: int = 0
+    lr_decay: str = "constant"
     betas: tuple[float, float] = (0.9, 0.95)
     weight_decay: float = 1e-4
     grad_clip: float = 0.1
@@ -74,6 +80,12 @@ class TrainSettings:
         _positive_int(self.batch, "batch")
         _positive_int(self.checkpoint_every, "checkpoint_every")
         _number(self.lr, "lr", 0.0, low_open=True)
+        if isinstance(self.lr_warmup, bool) or not isinstance(self.lr_warmup, numbers.Integral) or \
+                not 0 <= self.lr_warmup < self.steps:
+            raise FlashVideoInputError(f"lr_warmup={self.lr_warmup!r} must be an integer from 0 to steps - 1 "
+                                       f"({self.steps - 1}): the warm-up steps before the full lr.")
+        if self.lr_decay not in LR_DECAYS:
+            raise FlashVideoInputError(f"lr_decay={self.lr_decay!r} must be one of {', '.join(LR_DECAYS)}.")
         if not isinstance(self.betas, tuple) or len(self.betas) != 2:
             raise FlashVideoInputError(f"betas={self.betas!r} must be a pair (paper: (0.9, 0.95)).")
         for index, beta in enumerate(self.betas):
@@ -100,6 +112,18 @@ class TrainSettings:
         _, phase = self.schedule.phase_at(step)
         latent = self.latent if phase.noise_steps is None else LatentDegradation(phase.noise_steps)
         return phase.batch or self.batch, latent, phase
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of 1-based `step`: lr * step / (lr_warmup + 1) during the warm-up (steps 1 to
+        lr_warmup), then lr (constant) or, for cosine, lr * (1 + cos(pi * d / (n + 1))) / 2 with d the steps
+        since the warm-up and n = steps - lr_warmup those left: lr at the first, above 0 at the last. A function
+        of the step alone, so a resumed run follows the same curve."""
+        if step <= self.lr_warmup:
+            return self.lr * step / (self.lr_warmup + 1)
+        if self.lr_decay == "constant":
+            return self.lr
+        done, left = step - self.lr_warmup - 1, self.steps - self.lr_warmup
+        return self.lr * (1 + math.cos(math.pi * done / left)) / 2
 
     def bf16_autocast(self, device_type: str) -> bool:
         """True when steps (and validation passes) on a device of `device_type` ("cuda", "cpu", ...) run under

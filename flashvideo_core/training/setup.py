@@ -156,11 +156,16 @@ def settings_changes(folder: Path, stored_json: str, settings: TrainSettings) ->
     except (TypeError, ValueError):
         return [f"{folder / STATE_NAME} records no readable settings; the run continues with the ones given."]
     new = json.loads(settings.to_json())
-    flat_old, flat_new = _flat(old), _flat(new)
+    defaults = {key: value for key, value in _flat(json.loads(TrainSettings().to_json())).items() if "." not in key}
+    flat_old, flat_new = {**defaults, **_flat(old)}, _flat(new)  # a setting newer than the checkpoint: its default
     keys = sorted(key for key in set(flat_old) | set(flat_new) if key.split(".")[0] not in RESUMABLE_CHANGES
                   and not (key.startswith("schedule.") and key.endswith(".steps")))  # the last phase grows
-    return [f"resuming with {key} changed: {_short(flat_old.get(key))} -> {_short(flat_new.get(key))}"
-            for key in keys if flat_old.get(key) != flat_new.get(key)]
+    notes = [f"resuming with {key} changed: {_short(flat_old.get(key))} -> {_short(flat_new.get(key))}"
+             for key in keys if flat_old.get(key) != flat_new.get(key)]
+    if settings.lr_decay == "cosine" and flat_old.get("steps") != settings.steps:
+        notes.append(f"resuming with steps changed: {flat_old.get('steps')} -> {settings.steps}; the cosine "
+                     "learning rate now falls over the new length, so it jumps at the resumed step.")
+    return notes
 
 
 def _flat(record, prefix: str = "") -> dict:

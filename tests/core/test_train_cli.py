@@ -4,6 +4,7 @@ every bad input refused with a clear error before training starts."""
 
 import errno
 import json
+import math
 import shutil
 
 import numpy as np
@@ -42,8 +43,9 @@ def data(tmp_path_factory):
     return root
 
 
-def _train(data, tiny_weights, out, *extra, init="stage2"):
-    args = ["train-stage2", str(data), "--weights", str(tiny_weights["stage1"].parent), *SMALL, *extra]
+def _train(data, tiny_weights, out, *extra, init="stage2", quiet=True):
+    small = SMALL if quiet else [a for a in SMALL if a != "--quiet"]
+    args = ["train-stage2", str(data), "--weights", str(tiny_weights["stage1"].parent), *small, *extra]
     if out is not None:
         args += ["-o", str(out)]
     if init:
@@ -219,6 +221,7 @@ def test_an_init_of_the_wrong_model_is_named_before_training(data, tiny_weights,
     (["--steps", "1", "--resume", "nowhere"], "--resume nowhere does not exist"),
     (["--device", "cuda:7", "--quiet"], "device='cuda:7': this machine has"),
     (["--batch", "0"], "--batch: batch=0 must be an integer >= 1"),
+    (["--steps", "3", "--lr-warmup", "3"], "--lr-warmup: lr_warmup=3 must be an integer from 0 to steps - 1 (2)"),
 ])
 def test_bad_flags_are_named_before_training(data, tiny_weights, tmp_path, capsys, extra, message):
     out = tmp_path / "run"
@@ -237,3 +240,26 @@ def test_lora_needs_init_and_a_bad_schedule_file_names_its_phase(data, tiny_weig
     schedule.write_text(json.dumps({"phases": [{"steps": 2}]}))
     assert _train(data, tiny_weights, out, "--schedule", str(schedule), "--steps", "5") == 2
     assert "--steps 5: the schedule" in capsys.readouterr().err and not out.exists()
+
+
+def test_the_lr_curve_is_shown_and_logged_and_a_resume_that_stretches_a_cosine_says_so(data, tiny_weights, tmp_path,
+                                                                                       capsys):
+    out, curve = tmp_path / "run", ["--lr-warmup", "1", "--lr-decay", "cosine"]
+    assert _train(data, tiny_weights, out, "--steps", "2", "--checkpoint-every", "1", *curve, quiet=False) == 0
+    assert "AdamW lr 4e-05, warm-up 1 steps, cosine decay (betas" in capsys.readouterr().err
+    assert [r["lr"] for r in _log(out) if r["event"] == "train"] == [2e-05, 4e-05]
+    assert _train(data, tiny_weights, None, "--resume", str(out), "--steps", "3", *curve) == 0
+    err = capsys.readouterr().err
+    assert "note: resuming with steps changed: 2 -> 3; the cosine learning rate now falls over the new length" in err
+    assert [r["lr"] for r in _log(out) if r["event"] == "train"][2:] == [4e-05 * (1 + math.cos(math.pi / 2)) / 2]
+
+
+def test_a_checkpoint_older_than_a_setting_resumes_without_a_note_when_it_is_left_at_its_default(tmp_path):
+    from flashvideo_core.training.settings import TrainSettings
+    from flashvideo_core.training.setup import settings_changes
+
+    older = json.loads(TrainSettings().to_json())
+    del older["lr_warmup"], older["lr_decay"]
+    assert settings_changes(tmp_path, json.dumps(older), TrainSettings()) == []
+    assert settings_changes(tmp_path, json.dumps(older), TrainSettings(lr_warmup=5)) == [
+        "resuming with lr_warmup changed: 0 -> 5"]

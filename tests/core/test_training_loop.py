@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import errno
 
@@ -10,6 +11,7 @@ import safetensors.torch
 import torch
 
 from flashvideo_core import config
+from flashvideo_core.errors import FlashVideoInputError
 from flashvideo_core.model.transformer import build_transformer
 from flashvideo_core.rng import cpu_generator
 from flashvideo_core.sampling.stage2_chain import video_to_stage2_latent
@@ -101,18 +103,20 @@ def test_a_training_state_holding_code_is_refused(tmp_path):
         load_training_state(path)
 
 
-def _toy_run(out_dir, steps: int, resume=None):
-    import dataclasses
+def _toy_model():
+    return build_transformer(dataclasses.replace(config.TINY_STAGE2, in_channels=12, out_channels=12), seed=4)
 
+
+def _toy_run(out_dir, steps: int, resume=None, callback=None, model=None, **lr_curve):
     from flashvideo_core.training.loop import TrainingSample, train_stage2
     from flashvideo_core.training.settings import TrainSettings
 
-    model = build_transformer(dataclasses.replace(config.TINY_STAGE2, in_channels=12, out_channels=12), seed=4)
+    model = _toy_model() if model is None else model
     generator = cpu_generator(0)
     samples = [TrainingSample(torch.rand(3, 1, 16, 16, generator=generator) * 2 - 1,
                               torch.randn(1, 3, config.TINY_STAGE2.text_dim, generator=generator)) for _ in range(3)]
-    settings = TrainSettings(steps=steps, batch=2, lr=1e-3, checkpoint_every=2, uncond_fraction=0.5)
-    result = train_stage2(model, PixelUnshuffleCodec(), samples, settings, out_dir, resume=resume)
+    settings = TrainSettings(steps=steps, batch=2, lr=1e-3, checkpoint_every=2, uncond_fraction=0.5, **lr_curve)
+    result = train_stage2(model, PixelUnshuffleCodec(), samples, settings, out_dir, resume=resume, callback=callback)
     return model, result
 
 
@@ -124,6 +128,53 @@ def test_resume_continues_bit_identically(tmp_path):
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert whole.losses[0] != whole.losses[-1]  # it trained
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after(last: int):
+    def callback(event):
+        if event.phase == "train" and event.step == last:
+            raise _Stop
+
+    return callback
+
+
+def test_a_warm_up_and_cosine_run_resumes_bit_identically(tmp_path):
+    curve = {"lr_warmup": 1, "lr_decay": "cosine"}
+    straight, whole = _toy_run(tmp_path / "a", 4, **curve)
+    with pytest.raises(_Stop):  # stopped after step 2's checkpoint, as a killed run
+        _toy_run(tmp_path / "b", 4, callback=_stop_after(2), **curve)
+    resumed, rest = _toy_run(tmp_path / "b", 4, resume=tmp_path / "b" / "step-0000002", **curve)
+    assert whole.losses[2:] == rest.losses
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_the_warm_up_scales_the_first_update_and_the_curve_is_the_documented_one(tmp_path):
+    from flashvideo_core.training.settings import TrainSettings
+
+    def first_update(**curve) -> torch.Tensor:
+        model = _toy_model()
+        before = [p.detach().clone() for p in model.parameters()]
+        with pytest.raises(_Stop):
+            _toy_run(tmp_path / str(len(list(tmp_path.iterdir()))), 4, callback=_stop_after(1), model=model, **curve)
+        return torch.cat([(p.detach() - b).flatten() for p, b in zip(model.parameters(), before, strict=True)])
+
+    plain, warm = first_update(), first_update(lr_warmup=1)
+    assert plain.abs().max() > 0
+    # AdamW's step is proportional to lr (up to the fp32 rounding of each weight plus its update)
+    torch.testing.assert_close(warm, plain / 2, rtol=1e-3, atol=1e-7)
+    assert abs(float(warm.norm() / plain.norm()) - 0.5) < 1e-4
+    settings = TrainSettings(steps=10, lr=1.0, lr_warmup=3, lr_decay="cosine")
+    curve = [settings.lr_at(step) for step in range(1, 11)]
+    assert curve[:3] == [0.25, 0.5, 0.75] and curve[3] == 1.0
+    assert all(a > b for a, b in zip(curve[3:], curve[4:], strict=False)) and 0 < curve[-1] < 0.05
+    assert [TrainSettings(steps=10, lr=1.0, lr_warmup=3).lr_at(step) for step in (4, 10)] == [1.0, 1.0]
+    with pytest.raises(FlashVideoInputError, match="lr_warmup=10 must be an integer from 0 to steps - 1"):
+        TrainSettings(steps=10, lr_warmup=10)
 
 
 class _ZeroVelocity(torch.nn.Module):
