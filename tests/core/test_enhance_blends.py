@@ -288,17 +288,11 @@ def test_co_denoise_ram_is_checked_at_plan_time_before_any_model_work(tiny_model
 
 
 def test_the_cli_takes_blend_and_refuses_other_values(tiny_weights_dir, tmp_path, capsys):
-    import imageio_ffmpeg
-
     from flashvideo_core.cli import main
-    from flashvideo_core.video import probe_video
+    from flashvideo_core.video import probe_video, write_video
 
     clip = tmp_path / "clip.mp4"
-    writer = imageio_ffmpeg.write_frames(str(clip), (16, 16), fps=12, macro_block_size=1)
-    writer.send(None)
-    for i in range(13):
-        writer.send(np.full((16, 16, 3), 10 * i, dtype=np.uint8).tobytes())
-    writer.close()
+    write_video(clip, [np.full((16, 16, 3), 10 * i, dtype=np.uint8) for i in range(13)], fps=12)
     args = ["enhance", str(clip), "--long-edge", "16", "--window", "9", "--overlap", "5", "--steps", "1",
             "--weights", str(tiny_weights_dir), "--device", "cpu"]
     assert main([*args, "-o", str(tmp_path / "out.mp4"), "--blend", "co_denoise"]) == 0
