@@ -13,12 +13,12 @@ Drawing a sample (random clip, random rescale and crop) is media.draw_sample.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import FlashVideoInputError
 from ..layout import check_num_frames, check_pixel_size
-from ..video import probe_video
+from ..video import VideoInfo, probe_video
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif", ".m4v"})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
@@ -40,7 +40,8 @@ class DataSettings:
 @dataclass(frozen=True)
 class MediaItem:
     """One file of the data folder. kind: "video" or "image"; caption: its .txt text or "".
-    width, height, num_frames: 0 until check_media has read them (images: num_frames 1)."""
+    width, height, num_frames: 0 until check_media has read them (images: num_frames 1); info: a video's
+    probe_video result once checked (a draw reads with it instead of probing the file again)."""
 
     path: Path
     kind: str
@@ -48,6 +49,7 @@ class MediaItem:
     width: int = 0
     height: int = 0
     num_frames: int = 0
+    info: VideoInfo | None = field(default=None, compare=False, repr=False)
 
 
 def _caption(path: Path) -> str:
@@ -99,11 +101,12 @@ def _read_size(item: MediaItem) -> MediaItem:
             raise FlashVideoInputError(f"could not read {item.path} as an image: {exc}") from None
         return replace(item, width=width, height=height, num_frames=1)
     info = probe_video(item.path)
-    return replace(item, width=info.width, height=info.height, num_frames=info.num_frames)
+    return replace(item, width=info.width, height=info.height, num_frames=info.num_frames, info=info)
 
 
 def check_media(items: list[MediaItem], settings: DataSettings) -> tuple[list[MediaItem], list[str]]:
-    """(usable items with sizes read, notes): a note per file left out, naming it and why.
+    """(usable items with sizes read, notes): a note per file left out, naming it and why, and each video's
+    conversion notes (VideoInfo.notes: e.g. variable frame rate read at a constant one), once.
 
     Left out: unreadable files, videos with fewer than settings.frames frames, files smaller than
     settings.height x settings.width. Raises FlashVideoInputError if `items` is empty or none is usable
@@ -118,6 +121,8 @@ def check_media(items: list[MediaItem], settings: DataSettings) -> tuple[list[Me
         except FlashVideoInputError as exc:
             notes.append(f"skipped {item.path}: unreadable ({exc})")
             continue
+        if item.info is not None:
+            notes += [f"{item.path}: {note}" for note in item.info.notes]
         if item.kind == "video" and item.num_frames < settings.frames:
             notes.append(f"skipped {item.path}: {item.num_frames} frames, fewer than the {settings.frames} "
                          "of a training clip (lower --frames or give longer clips)")

@@ -6,14 +6,19 @@ both edges, a region of the crop's aspect and (crop size / s) pixels is cut, wit
 log-uniformly between the smallest scale that still covers the crop and 1, and resized to the crop
 (bilinear, antialias): crops then range from native-resolution detail to most of the frame, not
 always a tiny corner of a large file. Otherwise the crop is cut at native resolution.
-Videos: frames are decoded from the file's start through the clip's end (only the clip's frames are
-kept): frame i is exactly the frame probe_video counted as i (an input seek would land on key frames).
+Videos: the clip is read with an input seek to its first frame (video.iter_frames(first=)), so a draw
+decodes from the key frame before the clip, not from the file's start: a draw late in a long file costs
+about what an early one does. In a constant-rate file the clip is exactly frames start..start+T-1 as
+probe_video counted them; where the stored timestamps are irregular (variable frame rate) the constant-
+rate reading's repeated and dropped frames may fall a frame differently than in a read from the start
+(still T frames of that stretch, in order). If the seek gives fewer than T frames, the clip is decoded from
+the file's start. The file's conversion notes (VideoInfo.notes) are check_media's, not repeated per draw.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,20 +57,29 @@ def _read_frames(item: MediaItem, start: int, count: int) -> np.ndarray:
 
         with Image.open(item.path) as image:
             return np.asarray(image.convert("RGB"))[None]
+    kept = _decode(item, start, count, first=start)
+    if len(kept) < count:  # an irregular file's seek landed late near its end: decode from its start
+        kept = _decode(item, start, count, first=0)
+    if len(kept) < count:
+        raise FlashVideoInputError(f"{item.path} gave {start + len(kept)} frames, not the {item.num_frames} "
+                                   "checked; was it changed since check_media?")
+    return np.stack(kept)
+
+
+def _decode(item: MediaItem, start: int, count: int, first: int) -> list[np.ndarray]:
+    """Up to `count` frames of `item` from frame `start`, reading from frame `first` (0 or start) on."""
     kept = []
-    frames = iter_frames(item.path)
+    info = replace(item.info, notes=()) if item.info is not None else None  # noted once, by check_media
+    frames = iter_frames(item.path, info, first)
     try:
-        for index, frame in enumerate(frames):
+        for index, frame in enumerate(frames, start=first):
             if index >= start:
                 kept.append(frame)
             if len(kept) == count:
                 break
     finally:
         frames.close()
-    if len(kept) < count:
-        raise FlashVideoInputError(f"{item.path} gave {start + len(kept)} frames, not the {item.num_frames} "
-                                   "checked; was it changed since check_media?")
-    return np.stack(kept)
+    return kept
 
 
 def _region(item: MediaItem, settings: DataSettings, generator: torch.Generator) -> tuple[int, int, int, int]:

@@ -27,12 +27,15 @@ from .probe import VideoInfo, probe_video
 logger = logging.getLogger(__name__)
 
 
-def iter_frames(path: str | os.PathLike, info: VideoInfo | None = None) -> Iterator[np.ndarray]:
+def iter_frames(path: str | os.PathLike, info: VideoInfo | None = None, first: int = 0) -> Iterator[np.ndarray]:
     """Stream the frames of `path` as uint8 RGB arrays (H, W, 3), in order, one in memory at a time.
 
     `info` (from probe_video of `path`) saves a second probe; its notes are logged once. One ffmpeg
-    process (plus probe_video's without `info`). Raises FlashVideoInputError naming the file if it
-    cannot be read or decodes at another size than probed.
+    process (plus probe_video's without `info`). `first` > 0 starts at that frame with an input seek
+    (decoding from the key frame before it, not from the file's start): exactly frame `first` of a
+    constant-rate file (the seek lands a quarter frame before it), a frame next to it where the stored
+    timestamps are irregular. Raises FlashVideoInputError naming the file if it cannot be read or
+    decodes at another size than probed.
     """
     info = info or probe_video(path)
     for note in info.notes:
@@ -42,7 +45,8 @@ def iter_frames(path: str | os.PathLike, info: VideoInfo | None = None) -> Itera
     stored = (info.stored_width or info.width, info.stored_height or info.height)
     output = ["-map", "0:v:0", "-vf", read_filter(info.fps, (info.width, info.height), stored),
               "-fps_mode", "passthrough"]
-    reader = imageio_ffmpeg.read_frames(str(info.path), pix_fmt="rgb24", output_params=output)
+    seek = ["-ss", f"{(first - 0.25) / info.fps:.6f}"] if first > 0 else []
+    reader = imageio_ffmpeg.read_frames(str(info.path), pix_fmt="rgb24", input_params=seek, output_params=output)
     try:
         with _expected_resize_quiet():
             meta = next(reader)

@@ -1,6 +1,8 @@
 """Training data: scan a folder (videos, images, captions), check sizes and lengths, draw random samples;
 caption embeddings cached on disk."""
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -172,3 +174,57 @@ def test_a_full_disk_while_storing_an_embedding_names_the_file(tmp_path, monkeyp
     with pytest.raises(OSError, match=r"could not write .*cache.*\.safetensors: the disk is full"):
         cache.get("a caption")
     assert list((tmp_path / "cache").iterdir()) == [], "no half file, no temporary file"
+
+
+@pytest.fixture(scope="module")
+def ntsc_clip(tmp_path_factory):
+    """A 120-frame 29.97 fps clip whose red channel is twice the frame index, checked as training media."""
+    root = tmp_path_factory.mktemp("ntsc")
+    frames = [np.full((32, 48, 3), 2 * index, np.uint8) for index in range(120)]
+    write_video(root / "clip.mp4", frames, fps=Fraction(30000, 1001))
+    usable, _ = check_media(scan_media(root), DataSettings(frames=5, height=32, width=48))
+    return usable[0]
+
+
+def test_a_clip_read_with_a_seek_is_exactly_the_frames_a_read_from_the_start_gives(ntsc_clip):
+    from flashvideo_core.training.media import _read_frames
+    from flashvideo_core.video import iter_frames
+
+    whole = np.stack(list(iter_frames(ntsc_clip.path)))
+    assert len(whole) == ntsc_clip.num_frames == 120
+    for start in (0, 1, 37, 64, 100, 115):
+        assert np.array_equal(_read_frames(ntsc_clip, start, 5), whole[start:start + 5]), start
+
+
+def test_a_draw_late_in_a_file_seeks_and_does_not_probe_the_file_again(ntsc_clip, monkeypatch):
+    import imageio_ffmpeg
+
+    from flashvideo_core.training.media import _read_frames
+    from flashvideo_core.video import read
+
+    calls, real_read = [], imageio_ffmpeg.read_frames
+    monkeypatch.setattr(read, "probe_video", lambda *a, **k: pytest.fail("the checked item's probe is reused"))
+    monkeypatch.setattr(imageio_ffmpeg, "read_frames",
+                        lambda *a, **k: calls.append(k.get("input_params")) or real_read(*a, **k))
+    frames = _read_frames(ntsc_clip, 100, 5)
+    indices = [float(f[..., 0].mean()) / 2 for f in frames]  # H.264 moves red by a level or so
+    assert all(abs(index - expected) < 0.6 for index, expected in zip(indices, range(100, 105), strict=True))
+    assert calls == [["-ss", f"{99.75 * 1001 / 30000:.6f}"]], "one read, seeking to a quarter frame before frame 100"
+
+
+def test_a_variable_rate_files_note_comes_once_from_check_media_not_from_every_draw(tmp_path, caplog):
+    import subprocess
+
+    import imageio_ffmpeg
+
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=30",
+                    "-t", "1", "-vf", "setpts='if(lt(N,15),N/30/TB,(15+(N-15)*3)/30/TB)'", "-fps_mode", "vfr",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", str(tmp_path / "phone.mp4")], check=True)
+    settings = DataSettings(frames=5, height=32, width=32)
+    usable, notes = check_media(scan_media(tmp_path), settings)
+    assert [note for note in notes if "variable frame rate" in note] == [
+        note for note in notes if note.startswith(f"{tmp_path / 'phone.mp4'}: variable frame rate")] != []
+    caplog.clear()
+    for seed in range(3):
+        assert draw_sample(usable[0], settings, cpu_generator(seed)).pixels.shape == (3, 5, 32, 32)
+    assert not [r for r in caplog.records if "variable frame rate" in r.getMessage()], "logged on every draw"
