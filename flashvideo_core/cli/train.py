@@ -130,7 +130,7 @@ def build_run(args):
         init=Path(args.init) if args.init else None, scratch=config.TINY_STAGE2 if tiny else config.STAGE2_2B,
         resume=Path(args.resume) if args.resume else None, val=Path(args.val) if args.val else None,
         holdout=args.holdout, val_clips=DEFAULT_VAL_CLIPS if args.val_clips is None else args.val_clips,
-        device=args.device), tiny
+        device=args.device, caption_cache=Path(args.caption_cache) if args.caption_cache else None), tiny
 
 
 def cmd_train_stage2(args) -> int:

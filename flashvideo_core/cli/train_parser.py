@@ -84,6 +84,10 @@ def _add_train_samples(train: argparse.ArgumentParser) -> None:
                        "share and noise steps: a JSON file (see the README), or coarse-to-fine: 30%% images, 30%% "
                        "mixed (share 0.5), 40%% video with noise steps narrowed to "
                        f"{FINE_NOISE_STEPS[0]}-{FINE_NOISE_STEPS[1]}, as the paper (default: one phase)")
+    train.add_argument("--caption-cache", metavar="DIR", help="folder of caption embeddings to share between runs "
+                       "on the same captions, so a new run loads T5 only for captions no run embedded yet (default: "
+                       "OUT_DIR/caption-cache); each entry is keyed by its caption and the T5 file, size and dtype, "
+                       "so another T5 never reads it")
     train.add_argument("--uncond-fraction", type=float, metavar="P", help="share of samples trained with the zero "
                        f"(unconditional) text embedding, so CFG works (default {TRAIN_DEFAULTS.uncond_fraction:g})")
 

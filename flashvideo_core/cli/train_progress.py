@@ -71,6 +71,8 @@ def describe_run(run, prepared, tiny: bool = False) -> str:
     kind = LORA_NAME if s.lora is not None else WEIGHTS_NAME
     lines.append(f"output:   {run.out_dir}/step-<N>/{kind} + training-state.pt every {s.checkpoint_every} steps and "
                  "at the end")
+    if run.caption_cache is not None:
+        lines.append(f"captions: embeddings kept in {run.caption_cache} (shared with other runs)")
     if prepared.resume is not None:
         lines.append(f"resume:   from {prepared.resume} (step {prepared.start})")
     return "\n".join(lines)

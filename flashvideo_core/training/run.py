@@ -34,6 +34,7 @@ from .loop import TrainResult, train_stage2
 from .schedule import Schedule
 from .settings import TrainSettings
 from .setup import (
+    check_cache_dir,
     check_init,
     check_out_dir,
     check_resume_fits,
@@ -61,7 +62,8 @@ class TrainRun:
     """A training run: data folder, OUT_DIR, settings (with a schedule), the model to start from (init:
     a Stage II file or folder; None = from scratch with `scratch`), resume (a step or run folder),
     held-out samples (val: a folder, or holdout: that many files of data; val_clips samples drawn from
-    them), the VAE and T5 (weights: WeightPaths with vae, text_encoder, tokenizer) and the device."""
+    them), the VAE and T5 (weights: WeightPaths with vae, text_encoder, tokenizer), the device and
+    caption_cache: a folder of caption embeddings shared between runs (None: OUT_DIR/caption-cache)."""
 
     data: Path
     out_dir: Path
@@ -74,6 +76,7 @@ class TrainRun:
     holdout: int | None = None
     val_clips: int = 4
     device: str | None = None
+    caption_cache: Path | None = None
 
     def __post_init__(self) -> None:
         if self.settings.schedule is None:
@@ -91,6 +94,11 @@ class TrainRun:
     @property
     def schedule(self) -> Schedule:
         return self.settings.schedule
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where the caption embeddings are kept: caption_cache, else OUT_DIR/caption-cache."""
+        return self.caption_cache if self.caption_cache is not None else self.out_dir / CACHE_DIR
 
 
 @dataclass
@@ -115,6 +123,8 @@ def prepare(run: TrainRun) -> Prepared:
         raise FlashVideoInputError(f"--resume {folder} is at step {start}, and this run has {run.settings.steps} "
                                    "steps: nothing to train. Raise --steps to train on.")
     check_out_dir(run.out_dir, start if folder is not None else None)
+    if run.caption_cache is not None:
+        check_cache_dir(run.caption_cache)
     run.weights.check("vae", "text_encoder")
     check_init(run.init, run.weights.text_encoder, run.weights.vae)
     notes: list[str] = []
@@ -161,8 +171,9 @@ def encoder_id(weights: WeightPaths, dtype: torch.dtype) -> str:
 
 
 def embed_captions(run: TrainRun, captions: list[str], device, dtype, log=print) -> CaptionCache:
-    """A CaptionCache in OUT_DIR holding every caption; T5 is loaded only if one is missing, and freed after."""
-    cache = CaptionCache(run.out_dir / CACHE_DIR, encoder_id(run.weights, dtype), None)
+    """A CaptionCache in run.cache_dir holding every caption; T5 is loaded only if one is missing (another run
+    sharing the folder may have embedded them already), and freed after."""
+    cache = CaptionCache(run.cache_dir, encoder_id(run.weights, dtype), None)
     missing = [c for c in captions if not cache.path_of(c).is_file()]
     if not missing:
         return cache

@@ -56,6 +56,17 @@ def step_of(folder: Path) -> int:
     return int(STEP_DIR.match(folder.name)[1])
 
 
+def check_cache_dir(folder: Path) -> None:
+    """Raise FlashVideoInputError unless `folder` (--caption-cache) is a folder this user can write to, or can
+    be made as one."""
+    if folder.exists() and not folder.is_dir():
+        raise FlashVideoInputError(f"--caption-cache {folder} is a file; give a folder for the caption embeddings.")
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is None or not os.access(existing, os.W_OK | os.X_OK):
+        raise FlashVideoInputError(f"--caption-cache {folder}: {existing or folder} is not writable; give a folder "
+                                   "you can write to (or leave the flag out: OUT_DIR/caption-cache).")
+
+
 def check_out_dir(out_dir: Path, resume_step: int | None) -> None:
     """Refuse an OUT_DIR whose checkpoints the run would overwrite or mix with its own.
 

@@ -221,6 +221,7 @@ def test_an_init_of_the_wrong_model_is_named_before_training(data, tiny_weights,
     (["--steps", "1", "--resume", "nowhere"], "--resume nowhere does not exist"),
     (["--device", "cuda:7", "--quiet"], "device='cuda:7': this machine has"),
     (["--batch", "0"], "--batch: batch=0 must be an integer >= 1"),
+    (["--caption-cache", __file__], f"--caption-cache {__file__} is a file; give a folder"),
     (["--steps", "3", "--lr-warmup", "3"], "--lr-warmup: lr_warmup=3 must be an integer from 0 to steps - 1 (2)"),
 ])
 def test_bad_flags_are_named_before_training(data, tiny_weights, tmp_path, capsys, extra, message):
@@ -263,3 +264,16 @@ def test_a_checkpoint_older_than_a_setting_resumes_without_a_note_when_it_is_lef
     assert settings_changes(tmp_path, json.dumps(older), TrainSettings()) == []
     assert settings_changes(tmp_path, json.dumps(older), TrainSettings(lr_warmup=5)) == [
         "resuming with lr_warmup changed: 0 -> 5"]
+
+
+def test_runs_sharing_a_caption_cache_embed_each_caption_once(data, tiny_weights, tmp_path, capsys):
+    shared = tmp_path / "captions"
+    assert _train(data, tiny_weights, tmp_path / "a", "--steps", "1", "--caption-cache", str(shared),
+                  quiet=False) == 0
+    err = capsys.readouterr().err
+    assert "computing 4 caption embedding(s) with T5" in err and f"captions: embeddings kept in {shared}" in err
+    assert len(list(shared.glob("*.safetensors"))) == 4 and not (tmp_path / "a" / "caption-cache").exists()
+    assert _train(data, tiny_weights, tmp_path / "b", "--steps", "1", "--caption-cache", str(shared)) == 0
+    assert "computing" not in capsys.readouterr().err, "the second run found every caption embedded"
+    assert _train(data, tiny_weights, tmp_path / "c", "--steps", "1") == 0  # without the flag: its own cache
+    assert "computing 4 caption embedding(s)" in capsys.readouterr().err
