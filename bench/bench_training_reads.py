@@ -8,8 +8,8 @@ s, so the seek, which decodes from the key frame before the clip, costs them les
 made once in a temporary folder. Draws: clips of --frames frames starting at 10%, 50% and 90% of the file,
 each read both ways (the same frames in a constant-rate file: checked); prints seconds per draw and
 the ratio earlier / seek. No PASS line: the ratio grows with the file's length, which is the point.
-Last run (3 min at 640x360, 49 frames, 2 cores): 1.68 / 0.28 s at 10% in (6.1x), 2.91 / 0.22 s at 50%
-(13.5x), 3.79 / 0.14 s at 90% (27.2x); the same frames both ways.
+Last run (3 min at 640x360, 49 frames, 2 cores): 1.76 / 0.18 s at 10% in (9.9x), 2.65 / 0.13 s at 50%
+(20.0x), 3.42 / 0.14 s at 90% (24.6x); the same frames both ways (an earlier run: 6.1x / 13.5x / 27.2x).
 
     .venv/bin/python bench/bench_training_reads.py [--minutes 3] [--size 640x360] [--frames 49]
 """
@@ -20,6 +20,7 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -28,8 +29,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from flashvideo_core.training.data import DataSettings, check_media, scan_media  # noqa: E402
-from flashvideo_core.training.media import _read_frames  # noqa: E402
-from flashvideo_core.video import iter_frames, write_video  # noqa: E402
+from flashvideo_core.training.media import _decode, _read_frames  # noqa: E402
+from flashvideo_core.video import write_video  # noqa: E402
 
 FPS = 24
 
@@ -46,19 +47,9 @@ def _frames(count: int, height: int, width: int):
         yield frame
 
 
-def _earlier_read(path: Path, start: int, count: int) -> np.ndarray:
-    """The read before the seek: iter_frames without the checked probe (it probes the file again), from frame 0."""
-    kept = []
-    frames = iter_frames(path)
-    try:
-        for index, frame in enumerate(frames):
-            if index >= start:
-                kept.append(frame)
-            if len(kept) == count:
-                break
-    finally:
-        frames.close()
-    return np.stack(kept)
+def _earlier_read(item, start: int, count: int) -> np.ndarray:
+    """The read before the seek: without the checked probe (iter_frames probes the file again), from frame 0."""
+    return np.stack(_decode(replace(item, info=None), start, count, first=0))
 
 
 def _timed(read) -> tuple[float, np.ndarray]:
@@ -85,7 +76,7 @@ def main() -> int:
         print(f"{'clip starts at':>16} {'earlier s':>10} {'seek s':>8} {'earlier / seek':>15}")
         for share in (0.1, 0.5, 0.9):
             start = int(share * (total - args.frames))
-            before, old = _timed(lambda start=start: _earlier_read(path, start, args.frames))
+            before, old = _timed(lambda start=start: _earlier_read(item, start, args.frames))
             after, new = _timed(lambda start=start: _read_frames(item, start, args.frames))
             if not np.array_equal(old, new):
                 print(f"frame {start}: the two reads differ", file=sys.stderr)
