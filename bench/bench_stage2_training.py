@@ -267,9 +267,9 @@ def save_models(path: Path, pixel_model, latent_model, run, chosen: int) -> None
 def train_both(base):
     """Train P (DEG_pixel only) and L (+ DEG_latent 0-900) from `base`: (P, L, P seconds, L seconds)."""
     print("training P (DEG_pixel only) with training.loop.train_stage2")
-    pixel_model, p_time, _ = toy_stage2.train(base)
+    pixel_model, p_time = toy_stage2.train(base)
     print("training L (DEG_pixel + DEG_latent 0-900) with training.loop.train_stage2")
-    latent_model, l_time, _ = toy_stage2.train(dataclasses.replace(base, noise_steps=(0, 900)))
+    latent_model, l_time = toy_stage2.train(dataclasses.replace(base, noise_steps=(0, 900)))
     return pixel_model, latent_model, p_time, l_time
 
 

@@ -87,7 +87,7 @@ def parse_args(argv=None):
 class MixedLengthClips:
     """A training.loop.SampleSource: each batch is `batch` pan/zoom clips of one length drawn from LENGTHS."""
 
-    def __init__(self, size: int, seed: int = 0):
+    def __init__(self, size: int):
         self.photos, self.size = toy_footage.load_photos(toy_footage.TRAIN_PHOTOS), size
         self.text = torch.zeros(1, toy_stage2.TEXT_TOKENS, toy_stage2.TEXT_DIM)
         self.sample = toy_stage2.library()[2].TrainingSample
@@ -100,24 +100,15 @@ class MixedLengthClips:
 
 
 def train_model(args):
-    """Train the toy Stage II on MixedLengthClips with the library loop, in toy_stage2's lr phases
-    (toy_stage2.phase_settings, as toy_stage2.train does); save it to args.model."""
-    from flashvideo_core.model.transformer import build_transformer
-
-    loop = toy_stage2.library()[2]
+    """Train the toy Stage II on MixedLengthClips with the library loop in toy_stage2's lr phases
+    (toy_stage2.train); save it to args.model."""
     run = toy_stage2.ToyRun(size=SIZE, frames=max(LENGTHS), steps=args.train_steps, noise_steps=(0, 900))
-    model = build_transformer(toy_stage2.toy_config(), seed=run.seed)
-    start, data = time.perf_counter(), MixedLengthClips(SIZE, run.seed)
     print(f"training the toy model: {run.steps} steps, batch {run.batch}, {SIZE} px, clips of {LENGTHS} frames, "
           f"DEG_latent {run.noise_steps}, peak lr {run.lr}")
-    with tempfile.TemporaryDirectory(prefix="toy-window-") as out_dir:
-        for index, settings in enumerate(toy_stage2.phase_settings(run)):
-            losses = loop.train_stage2(model, toy_stage2.ScaledCodec(), data, settings, f"{out_dir}/{index}").losses
-            print(f"    phase {index}: {settings.steps} steps at lr {settings.lr:.2g}, last 50 losses "
-                  f"{sum(losses[-50:]) / len(losses[-50:]):.4f}, {time.perf_counter() - start:.0f} s", flush=True)
+    model, _ = toy_stage2.train(run, log=lambda line: print(line, flush=True), data=MixedLengthClips(SIZE))
     args.model.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": model.state_dict(), "run": dataclasses.asdict(run), "lengths": LENGTHS}, args.model)
-    return model.eval()
+    return model
 
 
 def load_model(args):

@@ -116,9 +116,7 @@ from gpu_check_tools import (  # noqa: E402, F401  (mismatch_kind: tests/core/te
     Report,
     Sizes,
     dtype_name,
-    error_fields,
     mismatch_kind,
-    release,
     sync,
 )
 
@@ -143,7 +141,7 @@ def environment(device: torch.device, dtype: torch.dtype, dry_run: bool) -> dict
 
     info = {"python": platform.python_version(), "torch": torch.__version__, "torch_cuda": torch.version.cuda,
             "diffusers": diffusers.__version__, "transformers": transformers.__version__,
-            "device": str(device), "dtype": str(dtype).replace("torch.", ""), "dry_run": dry_run,
+            "device": str(device), "dtype": dtype_name(dtype), "dry_run": dry_run,
             "null_video_writer": "flashvideo_core.pipeline.write_video is replaced in this process by a writer that "
                                  "consumes the frames and records their count and size (no ffmpeg, no file)",
             "imageio_ffmpeg": "replaced by a stub in this process (the real package is never imported): any call "
@@ -213,7 +211,7 @@ def attention_backends(report: Report, sizes: Sizes, device: torch.device, dtype
             probe[backend] = "runs"
         except Exception as exc:  # reported, the run goes on
             probe[backend] = f"refused: {str(exc).splitlines()[0][:200]}"
-    section["probe"] = {"shape": [2, heads, 1024, dim], "dtype": str(dtype).replace("torch.", ""), **probe}
+    section["probe"] = {"shape": [2, heads, 1024, dim], "dtype": dtype_name(dtype), **probe}
     report.save()
 
 

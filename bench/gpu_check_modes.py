@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 
 import torch
-from gpu_check_perf import planner_prediction
+from gpu_check_perf import case_peak, planner_prediction
 from gpu_check_tools import (
     SETUP_SECONDS,
     Clock,
@@ -35,11 +35,12 @@ from gpu_check_tools import (
     error_fields,
     forward_seconds,
     guided_call,
-    release,
     timed,
 )
 
+from flashvideo_core.modes.block_swap import device_bytes
 from flashvideo_core.modes.settings import ModelModes
+from flashvideo_core.planning.out_of_memory import release
 
 COMPILE_SECONDS = {"cuda": 90.0, "cpu": 10.0}
 """Assumed time of the first compile of a stage's blocks (inductor on a GPU machine; not measured yet)."""
@@ -134,8 +135,7 @@ class StageRun:
         call = guided_call(model, self.cfg, self.sizes.frames, self.size, self.stage, self.device, self.dtype)
         live = not modes.compile  # a dispatch mode would keep dynamo from compiling (and the CPU count needs one)
         out, timing = timed(lambda: call(row.sequential), self.device, live=live)
-        measured = None if timing["added_bytes"] is None else weights_on_device + call.input_bytes + timing[
-            "added_bytes"]
+        measured = case_peak(weights_on_device, call.input_bytes, timing)
         record.update(timing, case_peak_bytes=measured, weights_on_device_bytes=weights_on_device,
                       input_bytes=call.input_bytes, attention_ran=attention_backend(model),
                       attention_line=describe_backend(model), output_finite=bool(torch.isfinite(out).all()),
@@ -165,13 +165,8 @@ class StageRun:
             self.report.fail(f"modes/stage{self.stage}/{row.name}", record["error"])
 
 
-def _weights_on_device(model) -> int:
-    seen = {id(t): t for t in [*model.parameters(), *model.buffers()]}
-    return sum(t.numel() * t.element_size() for t in seen.values())
-
-
 def _measure_plain(run: StageRun, row: ModeRow, modes: ModelModes, record: dict) -> None:
-    run.measure(run.model, row, modes, record, _weights_on_device(run.model))
+    run.measure(run.model, row, modes, record, device_bytes(run.model, run.device))
 
 
 def _measure_fp8(run: StageRun, row: ModeRow, modes: ModelModes, record: dict) -> None:
@@ -182,7 +177,7 @@ def _measure_fp8(run: StageRun, row: ModeRow, modes: ModelModes, record: dict) -
     stats = quantize_fp8(model, run.dtype)
     record.update(fp8_layers=len(stats.quantized), fp8_bytes_ratio=round(stats.ratio, 4))
     try:
-        run.measure(model, row, modes, record, _weights_on_device(model))
+        run.measure(model, row, modes, record, device_bytes(model, run.device))
     finally:
         del model
         release(run.device)
@@ -214,7 +209,7 @@ def _measure_attention(run: StageRun, row: ModeRow, modes: ModelModes, record: d
         if set_attention_backend(run.model, row.name, log=False) != row.name:
             record.update(status="skip", reason=describe_backend(run.model))
             return
-        run.measure(run.model, row, modes, record, _weights_on_device(run.model))
+        run.measure(run.model, row, modes, record, device_bytes(run.model, run.device))
     finally:
         for layer, processor in zip(layers, before, strict=True):
             layer.set_processor(processor)
@@ -235,7 +230,7 @@ def _measure_compile(run: StageRun, row: ModeRow, modes: ModelModes, record: dic
         run.call(row.sequential)
         record.update(compile_backend=info.backend, compiled_blocks=info.blocks,
                       compile_seconds=round(time.perf_counter() - start, 2))
-        run.measure(run.model, row, modes, record, _weights_on_device(run.model))
+        run.measure(run.model, row, modes, record, device_bytes(run.model, run.device))
     finally:
         uncompile_blocks(run.model)
         torch._dynamo.reset()

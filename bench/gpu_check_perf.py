@@ -27,13 +27,13 @@ from gpu_check_tools import (
     error_fields,
     forward_seconds,
     guided_call,
-    release,
     sync,
     timed,
     weights_of,
 )
 
 from flashvideo_core import config
+from flashvideo_core.planning.out_of_memory import release
 
 CASES = ("stage1_forward", "stage2_forward", "stage2_4_steps", "vae_decode")
 PAPER = {

@@ -15,7 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from gpu_check_tools import Report, dtype_name, error_fields, release, sync
+from gpu_check_tools import Report, dtype_name, error_fields, sync
+
+from flashvideo_core.devices import model_device
+from flashvideo_core.planning.out_of_memory import release
 
 PROMPT = "A red fox runs through fresh snow at sunrise, its breath visible in the cold air."
 TINY_LORA = "tiny_stage2_lora.safetensors"
@@ -31,17 +34,13 @@ def describe(value) -> object:
                                                                   .items() if isinstance(v, int | float | bool)}}
     module = getattr(value, "module", None)
     if isinstance(module, torch.nn.Module):
-        return {"model": type(module).__name__, "rests_on": str(_module_device(module)),
+        return {"model": type(module).__name__, "rests_on": str(model_device(module)),
                 "runs_on": str(getattr(value, "device", None)), "dtype": str(getattr(value, "dtype", None))}
     if hasattr(value, "stage1") and hasattr(value, "stage2"):
         return {"stage1": describe(value.stage1), "stage2": describe(value.stage2)}
     if isinstance(value, str):
         return {"text_chars": len(value)}
     return type(value).__name__
-
-
-def _module_device(module: torch.nn.Module) -> torch.device:
-    return next((p.device for p in module.parameters()), torch.device("cpu"))
 
 
 def _absent(name: str) -> list[str]:

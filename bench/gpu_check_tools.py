@@ -6,7 +6,6 @@ counting, modules built on the device, the guided transformer call).
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import os
 import re
@@ -159,12 +158,6 @@ def dtype_name(dtype: torch.dtype) -> str:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def release(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
 
 
 def weights_of(module: torch.nn.Module) -> dict:

@@ -147,24 +147,25 @@ def phase_settings(run: ToyRun) -> list:
             for index, (count, (_, factor)) in enumerate(zip(counts, LR_PHASES, strict=True)) if count > 0]
 
 
-def train(run: ToyRun, log=print):
-    """Train a fresh toy Stage II with training.loop.train_stage2 (once per lr phase) on clips of
-    toy_footage.TRAIN_PHOTOS. Returns (model in eval mode, wall seconds, per-step losses). The loop's
-    checkpoints go to a temporary folder, deleted afterwards."""
+def train(run: ToyRun, log=print, data=None):
+    """Train a fresh toy Stage II with training.loop.train_stage2 (once per lr phase) on `data` (a
+    training.loop SampleSource; None: PanZoomClips of toy_footage.TRAIN_PHOTOS at run's frames and size).
+    Returns (model in eval mode, wall seconds). The loop's checkpoints go to a temporary folder, deleted
+    afterwards."""
     from flashvideo_core.model.transformer import build_transformer
 
     loop = library()[2]
     model = build_transformer(toy_config(), seed=run.seed)
-    data = PanZoomClips(toy_footage.load_photos(toy_footage.TRAIN_PHOTOS), run.frames, run.size, seed=run.seed)
-    start, losses = time.perf_counter(), []
+    if data is None:
+        data = PanZoomClips(toy_footage.load_photos(toy_footage.TRAIN_PHOTOS), run.frames, run.size, seed=run.seed)
+    start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="toy-stage2-") as out_dir:
         for index, settings in enumerate(phase_settings(run)):
-            result = loop.train_stage2(model, ScaledCodec(), data, settings, f"{out_dir}/phase-{index}")
-            losses += result.losses
+            losses = loop.train_stage2(model, ScaledCodec(), data, settings, f"{out_dir}/phase-{index}").losses
             log(f"    phase {index}: {settings.steps} steps at lr {settings.lr:.2g}, mean loss "
-                f"{sum(result.losses) / len(result.losses):.4f} (last 50: "
-                f"{sum(result.losses[-50:]) / len(result.losses[-50:]):.4f}), {time.perf_counter() - start:.0f} s")
-    return model.eval(), time.perf_counter() - start, losses
+                f"{sum(losses) / len(losses):.4f} (last 50: {sum(losses[-50:]) / len(losses[-50:]):.4f}), "
+                f"{time.perf_counter() - start:.0f} s")
+    return model.eval(), time.perf_counter() - start
 
 
 def enhance_pixels(model, lr_pixels: torch.Tensor, steps: int, noise_step: int, seed: int = 7) -> torch.Tensor:

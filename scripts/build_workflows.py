@@ -21,6 +21,7 @@ from flashvideo_core import config  # noqa: E402
 from flashvideo_core.enhance.plan import DEFAULT_BLEND  # noqa: E402
 from flashvideo_core.enhance.windows import DEFAULT_OVERLAP, DEFAULT_WINDOW  # noqa: E402
 from nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
+from nodes.node_modes import MEMORY, t5_mode_inputs, transformer_mode_inputs  # noqa: E402
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 SEED_NAMES = {"seed", "noise_seed"}
@@ -124,15 +125,19 @@ PROMPT = (
     "tracks slowly alongside at the fox's height, shallow depth of field, cinematic, highly detailed fur."
 )
 LOADER = {"precision": "auto", "offload": "offload after use"}
-MODES = {"weights": "default", "attention": "sdpa", "compile": False, "block_swap": "off", "resident_blocks": 20}
-"""The transformer loaders' memory-mode widgets at their defaults (the T5 loader has weights only)."""
+MODES = {name: spec[1]["default"] for name, spec in transformer_mode_inputs().items()}
+"""The transformer loaders' memory-mode widgets at their defaults."""
+T5_MODES = {name: spec[1]["default"] for name, spec in t5_mode_inputs().items()}
+"""The T5 loader's mode widget (weights) at its default."""
+MEMORY_DEFAULT = MEMORY[1]["default"]
+"""The samplers' and Enhance Video's `memory` widget at its default."""
 
 
 def _models(g: Graph, stage1=True, stage2=True):
     wanted = [("stage1", "FlashVideoStage1Loader", {"model_name": "stage1.pt", **MODES}),
               ("stage2", "FlashVideoStage2Loader", {"model_name": "stage2.pt", **MODES}),
               ("vae", "FlashVideoVAELoader", {"vae_name": "3d-vae.pt"}),
-              ("t5", "FlashVideoT5Loader", {"encoder_name": "text_encoder/", "weights": "default",
+              ("t5", "FlashVideoT5Loader", {"encoder_name": "text_encoder/", **T5_MODES,
                                             "tokenizer": "auto (tokenizer/ beside the encoder)"})]
     wanted = [w for w in wanted if (stage1 or w[0] != "stage1") and (stage2 or w[0] != "stage2")]
     return {key: g.add(node_type, (0, 190 * row), {**widgets, **LOADER})
@@ -156,7 +161,7 @@ def _stage1(g: Graph, ids: dict, embeds: int, pos=(830, 0)) -> int:
         "seed": SEED, "steps": config.STAGE1_STEPS, "cfg": config.STAGE1_CFG,
         "cfg_exponent": config.STAGE1_CFG_EXPONENT,
         "frames": config.DEFAULT_NUM_FRAMES, "width": config.STAGE1_WIDTH, "height": config.STAGE1_HEIGHT,
-        "sequential_cfg": False, "memory": "as set",
+        "sequential_cfg": False, "memory": MEMORY_DEFAULT,
     }, size=(340, 300))
     g.link(ids["stage1"], "stage1_model", node, "model")
     g.link(embeds, "embeds", node, "embeds")
@@ -193,7 +198,7 @@ def _stage2_branch(g: Graph, ids: dict, embeds: int, prepared: int, x: int, y: i
     g.link(prepared, "latent", degraded, "latent")
     sampler = g.add("FlashVideoStage2Sampler", (x + 350, y), {"steps": steps, "cfg": cfg, "shift": config.STAGE2_SHIFT,
                                                               "solver": "euler", "sequential_cfg": False,
-                                                              "memory": "as set"},
+                                                              "memory": MEMORY_DEFAULT},
                   size=(340, 230))
     g.link(ids["stage2"], "stage2_model", sampler, "model")
     g.link(embeds, "embeds", sampler, "embeds")
@@ -256,7 +261,7 @@ def enhance_video_file() -> Graph:
         "target": "1080p", "long_edge": 1920, "auto_noise": True, "noise_step": config.DEFAULT_NOISE_STEP,
         "steps": config.STAGE2_STEPS, "cfg": config.STAGE2_CFG, "shift": config.STAGE2_SHIFT, "window": DEFAULT_WINDOW,
         "overlap": DEFAULT_OVERLAP, "color_match": False, "seed": 0, "sequential_cfg": False, "blend": DEFAULT_BLEND,
-        "memory": "as set"},
+        "memory": MEMORY_DEFAULT},
         size=(360, 480))
     g.link(ids["stage2"], "stage2_model", enhance, "model")
     g.link(ids["vae"], "vae", enhance, "vae")
