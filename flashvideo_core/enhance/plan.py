@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from .. import config
-from ..config import VAE_TEMPORAL_COMPRESSION
 from ..errors import FlashVideoInputError
 from ..sampling.settings import Stage2Settings, check_seed, offset_seed
+from .latent_windows import check_planned_clip_fits
 from .noise_rule import auto_noise_step
 from .sizing import TargetSize, format_scale, resolve_target_size
 from .windows import DEFAULT_OVERLAP, DEFAULT_WINDOW, Window, plan_windows
@@ -112,8 +112,6 @@ def plan_enhance(num_frames: int, in_height: int, in_width: int, settings: Enhan
         )
     windows = tuple(plan_windows(num_frames, settings.window, settings.overlap, window_align(settings.blend)))
     if settings.blend == "co_denoise":  # the clip's latent in RAM: refused now, before any model work
-        from .latent_windows import check_planned_clip_fits  # the sampling stack: only for this blend
-
         check_planned_clip_fits(windows, target.work_height, target.work_width)
     stage2, source = settings.stage2, "given"
     if is_auto(settings.noise_step):  # the rule's step, from the window length and the size
@@ -126,7 +124,7 @@ def plan_enhance(num_frames: int, in_height: int, in_width: int, settings: Enhan
 def window_align(blend: str) -> int:
     """Frames window starts are a multiple of: 1 for the pixel crossfade, the VAE's temporal compression (4)
     for the latent blends, so overlapping windows hold whole latent frames in common."""
-    return 1 if blend == "pixel" else VAE_TEMPORAL_COMPRESSION
+    return 1 if blend == "pixel" else config.VAE_TEMPORAL_COMPRESSION
 
 
 def is_auto(noise_step) -> bool:

@@ -153,9 +153,10 @@ def enhance_video_file(
     check_auto_alone(memory, modes, {"settings.sequential_cfg": settings.sequential_cfg})
     watch = MemoryWatch(run_device)
     callback = watch.track(callback)
-    chosen = (_check_before_loading(weights, stage2_lora, prompt, plan, (run_device, run_dtype), (modes, memory),
-                                    watch) if _loads_from_weights(models, stage2_lora, memory) else None)
-    plan = replace(plan, stage2=replace(plan.stage2, sequential_cfg=chosen.sequential_cfg(2))) if chosen else plan
+    chosen, free_before = None, 0
+    if _loads_from_weights(models, stage2_lora, memory):
+        chosen, plan, free_before = _check_before_loading(weights, stage2_lora, prompt, plan, (run_device, run_dtype),
+                                                          (modes, memory), watch)
     if on_plan is not None:
         on_plan(plan, info)
     with watch.guard():
@@ -163,10 +164,9 @@ def enhance_video_file(
             size = (plan.windows[0].length, plan.target.work_height, plan.target.work_width, chosen.sequential_cfg(2))
             models = load_stage2_models(weights, prompt, stage2_prefix, run_device, run_dtype, callback, stage2_lora,
                                         chosen.modes(2), size, t5_weights=chosen.t5_weights)
-        before = watch.free_at_start  # free before the models loaded (_check_files_fit), 0 for ready models
         refine = _refiner(models, plan, slices, run_device, run_dtype, callback, watch=watch)
-        if before:
-            watch.free_at_start, watch.held = before, 0
+        if chosen is not None:  # loaded from weights here: the run started with free_before free, nothing held
+            watch.free_at_start, watch.held = free_before, 0
         frames = _uint8_stream(iter_frames(info.path, info), plan, refine, callback)
         return write_video(target_path, frames, fps=info.fps, audio_from=info.path if info.has_audio else None,
                            overwrite=overwrite)
@@ -187,12 +187,12 @@ def _loads_from_weights(models, stage2_lora: LoraChoice | None, memory: str) -> 
 
 def _check_before_loading(weights: loaders.WeightPaths | None, stage2_lora: LoraChoice | None, prompt: str,
                           plan: EnhancePlan, where: tuple, asked: tuple[ModelModes, str],
-                          watch: MemoryWatch) -> RunMemory:
+                          watch: MemoryWatch) -> tuple[RunMemory, EnhancePlan, int]:
     """enhance_video_file's checks before any model loads from `weights`: the files, the LoRA, the prompt, the
     modes (asked = (modes, memory): as set, or chosen by planning.auto for one window), then T5's weights alone
     and one window's Stage II (its weights in those modes, the VAE's beside it: the CLI keeps both on the
-    device) against the free device memory (planning.lower_bound); sets `watch` for the loading. Returns the
-    modes the models load with."""
+    device) against the free device memory (planning.lower_bound); sets `watch` for the loading. Returns (the
+    modes the models load with, `plan` with their sequential CFG, the free device bytes counted)."""
     (device, dtype), (modes, memory) = where, asked
     if weights is None:
         raise FlashVideoInputError("give either `weights` or ready `models`.")
@@ -208,11 +208,11 @@ def _check_before_loading(weights: loaders.WeightPaths | None, stage2_lora: Lora
               else RunMemory.as_set(modes, {2: plan.stage2.sequential_cfg}))
     t5 = lower_bound.check_t5(weights.text_encoder, dtype, chosen.t5_weights, device, free)
     watch.at("loading the models (T5 encodes the prompt first)", t5, lower_bound.t5_hint(chosen.t5_weights))
-    window_plan = replace(plan, stage2=replace(plan.stage2, sequential_cfg=chosen.sequential_cfg(2)))
-    call = window_call(window_plan, lower_bound.file_config(weights.stage2), device, dtype, chosen.modes(2))
+    plan = replace(plan, stage2=replace(plan.stage2, sequential_cfg=chosen.sequential_cfg(2)))
+    call = window_call(plan, lower_bound.file_config(weights.stage2), device, dtype, chosen.modes(2))
     check_window_fits(call, lower_bound.planned_room(call, free, beside=vae))
     watch.free_at_start = free
-    return chosen
+    return chosen, plan, free
 
 
 def window_call(plan: EnhancePlan, network: TransformerConfig, device, dtype: torch.dtype,

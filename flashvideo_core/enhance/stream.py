@@ -74,10 +74,11 @@ def enhance_stream(frames: Iterator[torch.Tensor], plan: EnhancePlan, refine: Re
     any frame is read, otherwise. Progress: ("enhance", 0, n) first, then ("enhance", i, n) when window
     i is done (the chain reports its phases in between; co_denoise: window i decoded).
     """
-    chain = refine.chain if isinstance(refine, ChainRefine) else (refine if isinstance(refine, LatentStage2) else None)
+    if isinstance(refine, LatentStage2):
+        refine = ChainRefine(refine)
+    chain = refine.chain if isinstance(refine, ChainRefine) else None
     if plan.blend == "pixel":
-        pixel = refine if isinstance(refine, ChainRefine) or chain is None else ChainRefine(chain)
-        return _windowed(frames, plan, lambda window: pixel, callback)
+        return _windowed(frames, plan, lambda window: refine, callback)
     if chain is None:
         raise FlashVideoInputError(
             f"blend={plan.blend!r} works on the latent: give the Stage II models (or a LatentStage2), not a Refine "
@@ -117,13 +118,13 @@ def _co_denoised(frames: Iterator[torch.Tensor], plan: EnhancePlan, chain: Laten
     report(callback, "enhance", 0, len(plan.windows))
     mean, colours = LatentMean(layout), []
     for index, window, clip in _window_clips(frames, plan):
-        source, video = _window_input(clip, window, plan)
+        video, window_colours = _window_input(clip, window, plan)
         latent = chain.encode(video, _work_size(plan), stage2_seeds(window_seed(plan.seed, index))[0])
         del video
         if index == 0:
             check_clip_latent_fits(layout, latent)
         mean.add(index, latent)
-        colours.append(color_stats(source[:, :, : window.num_frames]) if plan.color_match else None)
+        colours.append(window_colours)
     start = mean.result()
     noise = frame_noise(plan.seed, layout.frames, tuple(start.shape))
     degraded = add_degradation_noise(start, plan.stage2.noise_step, None, chain.scale, noise)
@@ -153,20 +154,21 @@ def _window_clips(frames: Iterator[torch.Tensor], plan: EnhancePlan) -> Iterator
 
 def enhance_window(clip: torch.Tensor, window: Window, seed: int, plan: EnhancePlan, refine: Refine) -> torch.Tensor:
     """One window: clip (n, H, W, 3), uint8 or float in [0, 1] -> enhanced (n, H', W', 3) in [0, 1]."""
-    source, video = _window_input(clip, window, plan)
+    video, colours = _window_input(clip, window, plan)
     decoded = refine(video, seed, plan)
     del video
-    colours = color_stats(source[:, :, : window.num_frames]) if plan.color_match else None
     return _window_output(decoded, window, plan, colours)
 
 
-def _window_input(clip: torch.Tensor, window: Window, plan: EnhancePlan) -> tuple[torch.Tensor, torch.Tensor]:
-    """clip (n, H, W, 3) -> (source (1, 3, L, H, W) in [-1, 1] padded to the window length, video
-    (1, 3, L, work_h, work_w): a view of it resized and edge-padded, what the model gets)."""
+def _window_input(clip: torch.Tensor, window: Window, plan: EnhancePlan):
+    """clip (n, H, W, 3) -> (video (1, 3, L, work_h, work_w) in [-1, 1]: the clip padded to the window length L,
+    resized and edge-padded, what the model gets; the colour statistics of the clip's own frames for
+    color_match, None without it)."""
     source = image_to_video(clip.float() / 255.0 if clip.dtype == torch.uint8 else clip)  # (1, 3, n, H, W)
+    colours = color_stats(source) if plan.color_match else None
     if window.padding:
         source = torch.cat([source, source[:, :, -1:].expand(-1, -1, window.padding, -1, -1)], dim=2)
-    return source, fit_frames(source, plan.target)
+    return fit_frames(source, plan.target), colours
 
 
 def _window_output(decoded: torch.Tensor, window: Window, plan: EnhancePlan, colours) -> torch.Tensor:
