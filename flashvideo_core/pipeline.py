@@ -6,7 +6,6 @@ Used by the CLI. The ComfyUI nodes call the same stage functions one node at a t
 from __future__ import annotations
 
 import contextlib
-import gc
 import itertools
 import re
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from .modes.settings import ModelModes
 from .planning import lower_bound
 from .planning.auto import AS_SET, AUTO, RunMemory, check_auto_alone, choose_run
 from .planning.call import StageCall
-from .planning.out_of_memory import VAE_HINT, MemoryWatch
+from .planning.out_of_memory import VAE_HINT, MemoryWatch, release
 from .planning.room import smaller_mode_hint
 from .planning.use import apply_modes, check_modes_device, load_with_modes
 from .progress import ProgressCallback
@@ -152,7 +151,7 @@ def _generate(prompt, weights, settings, memory: RunMemory, where: tuple, claims
                                              callback=callback, weights=memory.t5_weights)
     embeds = text_encoder.encode(prompt, stage2_prefix=settings.stage2_prefix)
     del text_encoder
-    _release(device)
+    release(device)
 
     knobs = replace(settings.stage1, sequential_cfg=memory.sequential_cfg(1))
     watch.at("Stage I", *bounds["Stage I"])
@@ -161,7 +160,7 @@ def _generate(prompt, weights, settings, memory: RunMemory, where: tuple, claims
     latent1 = stages.run_stage1(stage1, embeds.stage1, knobs, seed=settings.seed, device=device, dtype=dtype,
                                 callback=callback)
     del stage1
-    _release(device)
+    release(device)
 
     watch.at("the VAE (Stage I preview)", hint=lambda: VAE_HINT)
     vae = loaders.load_vae(weights.vae, device=device, dtype=dtype, callback=callback)
@@ -185,7 +184,7 @@ def _generate(prompt, weights, settings, memory: RunMemory, where: tuple, claims
     refined = refine_video(models, image_to_video(preview), (settings.stage2_height, settings.stage2_width),
                            knobs, clip_stage2_seed(settings.seed), device=device, dtype=dtype, callback=callback)
     del models, stage2, preview
-    _release(device)
+    release(device)
     result.stage2_latent = refined.latent
     result.final_path = _write(claims["stage2"], video_to_image(refined.video), settings.fps)
     return result
@@ -261,10 +260,3 @@ def _claimed_names(folder: Path, slug: str, seed: int, stages: tuple[str, ...]) 
                 continue
             yield claims
             return
-
-
-def _release(device: torch.device) -> None:
-    """Give freed memory back: collect garbage and, on CUDA, empty the allocator's cache."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()

@@ -30,7 +30,6 @@ import logging
 import torch
 
 from flashvideo_core.errors import FlashVideoInputError
-from flashvideo_core.memory_floor import cfg_batch, transformer_floor
 from flashvideo_core.modes.apply import SWAP_ATTR
 from flashvideo_core.modes.block_swap import device_bytes, enable_block_swap, find_blocks
 from flashvideo_core.modes.settings import ATTENTION_BACKENDS, AUTO, WEIGHT_FORMATS, ModelModes
@@ -180,16 +179,9 @@ def auto_choice(handle, stage: int, size: tuple[int, int, int], sequential_cfg: 
     if lower_bound.on_accelerator(device):
         plain = plan_peak(stage, height, width, frames, dtype, base, False, module.config)
         budget = comfy_memory.room(handle, int(plain.total_bytes * (1 + FIT_MARGIN) + FIT_RESERVE))
-    if (hasattr(handle, "base") or handle.shared_with_lora) and lower_bound.on_accelerator(device):  # no swap
-        return _no_swap_choice(name, stage, size, dtype, device, budget, base, module.config)
-    return choose_stage(name, stage, size, dtype, device, budget, base, module.config, fp8=False,
-                        fp8_words=FP8_WORDS)
-
-
-def _no_swap_choice(name, stage, size, dtype, device, budget, base, config) -> StageMemory:
-    """choose_stage without block swap (a LoRA model or its base): refused when only block swap would fit."""
-    choice = choose_stage(name, stage, size, dtype, device, budget, base, config, fp8=False, fp8_words=FP8_WORDS)
-    if choice.modes.resident_blocks is not None:
+    choice = choose_stage(name, stage, size, dtype, device, budget, base, module.config, fp8=False,
+                          fp8_words=FP8_WORDS)  # block swap only on an accelerator
+    if (hasattr(handle, "base") or handle.shared_with_lora) and choice.modes.resident_blocks is not None:
         raise FlashVideoInputError(f"{name} fits the free memory only with block swap ({choice.line}), and a LoRA "
                                    "model and its base share weights, so neither swaps blocks: free memory, or use "
                                    "fewer frames or a smaller size.")
@@ -208,7 +200,7 @@ def _resolve(handle, frames: int, height: int, width: int, sequential_cfg: bool)
         budget = comfy_memory.room(handle, int(plan.total_bytes * (1 + FIT_MARGIN) + FIT_RESERVE))
         want = resolve_resident_blocks(module.stage, height, width, frames, budget, handle.dtype, handle.modes,
                                        sequential_cfg, module.config).resident_blocks
-    return None if want is None or want >= len(find_blocks(module)) else want
+    return want  # _set_blocks reads a count of at least the model's blocks as no swap
 
 
 def _attach(handle, blocks: int) -> None:
@@ -231,7 +223,7 @@ def check_room(handle, stage: int, frames: int, height: int, width: int, sequent
     call = StageCall(stage, frames, height, width, handle.dtype, device, ran_modes(module), sequential_cfg,
                      module.config)
     weights, held = lower_bound.loaded_weights(module, device)
-    floor = transformer_floor(frames, height, width, module.config.hidden_size, call.dtype, cfg_batch(sequential_cfg))
+    floor = lower_bound.call_floor(call)
     free = (comfy_memory.room(handle, max(0, weights - held) + floor) - device_bytes(module, device)
             if lower_bound.on_accelerator(device) else services.free_memory(device))  # no weights count on the CPU
     room, name = DeviceRoom(free, weights, held), f"Stage {'I' * stage}"

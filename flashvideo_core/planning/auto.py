@@ -67,11 +67,10 @@ class StageMemory:
 @dataclass(frozen=True)
 class RunMemory:
     """What a run stores and runs its models with: T5's weight format ('default' or 'fp8_e4m3fn'), each
-    stage's StageMemory (stage number -> StageMemory) and the console lines of an auto choice."""
+    stage's StageMemory (stage number -> StageMemory)."""
 
     t5_weights: str
     stages: dict = field(default_factory=dict)
-    lines: tuple[str, ...] = ()
 
     @classmethod
     def as_set(cls, modes: ModelModes, sequential: dict[int, bool]) -> RunMemory:
@@ -163,7 +162,6 @@ def choose_run(t5_path: str | Path, stages: list[tuple[int, str, str | Path, tup
     room = max(0, free - beside)
     chosen = {number: choose_stage(name, number, size, dtype, device, room, base, file_config(path))
               for number, name, path, size in stages}
-    lines = (line, *(stage.line for stage in chosen.values()))
-    for text in lines:
+    for text in (line, *(stage.line for stage in chosen.values())):
         logger.info("memory auto, %s", text)
-    return RunMemory(t5, chosen, lines)
+    return RunMemory(t5, chosen)

@@ -19,6 +19,7 @@ stays memory-mapped (page cache, not taken from the free RAM), so there only the
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from ..errors import FlashVideoInputError
 from ..memory_floor import GIB, cfg_batch, check_fits, transformer_floor
 from ..modes.apply import SWAP_ATTR
 from ..modes.block_swap import device_bytes
+from ..modes.fp8 import weight_bytes
 from ..modes.settings import AUTO, ModelModes
 from . import memory_model
 from .call import DeviceRoom, StageCall
@@ -77,8 +79,7 @@ def loaded_weight_bytes(module: torch.nn.Module, device: torch.device | str) -> 
     if swap is not None:
         held = swap.memory()
         return held.resident + held.in_flight
-    tensors = {id(t): t for t in [*module.parameters(), *module.buffers()]}
-    return sum(t.numel() * t.element_size() for t in tensors.values())
+    return weight_bytes(module)
 
 
 def _header_shapes(path: str | Path) -> dict[str, tuple[int, ...]] | None:
@@ -99,11 +100,11 @@ def t5_weight_bytes(path: str | Path, dtype: torch.dtype, weights: str = "defaul
     kept = {n: s for n, s in shapes.items() if n.startswith("encoder.") and n not in T5_EMBEDDINGS
             and not n.endswith(T5_DROPPED)}
     embedding = next((shapes[n] for n in T5_EMBEDDINGS if n in shapes), ())
-    total = _numel(embedding) * itemsize(dtype)
+    total = math.prod(embedding) * itemsize(dtype)
     for name, shape in kept.items():
         linear = (weights == "fp8_e4m3fn" and name.startswith("encoder.block.") and len(shape) == 2
                   and "relative_attention_bias" not in name)
-        total += _numel(shape) + shape[0] * FP8_SCALE_BYTES if linear else _numel(shape) * itemsize(dtype)
+        total += math.prod(shape) + shape[0] * FP8_SCALE_BYTES if linear else math.prod(shape) * itemsize(dtype)
     return total
 
 
@@ -113,14 +114,7 @@ def vae_weight_bytes(path: str | Path, dtype: torch.dtype) -> int | None:
     shapes = _header_shapes(path)
     if shapes is None:
         return None
-    return sum(_numel(s) for n, s in shapes.items() if not n.startswith("loss.")) * itemsize(dtype)
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    count = 1
-    for size in shape:
-        count *= size
-    return count
+    return sum(math.prod(s) for n, s in shapes.items() if not n.startswith("loss.")) * itemsize(dtype)
 
 
 def check_stage(what: str, call: StageCall, room: DeviceRoom, words: ModeWords = CLI_WORDS) -> int:
@@ -129,11 +123,17 @@ def check_stage(what: str, call: StageCall, room: DeviceRoom, words: ModeWords =
     already there) + room.beside + the activation floor exceed free + held. The message ends with the
     fastest mode that fits the room left to the transformer (planning.room.fitting_hint, in `words`).
     Returns that least need in bytes (weights + beside + floor)."""
-    hidden = stage_config(call.stage, call.config).hidden_size
-    floor = transformer_floor(*call.size, hidden, call.dtype, cfg_batch(call.sequential_cfg))
+    floor = call_floor(call)
     check_fits(what, floor, room.free, call.device, *call.size, fitting_hint(call, room, words),
                fixed=room.weights + room.beside, held=room.held)
     return room.weights + room.beside + floor
+
+
+def call_floor(call: StageCall) -> int:
+    """One model call's least activation bytes (memory_floor.transformer_floor; batch 1 when the CFG halves run
+    one after the other)."""
+    hidden = stage_config(call.stage, call.config).hidden_size
+    return transformer_floor(*call.size, hidden, call.dtype, cfg_batch(call.sequential_cfg))
 
 
 def planned_room(call: StageCall, free: int, beside: int = 0) -> DeviceRoom:

@@ -208,16 +208,3 @@ def nothing_fits_message(stage: int, height: int, width: int, frames: int, free_
     return (f"Stage {'I' if stage == 1 else 'II'} at {width}x{height} (WxH) with {frames} frames needs about "
             f"{need / GIB:.1f} GiB on the device even in its smallest mode ({low.description}), and "
             f"{free_bytes / GIB:.1f} GiB is free: {fix}.")
-
-
-def fitting_mode_hint(stage: int, height: int, width: int, frames: int, free_bytes: int, dtype: torch.dtype,
-                      allow: Allowed = Allowed(), base: ModelModes = ModelModes(),
-                      config: TransformerConfig | None = None, batch: int = 1) -> str:
-    """One sentence for a too-small-card error (issue 12): the fastest mode that would fit this size
-    ('the mode that fits 8.0 GiB free: bf16, fp8 weights, ... (about 6.1 GiB)'), or nothing_fits_message."""
-    try:
-        plan = choose_modes(stage, height, width, frames, free_bytes, dtype, allow, base, config, batch)
-    except FlashVideoInputError as error:
-        return str(error)
-    return (f"the mode that fits {free_bytes / GIB:.1f} GiB free: {plan.description} "
-            f"(about {plan.total_bytes / GIB:.1f} GiB predicted).")

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 
 import torch
 
-from .. import config as fv_config
-from ..config import TransformerConfig
 from ..errors import FlashVideoInputError
 from ..modes.apply import SWAP_ATTR
 from ..modes.attention import attention_backend
@@ -36,7 +34,6 @@ from .planner import (
     choose_modes,
     plan_peak,
     resolve_resident_blocks,
-    stage_config,
 )
 
 
@@ -67,13 +64,6 @@ def settings_for(plan: MemoryPlan, words: ModeWords = CLI_WORDS) -> str:
     if plan.sequential_cfg:
         parts.append(words.sequential_cfg)
     return words.joiner.join(parts) or words.plain
-
-
-def known_config(stage: int, hidden: int) -> TransformerConfig | None:
-    """The network of `stage` with hidden width `hidden` that the planner knows (the published Stage I 5B /
-    Stage II 2B, or the tiny test networks), or None for another width (a file of another shape)."""
-    candidates = (stage_config(stage), fv_config.TINY_STAGE1 if stage == 1 else fv_config.TINY_STAGE2)
-    return next((c for c in candidates if c.num_heads * c.head_dim == hidden), None)
 
 
 def modes_of(model: torch.nn.Module) -> ModelModes:

@@ -13,7 +13,7 @@ from flashvideo_core.modes.settings import ModelModes
 from flashvideo_core.pipeline import GenerateSettings, generate
 from flashvideo_core.planning import lower_bound, planner
 from flashvideo_core.planning.call import DeviceRoom, StageCall
-from flashvideo_core.planning.room import fitting_hint, known_config
+from flashvideo_core.planning.room import fitting_hint
 from flashvideo_core.sampling.settings import Stage1Settings
 from flashvideo_core.weights.loaders import find_weights
 
@@ -51,12 +51,6 @@ def test_check_fits_asks_for_the_hint_only_when_it_refuses():
     check_fits("Stage II", need, need, "cuda", 49, 1072, 1920, hint)
     with pytest.raises(FlashVideoInputError, match=r"or free memory first\. The end\.$"):
         check_fits("Stage II", need, need // 2, "cuda", 49, 1072, 1920, lambda: "The end.")
-
-
-def test_the_planner_knows_the_published_and_tiny_networks_only():
-    assert known_config(1, 3072) == config.STAGE1_5B and known_config(2, 1920) == config.STAGE2_2B
-    assert known_config(1, 32) == config.TINY_STAGE1 and known_config(2, 32) == config.TINY_STAGE2
-    assert known_config(2, 1024) is None  # another network: the floor's message alone
 
 
 def test_an_enhance_window_too_big_for_the_card_names_the_mode_that_fits():
