@@ -27,7 +27,7 @@ works for every public name.
 
 from .claims import remove_stale_partials
 from .disk_full import DISK_FULL_SIGNS, write_errors_named
-from .publish import atomic_output
+from .publish import atomic_output, current_umask
 from .reserve import Reservation, reserved_output
 from .signals import signals_held
 
@@ -35,6 +35,7 @@ __all__ = [
     "DISK_FULL_SIGNS",
     "Reservation",
     "atomic_output",
+    "current_umask",
     "remove_stale_partials",
     "reserved_output",
     "signals_held",

@@ -47,11 +47,17 @@ def _ordinary_mode(temp: Path) -> None:
     """Give the finished file the mode a plain open() would have given it (0666 less the umask): some writers
     create files readable by their owner only (safetensors 0.8: 0600), which another user running ComfyUI
     (a service account, a container) could then not load."""
-    with _umask_lock:  # the umask can only be read by setting it
+    with contextlib.suppress(FileNotFoundError):  # a writer that wrote nothing publishes nothing either
+        os.chmod(temp, 0o666 & ~current_umask())
+
+
+def current_umask() -> int:
+    """This process's umask. It can only be read by setting it, so under a lock: two threads reading at once
+    would otherwise leave the placeholder value set."""
+    with _umask_lock:
         mask = os.umask(0o022)
         os.umask(mask)
-    with contextlib.suppress(FileNotFoundError):  # a writer that wrote nothing publishes nothing either
-        os.chmod(temp, 0o666 & ~mask)
+    return mask
 
 
 def _publish(temp: Path, target: Path, overwrite: bool) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from .. import config
@@ -23,10 +22,10 @@ from ..sampling.settings import Stage1Settings, clip_stage2_seed
 from ..weights import tiny as tiny_files
 from ..weights.convert import convert_checkpoint
 from ..weights.hub import download_weights
-from ..weights.loaders import WeightPaths, find_weights
 from .bars import TqdmProgress
 from .parser import TINY_SETTINGS
 from .train import cmd_train_stage2
+from .weights_args import resolve_weights
 
 
 def tiny_generate_settings():
@@ -41,18 +40,9 @@ def tiny_generate_settings():
 
 def _resolve_weights(args) -> tuple:
     """(WeightPaths, is_tiny_default)."""
-    tiny = args.weights is None and not any(
-        getattr(args, n) for n in ("stage1", "stage2", "vae", "text_encoder", "tokenizer")
-    )
-    if tiny:
-        print("No --weights given: using the embedded TINY RANDOM weights (output is noise; this checks the "
-              "pipeline). Get the real ones with `python -m flashvideo_core download DIR`.", file=sys.stderr)
-        paths = find_weights(tiny_files.ensure_tiny_weights())
-    else:
-        paths = find_weights(args.weights) if args.weights else WeightPaths()
-    overrides = {n: Path(getattr(args, n)) for n in ("stage1", "stage2", "vae", "text_encoder", "tokenizer")
-                 if getattr(args, n)}
-    return replace(paths, **overrides), tiny
+    return resolve_weights(args, ("stage1", "stage2", "vae", "text_encoder", "tokenizer"),
+                           "No --weights given: using the embedded TINY RANDOM weights (output is noise; this checks "
+                           "the pipeline). Get the real ones with `python -m flashvideo_core download DIR`.")
 
 
 def _cmd_generate(args) -> int:

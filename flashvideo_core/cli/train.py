@@ -14,10 +14,10 @@ from ..training.latent_degradation import LatentDegradation
 from ..training.pixel_degradation import PixelDegradation
 from ..training.schedule import PRESETS, Schedule, coarse_to_fine, load_schedule, parse_size
 from ..training.settings import TrainSettings
-from ..weights import tiny as tiny_files
-from ..weights.loaders import WeightPaths, find_weights
+from ..weights.loaders import WeightPaths
 from .train_parser import DEFAULT_FRAMES, DEFAULT_SIZE, DEFAULT_VAL_CLIPS
 from .train_progress import TrainBar, describe_run
+from .weights_args import resolve_weights
 
 FLAGS = {"steps": "--steps", "batch": "--batch", "lr": "--lr", "lr_warmup": "--lr-warmup", "lr_decay": "--lr-decay",
          "weight_decay": "--weight-decay",
@@ -101,13 +101,9 @@ def train_settings(args) -> TrainSettings:
 
 def train_weights(args) -> tuple[WeightPaths, bool]:
     """(VAE, T5 and tokenizer paths, is_tiny_default): --weights and the per-file flags, else the tiny default."""
-    names = ("vae", "text_encoder", "tokenizer")
-    if args.weights is None and not any(getattr(args, n) for n in names):
-        print("No --weights given: using the embedded TINY RANDOM VAE and T5 (this checks the command; a real run "
-              "needs the published 3d-vae.pt and text_encoder/).", file=sys.stderr)
-        return find_weights(tiny_files.ensure_tiny_weights()), True
-    paths = find_weights(args.weights) if args.weights else WeightPaths()
-    return replace(paths, **{n: Path(getattr(args, n)) for n in names if getattr(args, n)}), False
+    return resolve_weights(args, ("vae", "text_encoder", "tokenizer"), "No --weights given: using the embedded TINY "
+                           "RANDOM VAE and T5 (this checks the command; a real run needs the published 3d-vae.pt and "
+                           "text_encoder/).")
 
 
 def _out_dir(args) -> Path:

@@ -69,13 +69,14 @@ def save_training_state(path: str | Path, state: dict, overwrite: bool = False) 
     return path
 
 
-def load_training_state(path: str | Path) -> dict:
-    """Read a resume state with torch.load(weights_only=True); CheckpointError naming the file otherwise."""
+def load_training_state(path: str | Path, mmap: bool = False) -> dict:
+    """Read a resume state with torch.load(weights_only=True; mmap: map the file rather than read its tensors
+    into memory); CheckpointError naming the file otherwise."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"training state {path} not found; --resume takes a run folder written by train-stage2.")
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # unpickling refused, truncated zip, ...
         raise CheckpointError(f"{path} is not a readable training state (damaged, or not written by "
                               f"train-stage2): {exc}") from exc
@@ -105,14 +106,8 @@ def step_folders(out_dir: str | Path) -> list[tuple[int, Path]]:
 
 def read_settings_json(folder: str | Path) -> str | None:
     """The settings JSON stored in a step folder's training state, read without loading the optimizer state
-    into memory (torch.load with mmap, weights_only); None when the state records none."""
-    path = Path(folder) / STATE_NAME
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # unpickling refused, truncated zip, ...
-        raise CheckpointError(f"{path} is not a readable training state (damaged, or not written by "
-                              f"train-stage2): {exc}") from exc
-    return state.get("settings") if isinstance(state, dict) else None
+    into memory (load_training_state with mmap); None when the state records none."""
+    return load_training_state(Path(folder) / STATE_NAME, mmap=True).get("settings")
 
 
 def latest_checkpoint(out_dir: str | Path) -> Path | None:

@@ -71,11 +71,6 @@ class Phase:
         """True when some steps of this phase draw clips of `frames` frames (image_share below 1)."""
         return self.image_share is None or self.image_share < 1.0
 
-    @property
-    def needs_images(self) -> bool:
-        """True when some steps of this phase draw 1-frame samples."""
-        return self.image_share is None or self.image_share > 0.0
-
     def label(self, index: int) -> str:
         """'phase 2 ("mixed")' for messages (index from 0)."""
         return f"phase {index + 1}" + (f" ({self.name!r})" if self.name else "")

@@ -45,24 +45,26 @@ def _velocity(model, text: torch.Tensor, cfg: float, noise_step: int):
     return velocity
 
 
-def validate(model, codec, clips: torch.Tensor, text: torch.Tensor, pixel: PixelDegradation, noise_step: int,
-             steps: int = config.STAGE2_STEPS, cfg: float = 1.0, shift: float = config.STAGE2_SHIFT,
-             seed: int = 0) -> ValidationScores:
-    """Score `model` on held-out HQ clips (B, 3, F, H, W) in [-1, 1] with prompt embedding text (1 or B, L, D).
-
-    The LR input is degrade_latents(codec.encode(degrade_pixels(clips)), noise_step) from a CPU
-    generator seeded with `seed` (the same draws every pass); the refinement is the inference
-    sampler (guidance.stage2_velocity at `cfg`, fp32 times; at cfg 1 its conditional half only, + sample_euler_flow over
-    stage2_time_grid(steps, shift)) on the codec's scaled latent; the result is decoded and compared
-    with `clips`.
-    """
+def degraded_latent(codec, clips: torch.Tensor, pixel: PixelDegradation, noise_step: int,
+                    seed: int = 0) -> torch.Tensor:
+    """The LR input of a validation pass for HQ clips (B, 3, F, H, W) in [-1, 1]: degrade_latents(codec.encode(
+    degrade_pixels(clips)), noise_step), every draw from a CPU generator seeded with `seed` (the same each
+    pass). Returns the codec's scaled latent (B, C, T, h, w)."""
     generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        z_lr = codec.encode(degrade_pixels(clips, pixel, generator), generator)
+        return degrade_latents(z_lr, torch.full((clips.shape[0],), int(noise_step)), generator)
+
+
+def score_refined(model, codec, z_lr: torch.Tensor, clips: torch.Tensor, text: torch.Tensor, noise_step: int,
+                  steps: int = config.STAGE2_STEPS, cfg: float = 1.0,
+                  shift: float = config.STAGE2_SHIFT) -> ValidationScores:
+    """Refine the LR latent z_lr (degraded_latent) with `model` and the inference sampler (guidance.stage2_velocity
+    at `cfg`, fp32 times; at cfg 1 its conditional half only, + sample_euler_flow over stage2_time_grid(steps,
+    shift)), decode, and score against `clips` (B, 3, F, H, W) in [-1, 1]; text: (1 or B, L, D)."""
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        lr_pixels = degrade_pixels(clips, pixel, generator)
-        z_lr = codec.encode(lr_pixels, generator)
-        z_lr = degrade_latents(z_lr, torch.full((clips.shape[0],), int(noise_step)), generator)
         device = next(model.parameters()).device
         velocity = _velocity(model, text, cfg, noise_step)
         z = sample_euler_flow(velocity, z_lr.to(device), stage2_time_grid(steps, shift))
@@ -71,26 +73,39 @@ def validate(model, codec, clips: torch.Tensor, text: torch.Tensor, pixel: Pixel
     return ValidationScores(psnr(refined, clips), lowfreq_psnr(refined, clips), log_spectral_distance(refined, clips))
 
 
+def validate(model, codec, clips: torch.Tensor, text: torch.Tensor, pixel: PixelDegradation, noise_step: int,
+             steps: int = config.STAGE2_STEPS, cfg: float = 1.0, shift: float = config.STAGE2_SHIFT,
+             seed: int = 0) -> ValidationScores:
+    """Score `model` on held-out HQ clips (B, 3, F, H, W) in [-1, 1] with prompt embedding text (1 or B, L, D):
+    score_refined of degraded_latent(codec, clips, pixel, noise_step, seed)."""
+    z_lr = degraded_latent(codec, clips, pixel, noise_step, seed)
+    return score_refined(model, codec, z_lr, clips, text, noise_step, steps, cfg, shift)
+
+
 class HeldOut:
     """A validation pass over fixed held-out samples: callable(model) -> ValidationScores.
 
     clips: TrainingSamples (pixels (3, F, H, W) in [-1, 1], text (1, L, D)), drawn once (e.g.
     source.held_out_clips); each is scored on its own (clips may differ in frame count) with
-    validate(...) at `noise_step`, `steps` and `cfg`, and the three scores are averaged over clips.
+    validate(...) at `noise_step`, `steps` and `cfg`, and the three scores are averaged over clips. Each
+    clip's LR latent (degraded_latent: the codec's encode, the same every pass) is made on the first pass and
+    kept for the next ones.
     """
 
     def __init__(self, clips, codec, pixel: PixelDegradation, noise_step: int = config.DEFAULT_NOISE_STEP,
                  steps: int = config.STAGE2_STEPS, cfg: float = 1.0, seed: int = 0):
         self.clips, self.codec, self.pixel = list(clips), codec, pixel
         self.noise_step, self.steps, self.cfg, self.seed = noise_step, steps, cfg, seed
+        self.latents: list[torch.Tensor] = []
 
     def __call__(self, model) -> ValidationScores:
-        scores = []
-        for index, clip in enumerate(self.clips):
-            device = next(model.parameters()).device
-            dtype = next(model.parameters()).dtype
-            scores.append(validate(model, self.codec, clip.pixels[None], clip.text.to(device, dtype), self.pixel,
-                                   self.noise_step, self.steps, self.cfg, seed=self.seed + index))
+        if not self.latents:
+            self.latents = [degraded_latent(self.codec, clip.pixels[None], self.pixel, self.noise_step, self.seed + i)
+                            for i, clip in enumerate(self.clips)]
+        device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+        scores = [score_refined(model, self.codec, z_lr, clip.pixels[None], clip.text.to(device, dtype),
+                                self.noise_step, self.steps, self.cfg)
+                  for clip, z_lr in zip(self.clips, self.latents, strict=True)]
         count = len(scores)
         return ValidationScores(sum(s.psnr for s in scores) / count, sum(s.lowfreq_psnr for s in scores) / count,
                                 sum(s.lsd for s in scores) / count)

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .. import config
-from ..atomic import signals_held, write_errors_named
+from ..atomic import current_umask, signals_held, write_errors_named
 from ..text.encoder import write_tiny_t5
 
 TINY_LORA_RANK = 4
@@ -184,6 +184,4 @@ def _rename_into_place(tmp: Path, target: Path) -> None:
 
 def _make_plain(folder: Path) -> None:
     """Give a mkdtemp folder (private, 0700) the permissions a plainly made folder gets."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(folder, 0o777 & ~umask)
+    os.chmod(folder, 0o777 & ~current_umask())
