@@ -1,7 +1,7 @@
 """Checks of a training run made before anything heavy loads: the output folder, --resume, --init, settings.
 
-Each raises FlashVideoInputError or CheckpointError naming the input and the fix. Nothing here reads
-weights (only file headers) or decodes media.
+Each raises FlashVideoInputError or CheckpointError naming the input and the fix. Nothing here reads a
+model's weights (only file headers; a LoRA file, a few MB, is read whole) or decodes media.
 """
 
 from __future__ import annotations
@@ -132,7 +132,8 @@ def check_init(init: Path | None, text_encoder: Path | None, vae: Path | None) -
 
 
 def check_resume_fits(folder: Path, settings: TrainSettings, init: Path | None, scratch: TransformerConfig) -> None:
-    """The checkpoint to resume must be of this run's kind (LoRA or full) and architecture (headers only)."""
+    """The checkpoint to resume must be of this run's kind (LoRA or full) and architecture (a full checkpoint's
+    header; a LoRA checkpoint is read whole, for its settings and architecture)."""
     path = weights_file(folder)
     arch = architecture_of_file(init) if init is not None else config_architecture(scratch)
     base = init.name if init is not None else "the from-scratch model (no --init)"
